@@ -1,0 +1,52 @@
+"""Shared test configuration: x64 on, rank promotion raises, one tolerance table."""
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# Absolute/relative tolerance per dtype, used by every comparison in the suite.
+TOLERANCE = {
+    np.dtype("float64"): 1e-10,
+    np.dtype("complex128"): 1e-10,
+    np.dtype("float32"): 2e-5,
+    np.dtype("complex64"): 2e-5,
+    np.dtype("float16"): 2e-2,
+    np.dtype(jax.numpy.bfloat16): 5e-2,
+}
+
+
+def tol(dtype) -> float:
+    """Tolerance for comparing results of dtype ``dtype`` (0 for integers)."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
+        return 0.0
+    return TOLERANCE[dtype]
+
+
+def assert_close(actual, expected, dtype=None, scale=None):
+    """Assert ``actual`` equals ``expected`` within the dtype's tolerance.
+
+    The tolerance is relative to ``scale`` (default: max |expected|, at least 1),
+    so sums of many products are compared fairly.
+    """
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    dtype = actual.dtype if dtype is None else dtype
+    t = tol(dtype)
+    if t == 0.0:
+        np.testing.assert_array_equal(actual, expected)
+        return
+    if scale is None:
+        scale = max(1.0, float(np.max(np.abs(expected.astype(np.complex128))))) if expected.size else 1.0
+    np.testing.assert_allclose(
+        actual.astype(np.complex128), expected.astype(np.complex128), rtol=t, atol=t * scale
+    )
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
