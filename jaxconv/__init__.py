@@ -2,6 +2,26 @@
 
 __version__ = "0.1.0"
 
+from . import lax as lax
+from . import padding as padding
 from . import shapes as shapes
+from .padding import pad as pad
+from .patches import fold as fold, unfold as unfold
+from .pooling import (
+    adaptive_avg_pool as adaptive_avg_pool,
+    adaptive_max_pool as adaptive_max_pool,
+    avg_pool as avg_pool,
+    global_avg_pool as global_avg_pool,
+    global_max_pool as global_max_pool,
+    lp_pool as lp_pool,
+    max_pool as max_pool,
+    min_pool as min_pool,
+    sum_pool as sum_pool,
+)
 
-__all__ = ["shapes", "__version__"]
+__all__ = ["lax", "shapes", "padding", "pad", "__version__"]
+__all__ += ["unfold", "fold"]
+__all__ += [
+    "max_pool", "avg_pool", "min_pool", "sum_pool", "lp_pool",
+    "global_max_pool", "global_avg_pool", "adaptive_avg_pool", "adaptive_max_pool",
+]  # fmt: skip

@@ -1,0 +1,63 @@
+"""Pieces shared by the algorithms: output sizes and the per-tap contraction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._taps import valid_out_size
+
+
+def out_spatial(x_shape, kernel, stride, dilation) -> tuple[int, ...]:
+    """Spatial output sizes of a VALID, strided, dilated window slide."""
+    return tuple(
+        valid_out_size(n, k, s, d)
+        for n, k, s, d in zip(x_shape[1:-1], kernel, stride, dilation)
+    )
+
+
+def is_depthwise(w_shape: Sequence[int], groups: int, channels: int) -> bool:
+    """True when every group holds a single input channel (I == 1, G == C)."""
+    return w_shape[-2] == 1 and groups == channels
+
+
+def contract_tap(xs, wt, groups, precision, acc_dtype):
+    """Multiply one tap's input slice by that tap's kernel slice.
+
+    Args:
+      xs: ``(..., C)`` input values for one tap at every output position.
+      wt: ``(I, O)`` the kernel at that tap; ``C = groups * I``.
+
+    Returns:
+      ``(..., O)``: the tap's contribution to every output, in ``acc_dtype``.
+    """
+    i, o = wt.shape
+    lead = xs.shape[:-1]
+    if i == 1:
+        # Depthwise: an elementwise product with a channel multiplier, no
+        # reduction at all — far cheaper than a degenerate matmul.
+        m = o // groups
+        xs = xs.astype(acc_dtype).reshape(*lead, groups, 1)
+        wt = wt.astype(acc_dtype).reshape((1,) * len(lead) + (groups, m))
+        return (xs * wt).reshape(*lead, o)
+    if groups == 1:
+        return jnp.einsum(
+            "...i,io->...o", xs, wt, precision=precision,
+            preferred_element_type=acc_dtype,
+        )
+    xs = xs.reshape(*lead, groups, i)
+    wt = wt.reshape(i, groups, o // groups)
+    out = jnp.einsum(
+        "...gi,igo->...go", xs, wt, precision=precision,
+        preferred_element_type=acc_dtype,
+    )
+    return out.reshape(*lead, o)
+
+
+def flat_taps(w: jax.Array) -> tuple[jax.Array, int]:
+    """Reshape a kernel ``(*K, I, O)`` to ``(T, I, O)`` with ``T = prod(K)``."""
+    t = int(np.prod(w.shape[:-2], dtype=np.int64))
+    return w.reshape(t, *w.shape[-2:]), t
