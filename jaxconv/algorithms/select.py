@@ -12,10 +12,28 @@ from .direct import conv_direct
 from .patches import conv_patches
 from .taps import conv_taps
 
+
+
+def conv_fft(*args, **kwargs):
+    """FFT convolution (``jaxconv.algorithms.fft``), imported on first use."""
+    from .fft import conv_fft as impl
+
+    return impl(*args, **kwargs)
+
+
+def conv_winograd(*args, **kwargs):
+    """Winograd convolution (``jaxconv.algorithms.winograd``), on first use."""
+    from .winograd import conv_winograd as impl
+
+    return impl(*args, **kwargs)
+
+
 ALGORITHMS = {
     "direct": conv_direct,
     "patches": conv_patches,
     "taps": conv_taps,
+    "fft": conv_fft,
+    "winograd": conv_winograd,
 }
 
 EXACT = ("direct", "patches", "taps")
