@@ -5,6 +5,15 @@ __version__ = "0.1.0"
 from . import lax as lax
 from . import padding as padding
 from . import shapes as shapes
+from .conv import (
+    conv as conv,
+    conv1d as conv1d,
+    conv2d as conv2d,
+    conv3d as conv3d,
+    conv_transpose as conv_transpose,
+    depthwise_conv as depthwise_conv,
+    separable_conv as separable_conv,
+)
 from .padding import pad as pad
 from .patches import fold as fold, unfold as unfold
 from .pooling import (
@@ -21,6 +30,10 @@ from .pooling import (
 
 __all__ = ["lax", "shapes", "padding", "pad", "__version__"]
 __all__ += ["unfold", "fold"]
+__all__ += [
+    "conv", "conv1d", "conv2d", "conv3d", "conv_transpose", "depthwise_conv",
+    "separable_conv",
+]  # fmt: skip
 __all__ += [
     "max_pool", "avg_pool", "min_pool", "sum_pool", "lp_pool",
     "global_max_pool", "global_avg_pool", "adaptive_avg_pool", "adaptive_max_pool",

@@ -26,7 +26,7 @@ import numpy as np
 from jax import lax
 
 from ._taps import valid_out_size
-from .algorithms.select import get_algorithm
+from .algorithms.select import ALGORITHMS, choose_algorithm
 
 _LOW_PRECISION = (np.dtype(jnp.bfloat16), np.dtype(jnp.float16))
 
@@ -102,7 +102,11 @@ def conv_canonical(
     if 0 in shape or w.shape[-2] == 0:
         # lax returns an empty (or, with no input features, all-zero) result.
         return jnp.zeros(shape, out_dtype)
-    fn = get_algorithm(algorithm, x.shape, w.shape, stride, rhs_dilation, groups)
+    if algorithm == "auto":
+        algorithm = choose_algorithm(x.shape, w.shape, stride, rhs_dilation, groups)
+    if _PLAN_LOG is not None:
+        _PLAN_LOG.append(algorithm)
+    fn = ALGORITHMS[algorithm]
     res = fn(
         x, w, stride=tuple(stride), dilation=tuple(rhs_dilation), groups=groups,
         precision=precision, acc_dtype=acc_dtype,
@@ -110,3 +114,20 @@ def conv_canonical(
     if out_dtype == np.bool_:
         return res != 0
     return res.astype(out_dtype)
+
+
+_PLAN_LOG: list[str] | None = None
+
+
+def describe_plan(f, *args) -> str:
+    """The algorithm(s) ``"auto"`` resolves to when tracing ``f(*args)``."""
+    global _PLAN_LOG
+    _PLAN_LOG = []
+    try:
+        import jax
+
+        jax.eval_shape(f, *args)
+        names = list(dict.fromkeys(_PLAN_LOG))
+    finally:
+        _PLAN_LOG = None
+    return "+".join(names) or "auto"

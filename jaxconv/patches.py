@@ -30,6 +30,7 @@ accepts every form of :func:`jaxconv.shapes.resolve_padding` (strings and
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -162,6 +163,11 @@ def unfold(
     kernel, stride, dilation, pads, out = _geometry(
         spatial, kernel_size, stride, padding, dilation
     )
+    return _unfold(x, kernel, stride, dilation, pads, out, first, last)
+
+
+@functools.partial(jax.jit, static_argnums=range(1, 8))
+def _unfold(x, kernel, stride, dilation, pads, out, first, last):
     xp = lax.pad(x, jnp.zeros((), x.dtype), _pad_config(x.ndim, first, pads))
     taps = math.prod(kernel)
     if last:
@@ -242,6 +248,12 @@ def fold(
             f"`output_size` (={output_size!r}) and `kernel_size` "
             f"(={kernel_size!r}) with these stride/padding/dilation."
         )
+    return _fold(cols, size, kernel, stride, dilation, pads, out, last)
+
+
+@functools.partial(jax.jit, static_argnums=range(1, 8))
+def _fold(cols, size, kernel, stride, dilation, pads, out, last):
+    n, taps = len(size), math.prod(kernel)
     if last:
         batch, channels = cols.shape[: -n - 1], cols.shape[-1] // taps
         cols = cols.reshape(batch + out + (taps, channels))

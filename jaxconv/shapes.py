@@ -137,9 +137,7 @@ def resolve_padding(
             _string_pair(mode, n, k, s, d)
             for n, k, s, d in zip(shape, kernel, strides, dilations)
         )
-    if not _is_sequence(padding) and not isinstance(padding, int):
-        as_int(padding, "padding")  # TypeError for floats, None, ...
-    return pad_pairs(padding, nd)
+    return pad_pairs(padding, nd)  # TypeError for floats, None, ...
 
 
 def conv_output_size(
@@ -386,8 +384,6 @@ def conv_transpose_output_shape(
     if isinstance(padding, str):
         pads = (padding,) * nd
     else:
-        if not _is_sequence(padding):
-            as_int(padding, "padding")
         pads = pad_pairs(padding, nd)
     return _per_axis_sizes(
         conv_transpose_output_size,

@@ -1,0 +1,366 @@
+"""The ``jaxconv`` command: ``shapes``, ``demo`` and ``bench``.
+
+Bad input (an unknown layer, a negative size, an unreadable image, a bad
+``--input``) prints one line naming the problem to stderr and exits with
+status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+_MAIN_EPILOG = """\
+examples:
+  jaxconv shapes "conv 3x3 32 same, relu, maxpool 2, conv 3x3 64, relu, gap, dense 10" --input 28x28x1
+  jaxconv demo --out ./jaxconv-demo
+  jaxconv bench --quick --cases dw3,point
+
+Run "jaxconv COMMAND --help" for the options of each command.
+"""
+
+_SHAPES_EPILOG = """\
+the layer language (layers separated by commas, arguments by spaces):
+  conv KxK C [opts]        convolution, C output channels     conv 3x3 64 same s2
+  dconv KxK [M] [opts]     depthwise conv (alias depthwise),  dconv 3x3 same
+                           channel multiplier M (default 1)
+  tconv KxK C [opts]       transposed convolution             tconv 4x4 32 s2 p1
+  maxpool N [sN] [pad]     max pooling, window N or NxM       maxpool 2
+  avgpool N [sN] [pad]     average pooling                    avgpool 3 s2 same
+  gap | gmp                global average / max pooling       gap
+  flatten                  flatten one example to a vector    flatten
+  dense N                  fully connected, N outputs         dense 10
+  relu gelu tanh sigmoid silu elu softmax                     relu
+  dropout P                dropout with rate P                dropout 0.5
+
+  options: padding same | valid | full | causal | same_lower | pN (N cells each
+  side); sN stride; dN dilation; gN groups; reflect | replicate | circular |
+  symmetric (padding mode); nobias; opN output padding (tconv). Sizes may be
+  per axis: 3x5, s1x2. Defaults as jaxconv.conv: valid padding, stride 1.
+
+  --input is one example's shape without the batch axis, channels last
+  (HxWxC; L x C for 1-D, DxHxWxC for 3-D).
+
+examples:
+  jaxconv shapes "conv 3x3 32 same, relu, maxpool 2, conv 3x3 64, relu, gap, dense 10" --input 28x28x1
+  jaxconv shapes "conv 7x7 64 s2 p3, maxpool 3 s2 p1, conv 1x1 256" --input 224x224x3
+  jaxconv shapes "conv 3 64 causal d2, conv 3 64 causal d4, gap, dense 1" --input 1000x1
+  jaxconv shapes "dconv 3x3 same, conv 1x1 64, tconv 4x4 32 s2 p1" --input 16x16x32
+"""
+
+_DEMO_EPILOG = """\
+writes (to --out, default ./jaxconv-demo):
+  input.png          the photo (colour and grayscale)
+  kernels.png        edge (Sobel x/y, Laplacian), blur (box, Gaussian) and
+                     sharpen kernels applied to the grayscale photo
+  colour_blur.png    a depthwise Gaussian blur and a multi-channel edge kernel
+                     applied to the colour photo
+  stack_layerN.png   activation maps of a small random conv stack
+
+examples:
+  jaxconv demo
+  jaxconv demo --image my_photo.jpg --out /tmp/maps
+"""
+
+
+class _UsageError(Exception):
+    """Bad command-line input: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors as a single line (no usage block) and status 2."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = _Parser(
+        prog="jaxconv",
+        description="Convolutions for JAX, written in JAX: shape tables, a demo, "
+        "and the benchmark suite.",
+        epilog=_MAIN_EPILOG,
+        formatter_class=fmt,
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    s = sub.add_parser(
+        "shapes",
+        help="print output shape, params, FLOPs and receptive field per layer",
+        description="Print a summary table (output shape, parameters, FLOPs and "
+        "receptive field per layer) for a layer list, computed from "
+        "jaxconv.shapes without running anything.",
+        epilog=_SHAPES_EPILOG,
+        formatter_class=fmt,
+    )
+    s.add_argument("layers", help='layer list, e.g. "conv 3x3 32 same, relu, gap"')
+    s.add_argument("--input", "-i", required=True, metavar="SHAPE",
+                   help="one example's shape, e.g. 28x28x1 (channels last)")
+    d = sub.add_parser(
+        "demo",
+        help="convolve a bundled photo and write activation-map PNGs",
+        description="Convolve a photo (a bundled public-domain picture by "
+        "default) with edge, blur and sharpen kernels and a small random conv "
+        "stack, and write the activation maps as PNG files (needs matplotlib: "
+        'pip install "jaxconv[examples]").',
+        epilog=_DEMO_EPILOG,
+        formatter_class=fmt,
+    )
+    d.add_argument("--image", metavar="PATH", help="a PNG/JPEG to use instead")
+    d.add_argument("--out", metavar="DIR", default="jaxconv-demo",
+                   help="output directory (default: ./jaxconv-demo)")
+    d.add_argument("--size", type=int, default=256, metavar="N",
+                   help="resize the longer side to N pixels (default: 256)")
+    sub.add_parser(
+        "bench",
+        help="run the benchmark suite (see: jaxconv bench --help)",
+        description="Benchmark jaxconv against jax.lax; all arguments are "
+        "passed to the suite (jaxconv bench --help).",
+        add_help=False,
+    )
+    return p
+
+
+def _shapes(args) -> int:
+    from ._layerspec import parse_layers, parse_shape
+
+    shape = parse_shape(args.input)
+    model = parse_layers(args.layers)
+    print(model.summary(shape))
+    return 0
+
+
+# --------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------
+
+
+def _kernels():
+    """Classic 2-D kernels by name, as float32 NumPy arrays."""
+    import numpy as np
+
+    sobel_x = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)
+    g = np.exp(-0.5 * (np.arange(5) - 2.0) ** 2)  # sigma = 1
+    gauss = np.outer(g, g) / np.outer(g, g).sum()
+    return {
+        "sobel_x": sobel_x,
+        "sobel_y": sobel_x.T.copy(),
+        "laplacian": np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32),
+        "sharpen": np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], np.float32),
+        "box_blur_5x5": np.full((5, 5), 1 / 25, np.float32),
+        "gaussian_5x5": gauss.astype(np.float32),
+    }
+
+
+def _load_image(path: str | None, size: int):
+    """RGB float32 image in [0, 1], longer side resized to ``size``."""
+    import numpy as np
+
+    try:
+        from PIL import Image
+    except ImportError:  # Pillow comes with matplotlib
+        raise _UsageError("jaxconv demo: needs Pillow (pip install pillow)") from None
+    if size < 8:
+        raise _UsageError(f"jaxconv demo: --size (={size}) must be at least 8")
+    if path is None:
+        from importlib import resources
+
+        source = resources.files("jaxconv") / "data" / "astronaut.png"
+        name = "astronaut.png (bundled, public domain, NASA)"
+    else:
+        source, name = path, path
+    try:
+        with (source.open("rb") if path is None else open(source, "rb")) as f:
+            img = Image.open(f)
+            img.load()
+    except OSError as err:
+        why = err.strerror or str(err).split(":")[0]
+        raise _UsageError(f"jaxconv demo: cannot read image {name!r}: {why}") from None
+    img = img.convert("RGB")
+    scale = size / max(img.size)
+    if scale < 1:
+        img = img.resize((max(1, round(img.width * scale)),
+                          max(1, round(img.height * scale))), Image.LANCZOS)
+    return np.asarray(img, np.float32) / 255.0, name
+
+
+def _save_grid(plt, path, images, titles, suptitle, cmap="gray", cols=None):
+    import math
+
+    cols = cols or min(len(images), 4)
+    rows = math.ceil(len(images) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows + 0.4),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, title in zip(axes.flat, images, titles):
+        ax.imshow(img, cmap=None if img.ndim == 3 else cmap)
+        ax.set_title(title, fontsize=9)
+    fig.suptitle(suptitle)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def run_demo(*, image: str | None = None, out: str = "jaxconv-demo",
+             size: int = 256) -> int:
+    """Convolve a photo with classic kernels and a random stack; write PNGs.
+
+    Args:
+      image: path of a PNG/JPEG, or ``None`` for the bundled photo.
+      out: output directory (created if missing).
+      size: the longer side of the image is resized to at most this.
+
+    Returns:
+      The exit status (0; 1 if matplotlib is missing).
+
+    Example:
+      >>> import tempfile
+      >>> with tempfile.TemporaryDirectory() as d:  # doctest: +SKIP
+      ...     run_demo(out=d, size=64)
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print('jaxconv demo: needs matplotlib; install it with '
+              'pip install "jaxconv[examples]"', file=sys.stderr)
+        return 1
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jaxconv
+
+    from . import nn
+
+    rgb, name = _load_image(image, size)
+    os.makedirs(out, exist_ok=True)
+    written = []
+    gray = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    print(f"image: {name}, {rgb.shape[1]}x{rgb.shape[0]} pixels")
+
+    written.append(_save_grid(plt, os.path.join(out, "input.png"), [rgb, gray],
+                              ["colour", "grayscale"], "input"))
+
+    # Classic kernels: one conv per kernel size, all kernels as output channels.
+    kernels = _kernels()
+    x = jnp.asarray(gray)[..., None]  # (H, W, 1): no batch axis needed
+    maps = {}
+    for ksize in (3, 5):
+        names = [k for k, v in kernels.items() if v.shape[0] == ksize]
+        w = jnp.stack([kernels[k] for k in names], axis=-1)[:, :, None, :]
+        y = jaxconv.conv(x, w, padding="SAME", padding_mode="reflect")
+        maps.update({k: np.asarray(y[..., i]) for i, k in enumerate(names)})
+    maps["edge_magnitude"] = np.hypot(maps["sobel_x"], maps["sobel_y"])
+    order = ["sobel_x", "sobel_y", "edge_magnitude", "laplacian", "box_blur_5x5",
+             "gaussian_5x5", "sharpen"]
+    images = [np.clip(maps[k], 0, 1) if k in ("box_blur_5x5", "gaussian_5x5",
+                                              "sharpen") else maps[k]
+              for k in order]
+    written.append(_save_grid(plt, os.path.join(out, "kernels.png"), images,
+                              order, "edge, blur and sharpen kernels (grayscale)"))
+
+    # Colour: a depthwise blur (groups = 3) and a multi-channel edge kernel
+    # that sums Sobel responses over R, G and B.
+    xc = jnp.asarray(rgb)
+    blur = jnp.tile(jnp.asarray(kernels["gaussian_5x5"])[:, :, None, None],
+                    (1, 1, 1, 3))
+    blurred = jaxconv.conv(xc, blur, padding="SAME", padding_mode="reflect",
+                           groups=3)
+    sx = jnp.tile(jnp.asarray(kernels["sobel_x"])[:, :, None, None], (1, 1, 3, 1))
+    sy = jnp.tile(jnp.asarray(kernels["sobel_y"])[:, :, None, None], (1, 1, 3, 1))
+    edges = jaxconv.conv(xc, jnp.concatenate([sx, sy], -1), padding="SAME",
+                         padding_mode="reflect")
+    magnitude = jnp.hypot(edges[..., 0], edges[..., 1])
+    written.append(_save_grid(
+        plt, os.path.join(out, "colour.png"),
+        [rgb, np.clip(np.asarray(blurred), 0, 1), np.asarray(magnitude)],
+        ["colour", "depthwise Gaussian blur", "RGB Sobel magnitude"],
+        "multi-channel kernels on the colour image"))
+
+    # A small random conv stack: the activation maps of each conv layer.
+    model = nn.Sequential([
+        nn.Conv(8, (3, 3), padding="SAME"), nn.Relu(), nn.MaxPool((2, 2)),
+        nn.Conv(8, (3, 3), padding="SAME"), nn.Relu(), nn.MaxPool((2, 2)),
+        nn.Conv(8, (3, 3), padding="SAME"), nn.Relu(),
+    ])
+    params, _ = model.init(jax.random.key(0), x.shape)
+    print(model.summary(x.shape))
+    h, n_conv = x, 0
+    for layer, p in zip(model.layers, params):
+        h = layer.apply(p, h)
+        if isinstance(layer, nn.Relu):
+            n_conv += 1
+            chans = [np.asarray(h[..., c]) for c in range(h.shape[-1])]
+            written.append(_save_grid(
+                plt, os.path.join(out, f"stack_layer{n_conv}.png"), chans,
+                [f"channel {c}" for c in range(len(chans))],
+                f"random conv stack, layer {n_conv} (conv 3x3 + relu), "
+                f"{h.shape[1]}x{h.shape[0]}", cmap="magma"))
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _bench(argv: list[str]) -> int:
+    try:
+        from . import bench
+    except ImportError as err:  # pragma: no cover - bench.py ships with jaxconv
+        raise _UsageError(f"jaxconv bench: the benchmark suite is unavailable ({err})")
+    return int(bench.main(list(argv)) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``jaxconv`` command.
+
+    Args:
+      argv: the arguments after the program name; ``None`` means
+        ``sys.argv[1:]``.
+
+    Returns:
+      The exit status: 0 on success, 2 for bad input (after printing one line
+      to stderr).
+
+    Example:
+      >>> main(["shapes", "conv 3x3 32", "--input", "28x28x1"])  # doctest: +ELLIPSIS
+      layer ...
+      Conv(32, 3x3, VALID)  (26, 26, 32)  320  389,376  3x3 (jump 1x1)
+      ...
+      0
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        try:
+            return _bench(argv[1:])
+        except _UsageError as err:
+            print(str(err), file=sys.stderr)
+            return 2
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
+        if args.command == "shapes":
+            return _shapes(args)
+        return run_demo(image=args.image, out=args.out, size=args.size)
+    except SystemExit as exit_:  # --help
+        return int(exit_.code or 0)
+    except (_UsageError, ValueError, TypeError, OSError) as err:
+        msg = " ".join(str(err).split())
+        if not isinstance(err, _UsageError):
+            msg = f"jaxconv {argv[0] if argv else ''}: {msg}"
+        print(msg, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Property-based tests: random convolution problems against the jax.lax oracle.
+
+Hypothesis draws small N-d problems (rank 1-3, random layouts given as
+``dimension_numbers`` strings, strides, padding strings and explicit pairs
+including negative ones, lhs and rhs dilation, feature or batch groups,
+float32/float64/complex64/int8->int32) and every algorithm must agree with
+``jax.lax.conv_general_dilated`` at ``Precision.HIGHEST``.
+
+Profiles (selected with the environment variable ``JAXCONV_HYPOTHESIS_PROFILE``):
+
+* ``ci`` (default): a bounded, derandomized run, ~25 examples per test;
+* ``long``: 500 random examples per test, for hunting bugs locally.
+
+The profiles are applied per test (``settings(parent=...)``) rather than loaded
+globally, so they do not change any other test file's Hypothesis settings.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import assert_close, tol
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from jax import lax
+
+from jaxconv import lax as jl
+
+settings.register_profile(
+    "jaxconv-ci",
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                           HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "jaxconv-long",
+    max_examples=500,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                           HealthCheck.data_too_large],
+)
+PROFILE = settings.get_profile(
+    "jaxconv-" + os.environ.get("JAXCONV_HYPOTHESIS_PROFILE", "ci")
+)
+
+HI = lax.Precision.HIGHEST
+HAS_FFT = importlib.util.find_spec("jaxconv.algorithms.fft") is not None
+EXACT_ALGORITHMS = ["direct", "patches", "taps", "auto"]
+ALGORITHMS = EXACT_ALGORITHMS + (["fft"] if HAS_FFT else [])
+SPATIAL = "HWD"
+DTYPES = {
+    "float32": (np.float32, None),
+    "float64": (np.float64, None),
+    "complex64": (np.complex64, None),
+    "int8->int32": (np.int8, np.int32),
+}
+
+
+def _dilated(n, d):
+    return (n - 1) * d + 1 if n else 0
+
+
+def _out_size(n, k, s, pad, ld, rd):
+    padded = _dilated(n, ld) + pad[0] + pad[1]
+    span = rd * (k - 1) + 1
+    return max(0, (padded - span) // s + 1)
+
+
+@st.composite
+def conv_problems(draw, max_rank=3):
+    """A random, valid ``conv_general_dilated`` call (arguments as a dict)."""
+    nd = draw(st.integers(1, max_rank))
+    letters = SPATIAL[:nd]
+    lhs_spec = "".join(draw(st.permutations("NC" + letters)))
+    rhs_spec = "".join(draw(st.permutations("OI" + letters)))
+    out_spec = "".join(draw(st.permutations("NC" + letters)))
+    max_n = {1: 9, 2: 6, 3: 4}[nd]
+    max_k = {1: 4, 2: 3, 3: 2}[nd]
+    spatial = draw(st.lists(st.integers(1, max_n), min_size=nd, max_size=nd))
+    kernel = draw(st.lists(st.integers(1, max_k), min_size=nd, max_size=nd))
+    strides = draw(st.lists(st.integers(1, 3), min_size=nd, max_size=nd))
+    rhs_dil = draw(st.lists(st.integers(1, 3), min_size=nd, max_size=nd))
+    lhs_dil = draw(st.one_of(
+        st.just([1] * nd), st.lists(st.integers(1, 3), min_size=nd, max_size=nd)))
+    if all(d == 1 for d in lhs_dil):
+        padding = draw(st.one_of(
+            st.sampled_from(["VALID", "SAME", "SAME_LOWER"]),
+            st.lists(st.tuples(st.integers(-2, 3), st.integers(-2, 3)),
+                     min_size=nd, max_size=nd),
+        ))
+    else:  # lax rejects string padding with lhs dilation
+        padding = draw(st.lists(st.tuples(st.integers(-2, 3), st.integers(-2, 3)),
+                                min_size=nd, max_size=nd))
+    # Explicit padding must not crop more than the (dilated) input.
+    if not isinstance(padding, str):
+        assume(all(_dilated(n, d) + lo + hi >= 0
+                   for n, d, (lo, hi) in zip(spatial, lhs_dil, padding)))
+    group_kind = draw(st.sampled_from(["none", "feature", "batch"]))
+    groups = 1 if group_kind == "none" else draw(st.integers(2, 3))
+    fgc = groups if group_kind == "feature" else 1
+    bgc = groups if group_kind == "batch" else 1
+    i = draw(st.integers(1, 2))
+    c = fgc * i
+    o = groups * draw(st.integers(1, 2))
+    n = bgc * draw(st.integers(1, 2))
+    dtype_name = draw(st.sampled_from(sorted(DTYPES)))
+    dims_lhs = {"N": n, "C": c, **dict(zip(letters, spatial))}
+    dims_rhs = {"O": o, "I": i, **dict(zip(letters, kernel))}
+    if isinstance(padding, str):
+        eff = [(k - 1) * d + 1 for k, d in zip(kernel, rhs_dil)]
+        pairs = lax.padtype_to_pads(spatial, eff, strides, padding)
+    else:
+        pairs = padding
+    out = [_out_size(*a) for a in zip(spatial, kernel, strides, pairs, lhs_dil, rhs_dil)]
+    # Mostly non-empty outputs (empty ones are covered too, but rarely).
+    assume(all(out) or draw(st.integers(0, 9)) == 0)
+    return dict(
+        lhs_shape=tuple(dims_lhs[ch] for ch in lhs_spec),
+        rhs_shape=tuple(dims_rhs[ch] for ch in rhs_spec),
+        window_strides=tuple(strides),
+        padding=padding if isinstance(padding, str) else [tuple(p) for p in padding],
+        lhs_dilation=tuple(lhs_dil),
+        rhs_dilation=tuple(rhs_dil),
+        dimension_numbers=(lhs_spec, rhs_spec, out_spec),
+        feature_group_count=fgc,
+        batch_group_count=bgc,
+        dtype=dtype_name,
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+def _rand(rng, shape, dtype):
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        return rng.integers(-128, 128, size=shape).astype(dtype)
+    if np.issubdtype(dtype, np.complexfloating):
+        return (rng.standard_normal(shape)
+                + 1j * rng.standard_normal(shape)).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def _args(problem):
+    dtype, pref = DTYPES[problem["dtype"]]
+    rng = np.random.default_rng(problem["seed"])
+    x = _rand(rng, problem["lhs_shape"], dtype)
+    w = _rand(rng, problem["rhs_shape"], dtype)
+    kw = {k: problem[k] for k in ("lhs_dilation", "rhs_dilation", "dimension_numbers",
+                                  "feature_group_count", "batch_group_count")}
+    return x, w, problem["window_strides"], problem["padding"], kw, pref
+
+
+def _abs_conv(x, w, strides, padding, kw):
+    """The conv of |x| with |w| in float64: the scale of every rounding error."""
+    ax = np.abs(np.asarray(x)).astype(np.float64)
+    aw = np.abs(np.asarray(w)).astype(np.float64)
+    return np.asarray(lax.conv_general_dilated(ax, aw, strides, padding, precision=HI,
+                                               **kw))
+
+
+def _fft_tolerance(dtype, x, w, strides, padding, kw):
+    """Absolute error bound for FFT convolution.
+
+    An FFT convolution's error is not local: each output carries
+    ``O(eps * log2(L))`` times the *total* mass ``sum |x| * sum |w|`` of the
+    signals it was transformed with (the transform mixes every element), so the
+    tolerance is that bound, with a modest constant, rather than the per-window
+    bound used for exact algorithms.
+    """
+    eps = float(jnp.finfo(np.dtype(dtype)).eps)
+    length = max(2, int(np.prod(np.asarray(x).shape)))
+    mass = float(np.sum(np.abs(np.asarray(x, np.complex128)))) * float(
+        np.max(np.sum(np.abs(np.asarray(w, np.complex128)))))
+    return 8 * eps * np.log2(length) * mass
+
+
+@settings(PROFILE)
+@given(problem=conv_problems())
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_conv_general_dilated_matches_lax(algorithm, problem):
+    x, w, strides, padding, kw, pref = _args(problem)
+    expected = lax.conv_general_dilated(x, w, strides, padding, precision=HI,
+                                        preferred_element_type=pref, **kw)
+    actual = jl.conv_general_dilated(x, w, strides, padding, precision=HI,
+                                     preferred_element_type=pref,
+                                     algorithm=algorithm, **kw)
+    assert actual.shape == expected.shape
+    assert actual.dtype == expected.dtype
+    if expected.size == 0:
+        return
+    if tol(actual.dtype) == 0.0:  # int8 -> int32: exact
+        np.testing.assert_array_equal(np.asarray(actual), np.asarray(expected))
+        return
+    if algorithm == "fft":
+        atol = _fft_tolerance(actual.dtype, x, w, strides, padding, kw)
+        np.testing.assert_allclose(np.asarray(actual, np.complex128),
+                                   np.asarray(expected, np.complex128), rtol=0, atol=atol)
+        return
+    # Exact algorithms: rounding error scales with the window's sum of |x||w|.
+    scale = max(1.0, float(np.max(_abs_conv(x, w, strides, padding, kw))))
+    assert_close(actual, expected, scale=scale)
+
+
+@settings(PROFILE)
+@given(problem=conv_problems(max_rank=2))
+def test_vmap_over_batch_of_problems(problem):
+    """jax.vmap of jaxconv equals jax.vmap of lax on a stack of problems."""
+    x, w, strides, padding, kw, pref = _args(problem)
+    xs = np.stack([x, x[::-1] if x.ndim else x])
+    ws = np.stack([w, w])
+
+    def f(mod):
+        return lambda a, b: mod.conv_general_dilated(
+            a, b, strides, padding, precision=HI, preferred_element_type=pref, **kw)
+
+    expected = jax.vmap(f(lax))(xs, ws)
+    actual = jax.vmap(f(jl))(xs, ws)
+    assert actual.shape == expected.shape
+    if expected.size and tol(actual.dtype):
+        scale = max(1.0, *(float(np.max(_abs_conv(a, w, strides, padding, kw)))
+                           for a in xs))
+        assert_close(actual, expected, scale=scale)
+    elif expected.size:
+        np.testing.assert_array_equal(np.asarray(actual), np.asarray(expected))
