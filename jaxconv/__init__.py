@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from . import lax as lax
+from . import nn as nn
 from . import padding as padding
 from . import shapes as shapes
 from .conv import (
@@ -27,9 +28,13 @@ from .pooling import (
     min_pool as min_pool,
     sum_pool as sum_pool,
 )
+from .signal import convolve as convolve
+from .signal import correlate as correlate
+from .template import match_template as match_template
 
 __all__ = ["lax", "shapes", "padding", "pad", "__version__"]
 __all__ += ["unfold", "fold"]
+__all__ += ["nn"]
 __all__ += [
     "conv", "conv1d", "conv2d", "conv3d", "conv_transpose", "depthwise_conv",
     "separable_conv",
@@ -38,3 +43,4 @@ __all__ += [
     "max_pool", "avg_pool", "min_pool", "sum_pool", "lp_pool",
     "global_max_pool", "global_avg_pool", "adaptive_avg_pool", "adaptive_max_pool",
 ]  # fmt: skip
+__all__ += ["correlate", "convolve", "match_template"]

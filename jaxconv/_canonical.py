@@ -27,6 +27,7 @@ from jax import lax
 
 from ._taps import valid_out_size
 from .algorithms.select import ALGORITHMS, choose_algorithm
+from .algorithms.taps import taps_variant
 
 _LOW_PRECISION = (np.dtype(jnp.bfloat16), np.dtype(jnp.float16))
 
@@ -105,7 +106,10 @@ def conv_canonical(
     if algorithm == "auto":
         algorithm = choose_algorithm(x.shape, w.shape, stride, rhs_dilation, groups)
     if _PLAN_LOG is not None:
-        _PLAN_LOG.append(algorithm)
+        name = algorithm
+        if algorithm == "taps":
+            name += "/" + taps_variant(x.shape, w.shape, stride, rhs_dilation, groups)
+        _PLAN_LOG.append(name)
     fn = ALGORITHMS[algorithm]
     res = fn(
         x, w, stride=tuple(stride), dilation=tuple(rhs_dilation), groups=groups,

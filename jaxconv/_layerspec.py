@@ -77,14 +77,19 @@ def parse_shape(text: str) -> tuple[int, ...]:
       >>> parse_shape("3, 224, 224")
       (3, 224, 224)
     """
-    parts = [p for p in re.split(r"[x,\s]+", text.strip().strip("()[]")) if p]
-    if not parts:
+    body = text.strip().strip("()[]").strip().rstrip(",")
+    parts = re.split(r"\s*[x,]\s*|\s+", body)
+    if not body:
         raise LayerSpecError(f"input shape {text!r} is empty")
     shape = []
     for p in parts:
         try:
             v = int(p)
         except ValueError:
+            if not p:
+                raise LayerSpecError(
+                    f"input shape {text!r} has an empty size (write e.g. 28x28x1)"
+                ) from None
             raise LayerSpecError(
                 f"input shape {text!r}: {p!r} is not an integer (write e.g. 28x28x1)"
             ) from None

@@ -201,7 +201,8 @@ def _save_grid(plt, path, images, titles, suptitle, cmap="gray", cols=None):
         ax.imshow(img, cmap=None if img.ndim == 3 else cmap)
         ax.set_title(title, fontsize=9)
     fig.suptitle(suptitle)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.88, wspace=0.05,
+                        hspace=0.2)
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path

@@ -189,7 +189,10 @@ class Layer:
     def init(self, key: jax.Array, input_shape: Sequence[int]):
         """Parameters and output shape for one example of ``input_shape``."""
         info = self.info(input_shape)
-        return self._init_params(key, _check_shape(input_shape)), info.output_shape
+        shape = _check_shape(input_shape)
+        # One compiled function instead of many small eager ops.
+        params = jax.jit(lambda k: self._init_params(k, shape))(key)
+        return params, info.output_shape
 
     def _init_params(self, key, input_shape: Shape) -> dict:
         return {}
@@ -229,6 +232,15 @@ def _init_kernel(key, init, kernel, fan_in_ch, out_ch, data_format, dtype):
     if data_format == "channels_first":
         w = jnp.moveaxis(w, (-1, -2), (0, 1))
     return w
+
+
+def _promote(x, w):
+    """``x`` and ``w`` in their common dtype (as Flax's ``promote_dtype``)."""
+    x = jnp.asarray(x)
+    dtype = jnp.promote_types(x.dtype, w.dtype)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        dtype = w.dtype
+    return x.astype(dtype), w.astype(dtype)
 
 
 def _bias(y, b, nd, data_format):
@@ -333,7 +345,7 @@ class Conv(Layer):
 
     def apply(self, params, x, *, key=None, train=False):
         conv, _ = _ops()
-        w = params["kernel"]
+        x, w = _promote(x, params["kernel"])
         y = conv(
             x, w, stride=self.stride, padding=self.padding, dilation=self.dilation,
             groups=self.groups, padding_mode=self.padding_mode,
@@ -481,7 +493,7 @@ class ConvTranspose(Layer):
 
     def apply(self, params, x, *, key=None, train=False):
         _, conv_transpose = _ops()
-        w = params["kernel"]
+        x, w = _promote(x, params["kernel"])
         y = conv_transpose(
             x, w, stride=self.stride, padding=self.padding,
             output_padding=self.output_padding, dilation=self.dilation,
@@ -726,7 +738,8 @@ class Dense(Layer):
         return 1
 
     def apply(self, params, x, *, key=None, train=False):
-        y = jnp.matmul(x, params["kernel"].astype(x.dtype), precision=self.precision)
+        x, w = _promote(x, params["kernel"])
+        y = jnp.matmul(x, w, precision=self.precision)
         if "bias" in params:
             y = y + params["bias"].astype(y.dtype)
         return y
@@ -766,8 +779,8 @@ Relu = _activation("Relu", jax.nn.relu, """ReLU, ``max(x, 0)``.
 
     Example:
       >>> import jax.numpy as jnp
-      >>> Relu().apply({}, jnp.array([-1.0, 2.0]))
-      Array([0., 2.], dtype=float32)
+      >>> Relu().apply({}, jnp.array([-1.0, 2.0])).tolist()
+      [0.0, 2.0]
     """)
 Gelu = _activation("Gelu", jax.nn.gelu, """GELU (tanh approximation, as Flax).
 
@@ -780,36 +793,36 @@ Tanh = _activation("Tanh", jnp.tanh, """Hyperbolic tangent.
 
     Example:
       >>> import jax.numpy as jnp
-      >>> Tanh().apply({}, jnp.zeros(2))
-      Array([0., 0.], dtype=float32)
+      >>> Tanh().apply({}, jnp.zeros(2)).tolist()
+      [0.0, 0.0]
     """)
 Sigmoid = _activation("Sigmoid", jax.nn.sigmoid, """Logistic sigmoid.
 
     Example:
       >>> import jax.numpy as jnp
-      >>> Sigmoid().apply({}, jnp.zeros(2))
-      Array([0.5, 0.5], dtype=float32)
+      >>> Sigmoid().apply({}, jnp.zeros(2)).tolist()
+      [0.5, 0.5]
     """)
 Silu = _activation("Silu", jax.nn.silu, """SiLU / swish, ``x * sigmoid(x)``.
 
     Example:
       >>> import jax.numpy as jnp
-      >>> Silu().apply({}, jnp.zeros(2))
-      Array([0., 0.], dtype=float32)
+      >>> Silu().apply({}, jnp.zeros(2)).tolist()
+      [0.0, 0.0]
     """)
 Elu = _activation("Elu", jax.nn.elu, """ELU.
 
     Example:
       >>> import jax.numpy as jnp
-      >>> Elu().apply({}, jnp.zeros(2))
-      Array([0., 0.], dtype=float32)
+      >>> Elu().apply({}, jnp.zeros(2)).tolist()
+      [0.0, 0.0]
     """)
 Identity = _activation("Identity", lambda x: x, """Returns its input.
 
     Example:
       >>> import jax.numpy as jnp
-      >>> Identity().apply({}, jnp.ones(2))
-      Array([1., 1.], dtype=float32)
+      >>> Identity().apply({}, jnp.ones(2)).tolist()
+      [1.0, 1.0]
     """)
 
 
@@ -819,8 +832,9 @@ class LeakyRelu(_Elementwise):
 
     Example:
       >>> import jax.numpy as jnp
-      >>> LeakyRelu(0.1).apply({}, jnp.array([-1.0, 1.0]))
-      Array([-0.1,  1. ], dtype=float32)
+      >>> y = LeakyRelu(0.1).apply({}, jnp.array([-1.0, 1.0]))
+      >>> [round(v, 3) for v in y.tolist()]
+      [-0.1, 1.0]
     """
 
     negative_slope: float = 0.01
@@ -835,8 +849,8 @@ class Softmax(_Elementwise):
 
     Example:
       >>> import jax.numpy as jnp
-      >>> Softmax().apply({}, jnp.zeros(4))
-      Array([0.25, 0.25, 0.25, 0.25], dtype=float32)
+      >>> Softmax().apply({}, jnp.zeros(4)).tolist()
+      [0.25, 0.25, 0.25, 0.25]
     """
 
     def _fn(self, x):
@@ -849,8 +863,8 @@ class LogSoftmax(_Elementwise):
 
     Example:
       >>> import jax.numpy as jnp
-      >>> LogSoftmax().apply({}, jnp.zeros(2))
-      Array([-0.6931472, -0.6931472], dtype=float32)
+      >>> [round(v, 4) for v in LogSoftmax().apply({}, jnp.zeros(2)).tolist()]
+      [-0.6931, -0.6931]
     """
 
     def _fn(self, x):
@@ -1088,14 +1102,12 @@ class Sequential(Layer):
         return LayerInfo(infos[-1].output_shape, sum(i.params for i in infos),
                          sum(i.flops for i in infos), rf)
 
-    def init(self, key, input_shape):
-        shape = _check_shape(input_shape)
-        self._infos(shape)  # shape errors first, with the layer named
-        params = []
-        for layer, k in zip(self.layers, jax.random.split(key, max(len(self), 1))):
-            p, shape = layer.init(k, shape)
-            params.append(p)
-        return tuple(params), shape
+    def _init_params(self, key, input_shape):
+        infos = self._infos(input_shape)  # shape errors first, layer named
+        shapes = [_check_shape(input_shape)] + [i.output_shape for i in infos]
+        keys = jax.random.split(key, max(len(self), 1))
+        return tuple(layer._init_params(k, shape)
+                     for layer, k, shape in zip(self.layers, keys, shapes))
 
     def _rank(self, params):
         for layer, p in zip(self.layers, params):

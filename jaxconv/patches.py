@@ -76,8 +76,7 @@ def extract_patches(
     first = xp.ndim - n - 1 if first_axis is None else first_axis
     axis = first + n if tap_axis is None else tap_axis
     taps = [
-        tap_slice(xp, tap, out, stride, dilation, first)
-        for tap in tap_offsets(kernel)
+        tap_slice(xp, tap, out, stride, dilation, first) for tap in tap_offsets(kernel)
     ]
     return jnp.stack(taps, axis=axis)
 

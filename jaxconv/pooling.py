@@ -72,7 +72,7 @@ __all__ = [
 Reducer = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-# --- layout ------------------------------------------------------------------
+# --- layout ---
 
 
 def _num_spatial(x: jax.Array, size: Any, name: str) -> int:
@@ -105,7 +105,7 @@ def _broadcastable(a: np.ndarray, ndim: int, first: int) -> np.ndarray:
     return a.reshape((1,) * first + a.shape + (1,) * trailing)
 
 
-# --- the core ------------------------------------------------------------------
+# --- the core ---
 
 
 class _Geometry(NamedTuple):
@@ -168,10 +168,8 @@ def _reduce(x, g: _Geometry, reducer: Reducer, init, pad_value) -> jax.Array:
     # Innermost axis first: a pairwise "first extreme wins" reduction then picks
     # the first extreme in row-major window order (PyTorch's tie-break).
     for i in reversed(range(len(g.window))):
-        taps = [
-            tap_slice(y, (k,), (g.out[i],), (g.stride[i],), (g.dilation[i],), g.first + i)
-            for k in range(g.window[i])
-        ]  # fmt: skip
+        axis = (g.out[i],), (g.stride[i],), (g.dilation[i],)
+        taps = [tap_slice(y, (k,), *axis, g.first + i) for k in range(g.window[i])]
         y = functools.reduce(reducer, taps)
     return y
 
@@ -211,7 +209,7 @@ def _pool(
     return _reduce(x, g, reducer, init, init if pad_value is None else pad_value)
 
 
-# --- reducers --------------------------------------------------------------------
+# --- reducers ---
 
 
 def _first_max(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -250,7 +248,7 @@ def _to_inexact(x: jax.Array) -> jax.Array:
     return x.astype(jnp.result_type(float))
 
 
-# --- public windowed pools ---------------------------------------------------------
+# --- public windowed pools ---
 
 _POOL_ARGS_DOC = """x: ``(*batch, *spatial, C)`` (``channels_last``) or
         ``(*batch, C, *spatial)`` (``channels_first``) array.
@@ -505,8 +503,8 @@ def lp_pool(
       >>> import jax.numpy as jnp
       >>> x = jnp.ones((2, 9, 4))
       >>> y = lp_pool(x, 2, (3,))
-      >>> y.shape, float(y[0, 0, 0]) ** 2
-      ((2, 3, 4), 3.0...)
+      >>> y.shape, round(float(y[0, 0, 0]) ** 2, 6)
+      ((2, 3, 4), 3.0)
     """
     p = float(p)
     if not p > 0:
@@ -526,7 +524,7 @@ def _lp(x, g: _Geometry, p: float) -> jax.Array:
     return jnp.power(mean, 1.0 / p)
 
 
-# --- global and adaptive pools -------------------------------------------------------
+# --- global and adaptive pools ---
 
 
 def _spatial_axes(x, spatial_dims, data_format, name="spatial_dims"):

@@ -18,7 +18,7 @@ from jax import lax
 from reference import conv_reference
 
 import jaxconv
-from jaxconv import conv as jc
+jc = jaxconv
 
 HI = lax.Precision.HIGHEST
 SPATIAL = "HWD"
@@ -245,10 +245,9 @@ def test_grad_matches_lax(kw, data_format, rng):
 
     def loss_ours(x, w):
         if data_format == "channels_first":
-            out = from_cf(jaxconv.conv(jnp.moveaxis(x, -1, 1), jnp.transpose(
-                w, (3, 2, 0, 1)), data_format=data_format, **kw), 2)
-            out = jnp.moveaxis(jaxconv.conv(jnp.moveaxis(x, -1, 1), jnp.transpose(
-                w, (3, 2, 0, 1)), data_format=data_format, **kw), 1, -1)
+            xcf, wcf = jnp.moveaxis(x, -1, 1), jnp.transpose(w, (3, 2, 0, 1))
+            out = jaxconv.conv(xcf, wcf, data_format=data_format, **kw)
+            out = jnp.moveaxis(out, 1, -1)
         else:
             out = jaxconv.conv(x, w, **kw)
         return jnp.sum(out * ct)
@@ -375,8 +374,7 @@ def test_conv_transpose_matches_torch(case, rng):
     assert_close(got, expected)
     # channels_last: x (N, *S, C_in), kernel (*K, C_in, C_out // g).
     w_cl = np.transpose(w, (*range(2, nd + 2), 0, 1))
-    got_cl = jaxconv.conv_transpose(to_cf(x, nd) if False else from_cf(x, nd), w_cl,
-                                    **kw)
+    got_cl = jaxconv.conv_transpose(from_cf(x, nd), w_cl, **kw)
     assert_close(from_cf(expected, nd), got_cl)
 
 
@@ -387,7 +385,7 @@ ADJOINT_CASES = [
     ((1,), (8, 7), (3, 3), 4, 6, 2, [(1, 1), (1, 1)], 1, 2),
     ((2, 1), (7, 8), (3, 2), 2, 3, (2, 3), [(2, 0), (0, 1)], (1, 2), 1),
     ((1,), (8, 9), (3, 4), 2, 2, (2, 3), "SAME", (2, 1), 1),
-    ((1,), (6, 4, 5), (2, 3, 2), 2, 4, (1, 2, 2), "SAME", 1, 2),
+    ((1,), (6, 4, 6), (2, 3, 2), 2, 4, (1, 2, 2), "SAME", 1, 2),
 ]
 
 
@@ -449,12 +447,15 @@ def test_conv_transpose_grad(rng):
         return jnp.sum(jaxconv.conv_transpose(x, w, **kw) ** 2)
 
     def oracle(x, w):
-        out = lax.conv_transpose(x, np.swapaxes(w, -1, -2) if False else jnp.swapaxes(
-            w, -1, -2), (2, 2), [(1, 2), (1, 2)], dimension_numbers=_dn(2),
-            transpose_kernel=True, precision=HI)
+        # PyTorch's padding p with output_padding op pads the dilated input
+        # by (k - 1 - p, k - 1 - p + op) = (1, 2).
+        out = lax.conv_transpose(
+            x, jnp.swapaxes(w, -1, -2), (2, 2), [(1, 2), (1, 2)],
+            dimension_numbers=_dn(2), transpose_kernel=True, precision=HI,
+        )
         return jnp.sum(out ** 2)
 
-    assert_close(jaxconv.conv_transpose(x, w, **kw).shape and 0, 0)
+    assert jaxconv.conv_transpose(x, w, **kw).shape == (1, 8, 10, 3)
     got = jax.grad(ours, argnums=(0, 1))(x, w)
     expected = jax.grad(oracle, argnums=(0, 1))(x, w)
     assert_close(got[0], expected[0])

@@ -111,12 +111,19 @@ def test_unfold_matches_lax_patches(rng, case):
     assert_close(actual, expected.reshape(2, -1, math.prod(out)))
 
 
-@pytest.mark.parametrize("batch", [(), (2,), (2, 3)])
-@pytest.mark.parametrize("data_format", FORMATS)
-@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[4]], ids=str)
+VJP_CASES = [
+    (case, data_format, batch)
+    for case, batch in zip([CASES[0], CASES[3], CASES[4]], [(), (2,), (2, 3)])
+    for data_format in FORMATS
+]
+
+
+@pytest.mark.parametrize(("case", "data_format", "batch"), VJP_CASES, ids=str)
 def test_fold_is_vjp_of_unfold(rng, case, data_format, batch):
     spatial, kernel = case[:2]
-    shape = batch + ((2,) + spatial if data_format == "channels_first" else spatial + (2,))
+    shape = batch + (
+        (2,) + spatial if data_format == "channels_first" else spatial + (2,)
+    )
     x = rng.standard_normal(shape)
     kw = _kw(case, data_format)
     cols, vjp = jax.vjp(lambda x: patches.unfold(x, kernel, **kw), x)
@@ -142,7 +149,9 @@ def test_unfold_is_im2col_for_conv(rng):
 
 def test_string_padding_and_int_kernel(rng):
     x = rng.standard_normal((2, 3, 7, 6))
-    same = patches.unfold(x, (3, 3), stride=2, padding="same", data_format="channels_first")
+    same = patches.unfold(
+        x, (3, 3), stride=2, padding="same", data_format="channels_first"
+    )
     explicit = patches.unfold(
         x, (3, 3), stride=2, padding=[1, (0, 1)], data_format="channels_first"
     )  # lax's SAME: ceil(7 / 2) = 4 and ceil(6 / 2) = 3 windows
@@ -155,9 +164,11 @@ def test_string_padding_and_int_kernel(rng):
     cols = patches.unfold(square, 3, data_format="channels_first")
     # both sizes ints: 2-D, as torch's fold
     assert patches.fold(cols, 7, 3, data_format="channels_first").shape == square.shape
-    cols = patches.unfold(square, 3)  # channels-last: (2, 5, 1, 9 * 7)... 2 spatial
-    assert cols.shape == (2, 5, 1, 63)
-    assert patches.fold(cols, (7, 3), 3).shape == (2, 7, 3, 7)
+    cols = patches.unfold(square, 3)  # channels-last: spatial (3, 7), 7 channels
+    assert cols.shape == (2, 1, 5, 63)
+    assert patches.fold(cols, (3, 7), 3).shape == square.shape
+    x = rng.standard_normal((2, 5, 5, 2))  # both ints: cols.ndim - 2 spatial axes
+    assert patches.fold(patches.unfold(x, 3), 5, 3).shape == x.shape
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.bool_, np.complex64, np.float32])
@@ -206,7 +217,9 @@ def test_errors():
     with pytest.raises(ValueError, match="spatial axes"):
         patches.unfold(jnp.ones((5, 5)), (2, 2))
     with pytest.raises(ValueError, match="`cols`"):
-        patches.fold(jnp.ones((1, 12, 15)), (5, 5), (2, 2), data_format="channels_first")
+        patches.fold(
+            jnp.ones((1, 12, 15)), (5, 5), (2, 2), data_format="channels_first"
+        )
     with pytest.raises(ValueError, match="`cols`"):
         patches.fold(jnp.ones((1, 4, 4, 7)), (5, 5), (2, 2))
     with pytest.raises(ValueError, match="`output_size`"):

@@ -87,7 +87,7 @@ def _ref(op, x_cf, case):
     return ref.pool(x_cf, *args, op, p=3)
 
 
-# --- against the NumPy loop reference ------------------------------------------------
+# --- against the NumPy loop reference ---
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
@@ -165,7 +165,7 @@ def test_batch_dims(rng, batch):
     assert_close(y, expected.reshape(batch + expected.shape[1:]))
 
 
-# --- against lax.reduce_window (oracle) and Flax for string paddings -------------------
+# --- against lax.reduce_window (oracle) and Flax for string paddings ---
 
 
 def _reduce_window(x, init, op, window, stride, padding, dilation):
@@ -222,7 +222,7 @@ def test_flax_avg_and_max(rng, padding):
     assert_close(pooling.max_pool(x, (3, 2), stride=(2, 2), padding=padding), expected)
 
 
-# --- against PyTorch -------------------------------------------------------------------
+# --- against PyTorch ---
 
 
 def _torch_ok(op, case):
@@ -299,7 +299,7 @@ def test_max_grad_ties_go_to_first_like_torch(n):
     np.testing.assert_array_equal(jax.jit(jax.grad(f))(x), t.grad.numpy())
 
 
-# --- adaptive and global pools ----------------------------------------------------------
+# --- adaptive and global pools ---
 
 ADAPTIVE = [((10,), (3,)), ((7, 9), (3, 4)), ((5, 6), (5, 2)), ((6, 5, 7), (4, 2, 3))]
 
@@ -311,7 +311,10 @@ ADAPTIVE = [((10,), (3,)), ((7, 9), (3, 4)), ((5, 6), (5, 2)), ((6, 5, 7), (4, 2
 def test_adaptive_reference(rng, spatial, size, data_format):
     x = _input(rng, spatial)
     xl = _layout(x, data_format)
-    for fn, op in [(pooling.adaptive_avg_pool, "avg"), (pooling.adaptive_max_pool, "max")]:
+    for fn, op in [
+        (pooling.adaptive_avg_pool, "avg"),
+        (pooling.adaptive_max_pool, "max"),
+    ]:
         y = fn(xl, size, data_format=data_format)
         assert_close(_back(y, data_format), ref.adaptive_pool(x, size, op))
 
@@ -324,10 +327,15 @@ def test_adaptive_matches_torch(rng, spatial, size):
     x = _input(rng, spatial)
     t = torch.tensor(x, requires_grad=True)
     cot = rng.standard_normal((2, 3) + size)
-    for name, fn in [("avg", pooling.adaptive_avg_pool), ("max", pooling.adaptive_max_pool)]:
+    for name, fn in [
+        ("avg", pooling.adaptive_avg_pool),
+        ("max", pooling.adaptive_max_pool),
+    ]:
         tf = getattr(F, f"adaptive_{name}_pool{n}d")
         expected = tf(t, size)
-        assert_close(fn(x, size, data_format="channels_first"), expected.detach().numpy())
+        assert_close(
+            fn(x, size, data_format="channels_first"), expected.detach().numpy()
+        )
         t.grad = None
         (expected * torch.tensor(cot)).sum().backward()
         g = jax.grad(lambda x: jnp.sum(fn(x, size, data_format="channels_first") * cot))
@@ -347,7 +355,10 @@ def test_adaptive_int_and_none_sizes(rng):
 def test_global_pools(rng, data_format):
     x = rng.standard_normal((2, 3, 5, 6))
     axes = (2, 3) if data_format == "channels_first" else (1, 2)
-    for fn, npf in [(pooling.global_max_pool, np.max), (pooling.global_avg_pool, np.mean)]:
+    for fn, npf in [
+        (pooling.global_max_pool, np.max),
+        (pooling.global_avg_pool, np.mean),
+    ]:
         assert_close(fn(x, data_format=data_format), npf(x, axis=axes))
         y = fn(x, data_format=data_format, keepdims=True)
         assert_close(y, npf(x, axis=axes, keepdims=True))
@@ -361,7 +372,7 @@ def test_global_max_grad_first_tie():
     assert g[0, 1, 0, 0] == 1.0 and g.sum() == 1.0
 
 
-# --- transformations ---------------------------------------------------------------------
+# --- transformations ---
 
 
 def test_jit_vmap_grad(rng):
@@ -381,7 +392,7 @@ def test_jit_vmap_grad(rng):
     )  # fmt: skip
 
 
-# --- errors ---------------------------------------------------------------------------------
+# --- errors ---
 
 
 def test_errors():

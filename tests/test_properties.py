@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import assert_close, tol
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 from jax import lax
 
@@ -37,6 +37,9 @@ settings.register_profile(
     deadline=None,
     derandomize=True,
     print_blob=True,
+    # Shrinking recompiles every candidate; a CI failure is reported unshrunk
+    # (the long profile shrinks).
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                            HealthCheck.data_too_large],
 )
@@ -113,8 +116,11 @@ def conv_problems(draw, max_rank=3):
     o = groups * draw(st.integers(1, 2))
     n = bgc * draw(st.integers(1, 2))
     dtype_name = draw(st.sampled_from(sorted(DTYPES)))
-    dims_lhs = {"N": n, "C": c, **dict(zip(letters, spatial))}
-    dims_rhs = {"O": o, "I": i, **dict(zip(letters, kernel))}
+    # jax.lax orders the spatial axes as the rhs spec lists them; strides,
+    # padding and dilations follow that order.
+    order = [ch for ch in rhs_spec if ch in letters]
+    dims_lhs = {"N": n, "C": c, **dict(zip(order, spatial))}
+    dims_rhs = {"O": o, "I": i, **dict(zip(order, kernel))}
     if isinstance(padding, str):
         eff = [(k - 1) * d + 1 for k, d in zip(kernel, rhs_dil)]
         pairs = lax.padtype_to_pads(spatial, eff, strides, padding)

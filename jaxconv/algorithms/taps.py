@@ -1,9 +1,20 @@
 """Shift-and-accumulate: ``out = sum over taps t of slice_t(x) @ w[t]``.
 
 Each kernel tap contributes one strided slice of the input times that tap's
-``(I, O)`` weight matrix.  Small kernels unroll the sum (XLA fuses the slices
-into the products); large kernels (``> UNROLL_LIMIT`` taps) loop with
-``lax.scan`` over ``dynamic_slice`` so compile time stays bounded.
+``(I, O)`` weight matrix.  ``conv_taps`` picks the formulation of that sum
+that suits the problem (``taps_variant`` names it, from static shapes only):
+
+* ``"dot"``: a 1x1 kernel is one (strided) slice and one GEMM;
+* ``"depthwise"``: ``I == 1``: elementwise multiply-adds fused into one loop
+  (``jaxconv.algorithms.depthwise``), memory-bound;
+* ``"toeplitz"``: long 1-D depthwise kernels: blocked Toeplitz GEMMs;
+* ``"grouped"``: few input channels per group: the per-group products are
+  unrolled into broadcast multiply-adds (no batched tiny GEMMs);
+* ``"wide"``: dense stride-1 kernels: one GEMM per kernel row over the padded
+  width against all of that row's taps at once (``N = k_w * O``), then the
+  shifted partial sums are added — no patch tensor;
+* ``"taps"``: the general per-tap einsum (a ``lax.scan`` for kernels with more
+  than ``UNROLL_LIMIT`` taps, so compile time stays bounded).
 """
 
 from __future__ import annotations
@@ -13,13 +24,58 @@ import numpy as np
 from jax import lax
 
 from .._taps import tap_offsets, tap_slice
+from . import depthwise
 from ._common import contract_tap, flat_taps, out_spatial
 
 UNROLL_LIMIT = 64
+GROUPED_MAX_I = 16
+
+
+def taps_variant(x_shape, w_shape, stride, dilation, groups) -> str:
+    """Which formulation ``conv_taps`` uses for this canonical problem."""
+    kernel = tuple(w_shape[:-2])
+    i, o = w_shape[-2:]
+    c = x_shape[-1]
+    t = int(np.prod(kernel, dtype=np.int64))
+    if i == 1 and groups == c:
+        if depthwise.toeplitz_applies(x_shape, w_shape, stride, dilation, groups):
+            return "toeplitz"
+        return "depthwise"
+    if t == 1:
+        return "dot"
+    if groups > 1 and i <= GROUPED_MAX_I and t <= UNROLL_LIMIT:
+        return "grouped"
+    if (groups == 1 and any(s > 1 and k > 1 for s, k in zip(stride, kernel))
+            and all(d == 1 for s, d in zip(stride, dilation) if s > 1)
+            and t <= UNROLL_LIMIT):
+        return "s2d"
+    if (groups == 1 and len(kernel) >= 1 and all(s == 1 for s in stride[-1:])
+            and kernel[-1] > 1 and t <= UNROLL_LIMIT):
+        return "wide"
+    return "taps"
 
 
 def conv_taps(x, w, *, stride, dilation, groups, precision, acc_dtype):
     """Shift-and-accumulate convolution on the canonical problem."""
+    variant = taps_variant(x.shape, w.shape, stride, dilation, groups)
+    kw = dict(stride=stride, dilation=dilation, groups=groups, precision=precision,
+              acc_dtype=acc_dtype)
+    if variant == "toeplitz":
+        return depthwise.conv_toeplitz_1d(x, w, precision=precision,
+                                          acc_dtype=acc_dtype)
+    if variant == "depthwise":
+        return depthwise.conv_depthwise(x, w, **kw)
+    if variant == "grouped":
+        return _conv_grouped(x, w, **kw)
+    if variant == "wide":
+        return _conv_wide(x, w, **kw)
+    if variant == "s2d":
+        return finite_or(x, lambda: _conv_space_to_depth(x, w, **kw),
+                         lambda: _conv_per_tap(x, w, **kw))
+    return _conv_per_tap(x, w, **kw)
+
+
+def _conv_per_tap(x, w, *, stride, dilation, groups, precision, acc_dtype):
     kernel = w.shape[:-2]
     out = out_spatial(x.shape, kernel, stride, dilation)
     wt, t = flat_taps(w)
@@ -32,6 +88,146 @@ def conv_taps(x, w, *, stride, dilation, groups, precision, acc_dtype):
         term = contract_tap(xs, wt[i], groups, precision, acc_dtype)
         acc = term if acc is None else acc + term
     return acc
+
+
+def _conv_grouped(x, w, *, stride, dilation, groups, precision, acc_dtype):
+    """Grouped conv with few channels per group as fused multiply-adds.
+
+    ``out[..., g, m] = sum_{t, i} x_t[..., g, i] * w[t, i, g, m]``: every
+    term is a broadcast product, so XLA fuses the whole sum into one loop over
+    the output instead of ``T`` batched ``I x M`` GEMMs (which have no
+    arithmetic intensity to speak of).
+    """
+    del precision
+    kernel = w.shape[:-2]
+    out = out_spatial(x.shape, kernel, stride, dilation)
+    wt, _ = flat_taps(w)
+    i, o = wt.shape[-2:]
+    m = o // groups
+    wt = wt.reshape(-1, i, groups, m).astype(acc_dtype)
+    acc = None
+    for t, tap in enumerate(tap_offsets(kernel)):
+        xs = tap_slice(x, tap, out, stride, dilation).astype(acc_dtype)
+        xs = xs.reshape(*xs.shape[:-1], groups, i)
+        for j in range(i):
+            term = xs[..., j:j + 1] * wt[t, j]
+            acc = term if acc is None else acc + term
+    return acc.reshape(*acc.shape[:-2], o)
+
+
+def _conv_wide(x, w, *, stride, dilation, groups, precision, acc_dtype):
+    """Dense kernels: one GEMM per row of taps, over the whole padded width.
+
+    For each tap of the leading kernel axes, the input rows it touches are
+    multiplied by the ``(I, k_w * O)`` matrix of all last-axis taps at once;
+    the ``k_w`` partial outputs are then shifted along the last axis and
+    added.  Compared with per-tap GEMMs this multiplies ``k_w`` times fewer,
+    ``k_w`` times wider matrices; compared with im2col it builds no patch
+    tensor (XLA's concatenate is slow on CPU).
+    """
+    del groups
+    kernel = w.shape[:-2]
+    out = out_spatial(x.shape, kernel, stride, dilation)
+    kl, dl = kernel[-1], dilation[-1]
+    i, o = w.shape[-2:]
+    width = x.shape[-2]
+    lead_k = kernel[:-1]
+    wl = jnp.moveaxis(w, len(kernel) - 1, -2).reshape(*lead_k, i, kl * o)
+    acc = None
+    for tap in tap_offsets(lead_k):
+        rows = tap_slice(x, (*tap, 0), (*out[:-1], width), (*stride[:-1], 1),
+                         (*dilation[:-1], 1))  # (N, *out[:-1], W, I)
+        y = jnp.einsum("...i,io->...o", rows, wl[tap], precision=precision,
+                       preferred_element_type=acc_dtype)
+        y = y.reshape(*y.shape[:-1], kl, o)
+        for j in range(kl):
+            start = [0] * y.ndim
+            limit = list(y.shape)
+            start[-3], limit[-3] = j * dl, j * dl + out[-1]
+            start[-2], limit[-2] = j, j + 1
+            term = lax.slice(y, start, limit).reshape(*y.shape[:-3], out[-1], o)
+            acc = term if acc is None else acc + term
+    return acc
+
+
+def finite_or(x, fast, safe):
+    """``fast()`` when every input is finite, else ``safe()`` (NaN/Inf locality).
+
+    Formulations that multiply structural zeros (zero-padded kernels, Toeplitz
+    blocks) by inputs outside an output's window would turn a distant Inf
+    into NaN; ``safe`` is an exact per-window formulation.
+    """
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        return fast()
+    return lax.cond(jnp.all(jnp.isfinite(x)), lambda _: fast(), lambda _: safe(), None)
+
+
+def _conv_space_to_depth(x, w, *, stride, dilation, groups, precision, acc_dtype):
+    """Strided kernels: fold the stride phases into channels (space-to-depth).
+
+    Along each axis with stride ``s > 1`` the input becomes ``(P/s, s)`` with
+    the phase moved into the channels and the kernel ``(ceil(k/s), s)`` (zero
+    padded): a stride-1 convolution with ``s`` times more input channels and a
+    ``s`` times shorter kernel, so the GEMMs get ``s`` times deeper.
+    """
+    kernel = w.shape[:-2]
+    nd = len(kernel)
+    out = out_spatial(x.shape, kernel, stride, dilation)
+    xs, ws = x, w
+    x_axes, w_axes = [], []
+    for a, (k, s, o) in enumerate(zip(kernel, stride, out)):
+        if s == 1:
+            continue
+        kq = -(-k // s)
+        need = (o - 1 + kq) * s
+        have = xs.shape[1 + a]
+        if need > have:
+            pad = [(0, 0)] * xs.ndim
+            pad[1 + a] = (0, need - have)
+            xs = jnp.pad(xs, pad)
+        else:
+            xs = lax.slice_in_dim(xs, 0, need, axis=1 + a)
+        wpad = [(0, 0)] * ws.ndim
+        wpad[a] = (0, kq * s - k)
+        ws = jnp.pad(ws, wpad)
+        x_axes.append(a)
+    # x: (N, *P, C) -> (N, *Q, *phases, C); w: (*K, I, O) -> (*Kq, *phases, I, O)
+    xshape, wshape, xperm_tail, wperm_tail = [xs.shape[0]], [], [], []
+    for a in range(nd):
+        if a in x_axes:
+            s = stride[a]
+            xshape += [xs.shape[1 + a] // s, s]
+            wshape += [ws.shape[a] // s, s]
+        else:
+            xshape += [xs.shape[1 + a]]
+            wshape += [ws.shape[a]]
+    xs = xs.reshape(*xshape, xs.shape[-1])
+    ws = ws.reshape(*wshape, *ws.shape[-2:])
+    xpos, wpos, xq, wq = 1, 0, [], []
+    for a in range(nd):
+        xq.append(xpos)
+        wq.append(wpos)
+        if a in x_axes:
+            xperm_tail.append(xpos + 1)
+            wperm_tail.append(wpos + 1)
+            xpos += 2
+            wpos += 2
+        else:
+            xpos += 1
+            wpos += 1
+    xs = jnp.transpose(xs, (0, *xq, *xperm_tail, xs.ndim - 1))
+    ws = jnp.transpose(ws, (*wq, *wperm_tail, ws.ndim - 2, ws.ndim - 1))
+    phases = int(np.prod([stride[a] for a in x_axes]))
+    xs = xs.reshape(*xs.shape[: 1 + nd], phases * x.shape[-1])
+    ws = ws.reshape(*ws.shape[:nd], phases * w.shape[-2], w.shape[-1])
+    new_stride = tuple(1 if a in x_axes else s for a, s in enumerate(stride))
+    sub = dict(stride=new_stride, dilation=dilation, groups=groups,
+               precision=precision, acc_dtype=acc_dtype)
+    if new_stride[-1] == 1 and ws.shape[nd - 1] > 1:
+        y = _conv_wide(xs, ws, **sub)
+    else:
+        y = _conv_per_tap(xs, ws, **sub)
+    return lax.slice(y, (0,) * y.ndim, (y.shape[0], *out, y.shape[-1]))
 
 
 def _taps_scan(x, wt, kernel, out, stride, dilation, groups, precision, acc_dtype):
@@ -53,4 +249,3 @@ def _taps_scan(x, wt, kernel, out, stride, dilation, groups, precision, acc_dtyp
     init = jnp.zeros((n, *out, wt.shape[-1]), acc_dtype)
     acc, _ = lax.scan(step, init, (offsets, wt))
     return acc
-

@@ -1,0 +1,182 @@
+"""Memory-bound depthwise paths and an exact GEMM for long 1-D depthwise kernels.
+
+Depthwise (``I == 1``, ``groups == C``) convolutions do one multiply-add per
+tap per output element: there is no reduction over channels to feed a GEMM,
+so the fastest formulation is the plain elementwise one,
+``out += slice_t(x) * w[t]``, which XLA fuses into a single loop over the
+output (XLA's own conv emitter instead loops over the groups, 10-200x slower
+on CPU; see BENCHMARKS.md).
+
+Long 1-D kernels (hundreds of taps) make that loop compute-bound; there
+``conv_toeplitz_1d`` turns the problem into batched GEMMs: the output is cut
+into blocks of ``B`` positions and the kernel into blocks of ``B`` taps, and
+block ``b`` of the output is ``sum_m A_m @ x_block[b + m]`` with
+``A_m[v, u] = w[m*B + v - u]`` a ``B x B`` Toeplitz matrix per channel (zero
+outside the kernel).  Arithmetic is exact (no transform); the structural zeros
+of ``A_m`` would turn an Inf of a neighbouring input into NaN, so inputs are
+cleaned first and outputs whose window holds a non-finite input are computed
+from the raw input (NaN/Inf stay local, as with ``lax``).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .._taps import tap_offsets, tap_slice
+from ._common import flat_taps, out_spatial
+
+UNROLL_LIMIT = 64
+TOEPLITZ_BLOCK = 64
+TOEPLITZ_MIN_TAPS = 64
+
+
+def _depthwise_term(xs, wt, groups, acc_dtype):
+    """``xs (..., C) * wt (1, C*M)`` with channel multiplier ``M``."""
+    lead = xs.shape[:-1]
+    o = wt.shape[-1]
+    m = o // groups
+    xs = xs.astype(acc_dtype)
+    wt = wt.astype(acc_dtype)
+    if m == 1:
+        return xs * wt.reshape((1,) * len(lead) + (o,))
+    xs = xs.reshape(*lead, groups, 1)
+    return (xs * wt.reshape((1,) * len(lead) + (groups, m))).reshape(*lead, o)
+
+
+def conv_depthwise(x, w, *, stride, dilation, groups, precision, acc_dtype):
+    """Elementwise shift-and-accumulate for ``I == 1`` (depthwise) problems."""
+    del precision  # no matmul: products are exact in acc_dtype
+    kernel = w.shape[:-2]
+    out = out_spatial(x.shape, kernel, stride, dilation)
+    wt, t = flat_taps(w)
+    if t <= UNROLL_LIMIT:
+        acc = None
+        for i, tap in enumerate(tap_offsets(kernel)):
+            term = _depthwise_term(tap_slice(x, tap, out, stride, dilation), wt[i],
+                                   groups, acc_dtype)
+            acc = term if acc is None else acc + term
+        return acc
+    return _depthwise_rows(x, w, kernel, out, stride, dilation, groups, acc_dtype)
+
+
+def _depthwise_rows(x, w, kernel, out, stride, dilation, groups, acc_dtype):
+    """Large kernels: ``lax.scan`` over the first kernel axis, inner taps unrolled.
+
+    Compile time stays bounded (one row of taps is traced) while each scan
+    step still fuses ``prod(kernel[1:])`` products into one loop.
+    """
+    if len(kernel) == 1 or int(np.prod(kernel[1:])) > UNROLL_LIMIT:
+        return _depthwise_scan(x, w, kernel, out, stride, dilation, groups, acc_dtype)
+    k0, s0, d0 = kernel[0], stride[0], dilation[0]
+    n, c = x.shape[0], x.shape[-1]
+    ext0 = (out[0] - 1) * s0 + 1
+    rest = kernel[1:]
+
+    def step(acc, i):
+        rows = lax.dynamic_slice_in_dim(x, i * d0, ext0, axis=1)[:, ::s0]
+        wi = lax.dynamic_index_in_dim(w, i, axis=0, keepdims=False)  # (*rest, 1, O)
+        wr = wi.reshape(-1, 1, wi.shape[-1])
+        for j, tap in enumerate(tap_offsets(rest)):
+            xs = tap_slice(rows, tap, out[1:], stride[1:], dilation[1:], first_axis=2)
+            acc = acc + _depthwise_term(xs, wr[j], groups, acc_dtype)
+        return acc, None
+
+    del n, c
+    init = jnp.zeros((x.shape[0], *out, w.shape[-1]), acc_dtype)
+    acc, _ = lax.scan(step, init, jnp.arange(k0))
+    return acc
+
+
+def _depthwise_scan(x, w, kernel, out, stride, dilation, groups, acc_dtype):
+    wt, _ = flat_taps(w)
+    n, c = x.shape[0], x.shape[-1]
+    extent = tuple((o - 1) * s + 1 for o, s in zip(out, stride))
+    offsets = jnp.asarray(
+        np.array(list(tap_offsets(kernel)), dtype=np.int32).reshape(-1, len(kernel))
+        * np.array(dilation, dtype=np.int32)
+    )
+    steps = (slice(None), *(slice(None, None, s) for s in stride))
+
+    def step(acc, tap):
+        offset, wk = tap
+        zero = jnp.zeros((), jnp.int32)
+        start = (zero, *(offset[i] for i in range(len(kernel))), zero)
+        xs = lax.dynamic_slice(x, start, (n, *extent, c))[steps]
+        return acc + _depthwise_term(xs, wk, groups, acc_dtype), None
+
+    init = jnp.zeros((n, *out, w.shape[-1]), acc_dtype)
+    acc, _ = lax.scan(step, init, (offsets, wt))
+    return acc
+
+
+# --------------------------------------------------------------------------
+# Blocked Toeplitz GEMM for long 1-D depthwise kernels.
+# --------------------------------------------------------------------------
+
+
+def toeplitz_applies(x_shape, w_shape, stride, dilation, groups) -> bool:
+    """1-D, depthwise with multiplier 1, stride 1, undilated, long kernel."""
+    return (
+        len(w_shape) == 3 and w_shape[1] == 1 and groups == x_shape[-1]
+        and w_shape[2] == groups and tuple(stride) == (1,)
+        and tuple(dilation) == (1,) and w_shape[0] >= TOEPLITZ_MIN_TAPS
+    )
+
+
+def _toeplitz_gemm(x, w, precision, acc_dtype, block):
+    """The blocked Toeplitz product on ``x (N, P, C)``, ``w (K, C)``."""
+    n, p, c = x.shape
+    k = w.shape[0]
+    b = block
+    lo = p - k + 1
+    nb = -(-lo // b)                      # output blocks
+    m_blocks = -(-(b + k - 1) // b)       # input blocks per output block
+    total = (nb + m_blocks - 1) * b
+    x = jnp.pad(x, ((0, 0), (0, max(0, total - p)), (0, 0)))[:, :total]
+    xb = jnp.transpose(x, (2, 0, 1)).reshape(c, n, nb + m_blocks - 1, b)
+    # w zero-padded so that w_pad[B - 1 + j] = w[j] for every j in [-(B-1), M*B).
+    w_pad = jnp.pad(w.T, ((0, 0), (b - 1, m_blocks * b - k + b)))
+
+    def a_matrix(m):
+        # A_m[c, v, u] = w[m*B + v - u]: segment w[m*B - (B-1) : m*B + B] as a
+        # ring of length 2B (index B unused), tiled B times, rows of 2B - 1.
+        seg = lax.dynamic_slice_in_dim(w_pad, m * b, 2 * b - 1, axis=1)  # d+B-1
+        ring = jnp.concatenate(
+            [seg[:, b - 1:], jnp.zeros((c, 1), seg.dtype), seg[:, : b - 1]], axis=1
+        )  # ring[d mod 2B] = w[m*B + d], d in [-(B-1), B-1]
+        t = jnp.tile(ring, (1, b))[:, : b * (2 * b - 1)].reshape(c, b, 2 * b - 1)
+        return t[:, :, :b]  # t[c, u, v] = ring[(v - u) mod 2B] = w[m*B + v - u]
+
+    def step(acc, m):
+        xm = lax.dynamic_slice_in_dim(xb, m, nb, axis=2).reshape(c, n * nb, b)
+        am = a_matrix(m)  # (C, u, v)
+        term = lax.dot_general(
+            xm, am, (((2,), (2,)), ((0,), (0,))), precision=precision,
+            preferred_element_type=acc_dtype,
+        )  # (C, N*nb, u)
+        return acc + term, None
+
+    init = jnp.zeros((c, n * nb, b), acc_dtype)
+    acc, _ = lax.scan(step, init, jnp.arange(m_blocks))
+    y = acc.reshape(c, n, nb * b)[:, :, :lo]
+    return jnp.transpose(y, (1, 2, 0))
+
+
+def conv_toeplitz_1d(x, w, *, precision, acc_dtype, block=TOEPLITZ_BLOCK):
+    """Depthwise 1-D correlation ``x (N, P, C)``, ``w (K, 1, C)`` as GEMMs.
+
+    When an input is non-finite the exact per-tap formulation runs instead
+    (``lax.cond``), so NaN/Inf stay local to the windows that hold them.
+    """
+    from .taps import finite_or
+
+    k = w.shape[0]
+    wk = w.reshape(k, w.shape[-1])
+    c = x.shape[-1]
+    return finite_or(
+        x, lambda: _toeplitz_gemm(x, wk, precision, acc_dtype, block),
+        lambda: conv_depthwise(x, w, stride=(1,), dilation=(1,), groups=c,
+                               precision=precision, acc_dtype=acc_dtype),
+    )
