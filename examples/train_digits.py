@@ -105,7 +105,7 @@ def main() -> None:
     model = build_model()
     print(f"{len(data[0])} training and {len(data[2])} test digits, 8x8x1")
     print(model.summary(data[0].shape[1:]))
-    params = train(model, data, epochs=1 if QUICK else 20)
+    params = train(model, data, epochs=1 if QUICK else 12)
     print(f"test accuracy: {accuracy(model, params, data[2], data[3]):.4f}")
 
 

@@ -16,18 +16,17 @@ from .conv import (
     separable_conv as separable_conv,
 )
 from .padding import pad as pad
-from .patches import fold as fold, unfold as unfold
-from .pooling import (
-    adaptive_avg_pool as adaptive_avg_pool,
-    adaptive_max_pool as adaptive_max_pool,
-    avg_pool as avg_pool,
-    global_avg_pool as global_avg_pool,
-    global_max_pool as global_max_pool,
-    lp_pool as lp_pool,
-    max_pool as max_pool,
-    min_pool as min_pool,
-    sum_pool as sum_pool,
-)
+from .patches import fold as fold
+from .patches import unfold as unfold
+from .pooling import adaptive_avg_pool as adaptive_avg_pool
+from .pooling import adaptive_max_pool as adaptive_max_pool
+from .pooling import avg_pool as avg_pool
+from .pooling import global_avg_pool as global_avg_pool
+from .pooling import global_max_pool as global_max_pool
+from .pooling import lp_pool as lp_pool
+from .pooling import max_pool as max_pool
+from .pooling import min_pool as min_pool
+from .pooling import sum_pool as sum_pool
 from .signal import convolve as convolve
 from .signal import correlate as correlate
 from .template import match_template as match_template

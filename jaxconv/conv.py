@@ -665,12 +665,7 @@ def separable_conv(
             f"`w_pointwise` (shape {w_pointwise.shape}) must be a 1x1 kernel "
             f"{layout} (or a matrix) for `w_depthwise` with {nd} spatial axes."
         )
-    mid = depthwise_conv(
-        x, w_depthwise, stride=stride, padding=padding, dilation=dilation,
-        padding_mode=padding_mode, data_format=data_format, algorithm=algorithm,
-        precision=precision, preferred_element_type=preferred_element_type,
-    )
-    c_mid = mid.shape[mid.ndim - nd - 1] if channels_first else mid.shape[-1]
+    c_mid = w_depthwise.shape[0] if channels_first else w_depthwise.shape[-1]
     c_pw = w_pointwise.shape[1] if channels_first else w_pointwise.shape[-2]
     if c_pw != c_mid:
         raise ValueError(
@@ -678,6 +673,11 @@ def separable_conv(
             f"channels, but the depthwise step gives {c_mid} (`w_depthwise` shape "
             f"{w_depthwise.shape})."
         )
+    mid = depthwise_conv(
+        x, w_depthwise, stride=stride, padding=padding, dilation=dilation,
+        padding_mode=padding_mode, data_format=data_format, algorithm=algorithm,
+        precision=precision, preferred_element_type=preferred_element_type,
+    )
     return conv(
         mid, w_pointwise, data_format=data_format, algorithm=algorithm,
         precision=precision, preferred_element_type=preferred_element_type,

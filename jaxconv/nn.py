@@ -246,9 +246,10 @@ def _promote(x, w):
 def _bias(y, b, nd, data_format):
     if b is None:
         return y
+    b = b.astype(y.dtype)  # explicit broadcasting (rank promotion may raise)
     if data_format == "channels_last":
-        return y + b.astype(y.dtype)
-    return y + b.astype(y.dtype).reshape((-1,) + (1,) * nd)
+        return y + b.reshape((1,) * (y.ndim - 1) + (-1,))
+    return y + b.reshape((1,) * (y.ndim - nd - 1) + (-1,) + (1,) * nd)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -741,7 +742,7 @@ class Dense(Layer):
         x, w = _promote(x, params["kernel"])
         y = jnp.matmul(x, w, precision=self.precision)
         if "bias" in params:
-            y = y + params["bias"].astype(y.dtype)
+            y = _bias(y, params["bias"], 0, "channels_last")
         return y
 
 
@@ -1152,14 +1153,14 @@ class Sequential(Layer):
           >>> s = Sequential([Conv(32, (3, 3)), Relu()]).summary((28, 28, 1))
           >>> s.rows[0].params, s.rows[0].flops, s.rows[0].receptive_field
           (320, 389376, (3, 3))
-          >>> print(s)  # doctest: +NORMALIZE_WHITESPACE
-          layer                output shape  params    FLOPs  receptive field
-          ----------------------------------------------------------------------
-          input                (28, 28, 1)                    1x1
-          Conv(32, 3x3, VALID) (26, 26, 32)     320  389,376  3x3 (jump 1x1)
-          Relu                 (26, 26, 32)       0        0  3x3 (jump 1x1)
-          ----------------------------------------------------------------------
-          total                                 320  389,376
+          >>> print(s)  # doctest: +ELLIPSIS
+          layer                 output shape  params    FLOPs  receptive field
+          ---...
+          input                 (28, 28, 1)                    1x1
+          Conv(32, 3x3, VALID)  (26, 26, 32)     320  389,376  3x3 (jump 1x1)
+          Relu                  (26, 26, 32)       0        0  3x3 (jump 1x1)
+          ---...
+          total                                  320  389,376
         """
         return summary(self, input_shape)
 

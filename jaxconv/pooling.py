@@ -250,11 +250,12 @@ def _to_inexact(x: jax.Array) -> jax.Array:
 
 # --- public windowed pools ---
 
-_POOL_ARGS_DOC = """x: ``(*batch, *spatial, C)`` (``channels_last``) or
-        ``(*batch, C, *spatial)`` (``channels_first``) array.
-      window_shape: window size, a sequence with one int per spatial axis (its
-        length sets the number of spatial axes), or one int for ``x.ndim - 2``
-        spatial axes.
+_X_DOC = """x: ``(*batch, *spatial, C)`` (``channels_last``) or
+        ``(*batch, C, *spatial)`` (``channels_first``) array."""
+
+_POOL_ARGS_DOC = """window_shape: window size, one int per spatial axis (the length
+        sets the number of spatial axes), or one int for ``x.ndim - 2`` spatial
+        axes.
       stride: int or one int per axis; ``None`` (default) means the window size.
       padding: ``"VALID"``, ``"SAME"``, ``"SAME_LOWER"``, ``"FULL"``,
         ``"CAUSAL"``, an int, one int per axis, or ``(lo, hi)`` pairs.
@@ -268,7 +269,7 @@ _POOL_RAISES_DOC = """ValueError: for a non-positive window/stride/dilation, an 
 
 
 def _doc(f):
-    f.__doc__ = f.__doc__.format(args=_POOL_ARGS_DOC, raises=_POOL_RAISES_DOC)
+    f.__doc__ = f.__doc__.format(x=_X_DOC, args=_POOL_ARGS_DOC, raises=_POOL_RAISES_DOC)
     return f
 
 
@@ -290,6 +291,7 @@ def max_pool(
     window in row-major order).
 
     Args:
+      {x}
       {args}
 
     Returns:
@@ -331,6 +333,7 @@ def min_pool(
     Equals ``-max_pool(-x, ...)`` for floats (gradient to the first minimum).
 
     Args:
+      {x}
       {args}
 
     Returns:
@@ -368,6 +371,7 @@ def sum_pool(
     """Sum over each window (padded cells are zeros).
 
     Args:
+      {x}
       {args}
 
     Returns:
@@ -433,6 +437,7 @@ def avg_pool(
     ``flax.linen.avg_pool``.
 
     Args:
+      {x}
       {args}
       count_include_pad: divide by the number of window cells inside the
         padded input (``True``) or inside the input only (``False``).
@@ -487,7 +492,7 @@ def lp_pool(
     clipped by ``ceil_mode`` are scaled to the full window size, as there).
 
     Args:
-      x: as below.
+      {x}
       p: the power (``norm_type`` in PyTorch), a positive number.
       {args}
 

@@ -101,7 +101,7 @@ def test_matches_numpy_reference(rng, op, case):
     assert_close(_back(y, data_format), _ref(op, x, case))
 
 
-@pytest.mark.parametrize("case", [CASES[2], CASES[5], CASES[9]], ids=str)
+@pytest.mark.parametrize("case", [CASES[5], CASES[9]], ids=str)
 def test_layouts_agree(rng, case):
     x = _input(rng, case[0], n=1) + 2.0
     for op in ["max", "min", "sum", "avg", "avg_excl", "lp"]:
@@ -182,7 +182,6 @@ def _reduce_window(x, init, op, window, stride, padding, dilation):
 STRING_CASES = [
     ((9, 8), (3, 3), (2, 2), "SAME", (1, 1)),
     ((9, 8), (3, 2), (1, 3), "same", (2, 1)),
-    ((10,), (4,), (3,), "VALID", (1,)),
     ((5, 6, 7), (2, 3, 2), (2, 2, 3), "SAME", (1, 1, 1)),
     ((7, 7), (3, 3), (2, 1), ((2, 1), (0, 2)), (1, 2)),
     ((8,), (3,), (1,), ((-1, 2),), (1,)),  # negative padding crops
@@ -206,7 +205,7 @@ def test_reduce_window_oracle(rng, case):
         assert_close(pooling.avg_pool(x, window, **kw), expected / math.prod(window))
 
 
-@pytest.mark.parametrize("padding", ["SAME", "VALID", ((1, 2), (0, 1))])
+@pytest.mark.parametrize("padding", ["SAME", ((1, 2), (0, 1))])
 def test_flax_avg_and_max(rng, padding):
     nn = pytest.importorskip("flax.linen")
     x = jnp.asarray(rng.standard_normal((2, 9, 8, 3)))
@@ -215,8 +214,6 @@ def test_flax_avg_and_max(rng, padding):
         actual = pooling.avg_pool(
             x, (3, 2), stride=(2, 2), padding=padding, count_include_pad=include
         )
-        if include and not isinstance(padding, str):
-            continue  # Flax divides by the full window, PyTorch-style counts here
         assert_close(actual, expected)
     expected = nn.max_pool(x, (3, 2), (2, 2), padding)
     assert_close(pooling.max_pool(x, (3, 2), stride=(2, 2), padding=padding), expected)
@@ -251,12 +248,22 @@ def _torch_call(torch, op, x, case):
     return f(t, window, stride, padding, ceil_mode, count_include_pad=op == "avg")
 
 
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-@pytest.mark.parametrize("op", ["max", "avg", "avg_excl", "lp"])
+# every case PyTorch accepts (no dilation for avg/lp, no padding for lp)
+TORCH = [
+    pytest.param(op, case, id=f"{op}-{name}")
+    for op in ["max", "avg", "avg_excl", "lp"]
+    for case, name in zip(CASES, CASE_IDS)
+    if _torch_ok(op, case)
+]
+TORCH_GRAD = [
+    p for p in TORCH if p.id in ("max-1d-2", "max-2d-4", "max-3d-9", "avg-2d-7",
+                                 "avg_excl-2d-4", "lp-2d-6", "lp-3d-8")
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("op", "case"), TORCH)
 def test_matches_torch(rng, op, case):
     torch = pytest.importorskip("torch")
-    if not _torch_ok(op, case):
-        pytest.skip("outside PyTorch's arguments")
     x = _input(rng, case[0])
     if op == "lp":
         x = np.abs(x) + 0.1
@@ -264,12 +271,9 @@ def test_matches_torch(rng, op, case):
     assert_close(_call(op, x, case, "channels_first"), expected)
 
 
-@pytest.mark.parametrize("case", [CASES[2], CASES[4], CASES[7], CASES[9]], ids=str)
-@pytest.mark.parametrize("op", ["max", "avg", "lp"])
+@pytest.mark.parametrize(("op", "case"), TORCH_GRAD)
 def test_grad_matches_torch(rng, op, case):
     torch = pytest.importorskip("torch")
-    if not _torch_ok(op, case):
-        pytest.skip("outside PyTorch's arguments")
     x = np.abs(_input(rng, case[0])) + 0.1
     out = _call(op, x, case, "channels_first")
     cot = rng.standard_normal(out.shape)
@@ -376,7 +380,7 @@ def test_global_max_grad_first_tie():
 
 
 def test_jit_vmap_grad(rng):
-    x = rng.standard_normal((4, 2, 9, 8, 3))
+    x = rng.standard_normal((3, 2, 9, 8, 3))
     f = functools.partial(pooling.avg_pool, window_shape=(3, 3), stride=2, padding=1)
     y = jax.jit(lambda x: pooling.max_pool(x, (3, 3), stride=2, ceil_mode=True))(x)
     assert_close(y, pooling.max_pool(x, (3, 3), stride=2, ceil_mode=True))

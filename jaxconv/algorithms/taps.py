@@ -68,18 +68,19 @@ def conv_taps(x, w, *, stride, dilation, groups, precision, acc_dtype):
     if variant == "grouped":
         return _conv_grouped(x, w, **kw)
     if variant == "wide":
-        return _conv_wide(x, w, **kw)
+        return _dense_stride1(x, w, **kw)
     if variant == "s2d":
         return finite_or(x, lambda: _conv_space_to_depth(x, w, **kw),
-                         lambda: _conv_per_tap(x, w, **kw))
+                         lambda: _conv_per_tap(x, w, force_scan=True, **kw))
     return _conv_per_tap(x, w, **kw)
 
 
-def _conv_per_tap(x, w, *, stride, dilation, groups, precision, acc_dtype):
+def _conv_per_tap(x, w, *, stride, dilation, groups, precision, acc_dtype,
+                  force_scan=False):
     kernel = w.shape[:-2]
     out = out_spatial(x.shape, kernel, stride, dilation)
     wt, t = flat_taps(w)
-    if t > UNROLL_LIMIT:
+    if t > UNROLL_LIMIT or force_scan:
         return _taps_scan(x, wt, kernel, out, stride, dilation, groups,
                           precision, acc_dtype)
     acc = None
@@ -109,10 +110,46 @@ def _conv_grouped(x, w, *, stride, dilation, groups, precision, acc_dtype):
     for t, tap in enumerate(tap_offsets(kernel)):
         xs = tap_slice(x, tap, out, stride, dilation).astype(acc_dtype)
         xs = xs.reshape(*xs.shape[:-1], groups, i)
+        shape = (1,) * (xs.ndim - 2) + (groups, m)
         for j in range(i):
-            term = xs[..., j:j + 1] * wt[t, j]
+            term = xs[..., j:j + 1] * wt[t, j].reshape(shape)
             acc = term if acc is None else acc + term
     return acc.reshape(*acc.shape[:-2], o)
+
+
+ROWS_MAX_I = 32
+
+
+def _dense_stride1(x, w, **kw):
+    """Row taps for few input channels, the wide-GEMM formulation otherwise."""
+    if w.shape[-2] <= ROWS_MAX_I:
+        return _conv_rows(x, w, **kw)
+    return _conv_wide(x, w, **kw)
+
+
+def _conv_rows(x, w, *, stride, dilation, groups, precision, acc_dtype):
+    """Row taps: the last-axis taps concatenated along channels, one GEMM per row.
+
+    Raises the GEMM depth from ``I`` to ``k_w * I`` (for few input channels,
+    e.g. an RGB stem after space-to-depth) while the patch tensor is only one
+    kernel row's worth.
+    """
+    del groups
+    kernel = w.shape[:-2]
+    out = out_spatial(x.shape, kernel, stride, dilation)
+    kl = kernel[-1]
+    i, o = w.shape[-2:]
+    lead_k = kernel[:-1]
+    wr = w.reshape(*lead_k, kl * i, o)
+    acc = None
+    for tap in tap_offsets(lead_k):
+        cat = jnp.concatenate(
+            [tap_slice(x, (*tap, j), out, stride, dilation) for j in range(kl)], axis=-1
+        )
+        term = jnp.einsum("...i,io->...o", cat, wr[tap], precision=precision,
+                          preferred_element_type=acc_dtype)
+        acc = term if acc is None else acc + term
+    return acc
 
 
 def _conv_wide(x, w, *, stride, dilation, groups, precision, acc_dtype):
@@ -224,7 +261,7 @@ def _conv_space_to_depth(x, w, *, stride, dilation, groups, precision, acc_dtype
     sub = dict(stride=new_stride, dilation=dilation, groups=groups,
                precision=precision, acc_dtype=acc_dtype)
     if new_stride[-1] == 1 and ws.shape[nd - 1] > 1:
-        y = _conv_wide(xs, ws, **sub)
+        y = _dense_stride1(xs, ws, **sub)
     else:
         y = _conv_per_tap(xs, ws, **sub)
     return lax.slice(y, (0,) * y.ndim, (y.shape[0], *out, y.shape[-1]))

@@ -1,0 +1,144 @@
+"""Fast paths of the "taps" algorithm against the simple paths and jax.lax.
+
+Each formulation ``taps_variant`` can pick (dot, depthwise, toeplitz, grouped,
+space-to-depth, row taps, wide GEMM, per-tap scan) is exercised on a small
+problem that selects it, and compared with ``algorithm="direct"`` (the
+textbook reference) and with ``jax.lax`` — values, first and second order
+gradients, and NaN/Inf locality.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import assert_close
+from jax import lax
+from jax.test_util import check_grads
+
+from jaxconv import lax as jl
+from jaxconv.algorithms import depthwise
+from jaxconv.algorithms.taps import taps_variant
+
+HI = lax.Precision.HIGHEST
+
+# (name, x shape NHWC..., w shape HWIO..., strides, padding, rhs_dilation, groups)
+VARIANTS = [
+    ("dot", (2, 5, 6, 8), (1, 1, 8, 4), (2, 1), "VALID", None, 1),
+    ("depthwise", (2, 7, 6, 4), (3, 3, 1, 8), (1, 2), "SAME", (2, 1), 4),
+    ("depthwise", (1, 12, 12, 2), (9, 9, 1, 2), (1, 1), "SAME", None, 2),  # scan
+    ("toeplitz", (2, 150, 3), (70, 1, 3), (1,), [(20, 30)], None, 3),
+    ("grouped", (1, 6, 7, 8), (3, 2, 2, 8), (1, 1), "SAME", (1, 2), 4),
+    ("s2d", (1, 13, 12, 3), (5, 4, 3, 5), (2, 3), "SAME", None, 1),
+    ("s2d", (2, 17, 40), (3, 40, 6), (2,), "VALID", None, 1),
+    ("wide", (2, 7, 8, 40), (3, 3, 40, 6), (1, 1), "SAME", (2, 1), 1),
+    ("wide", (1, 4, 5, 6, 33), (2, 3, 2, 33, 4), (1, 1, 1), "SAME", None, 1),
+    ("wide", (1, 8, 7, 3), (3, 3, 3, 5), (1, 1), [(1, 0), (2, 1)], None, 1),  # rows
+    ("taps", (1, 9, 9, 40), (3, 3, 40, 4), (1, 2), "SAME", (2, 2), 1),
+]
+DN = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC"),
+      3: ("NDHWC", "DHWIO", "NDHWC")}
+
+
+def _ids(case):
+    return f"{case[0]}-{case[1]}-{case[2]}"
+
+
+def _args(case, rng, dtype=np.float64):
+    _, xs, ws, *_ = case
+    return rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype)
+
+
+def _f(mod, case, **extra):
+    _, xs, _, s, p, rd, g = case
+    dn = DN[len(xs) - 2]
+    return lambda x, w: mod.conv_general_dilated(
+        x, w, s, p, rhs_dilation=rd, dimension_numbers=dn, feature_group_count=g,
+        precision=HI, **extra)
+
+
+def _padded_shape(case):
+    _, xs, ws, s, p, rd, g = case
+    nd = len(xs) - 2
+    rd = rd or (1,) * nd
+    if isinstance(p, str):
+        eff = [(k - 1) * d + 1 for k, d in zip(ws[:nd], rd)]
+        p = lax.padtype_to_pads(xs[1:-1], eff, s, p)
+    return (xs[0], *(n + lo + hi for n, (lo, hi) in zip(xs[1:-1], p)), xs[-1])
+
+
+@pytest.mark.parametrize("case", VARIANTS, ids=_ids)
+def test_variant_is_selected(case):
+    name, _, ws, s, _, rd, g = case
+    rd = rd or (1,) * len(s)
+    assert taps_variant(_padded_shape(case), ws, s, rd, g) == name
+
+
+@pytest.mark.parametrize("case", VARIANTS, ids=_ids)
+def test_variant_matches_direct_and_lax(case, rng):
+    x, w = _args(case, rng)
+    fast = _f(jl, case, algorithm="taps")(x, w)
+    assert_close(fast, _f(jl, case, algorithm="direct")(x, w))
+    assert_close(fast, _f(lax, case)(x, w))
+    x32, w32 = _args(case, rng, np.float32)
+    assert_close(_f(jl, case)(x32, w32), _f(lax, case)(x32, w32))
+
+
+@pytest.mark.parametrize("case", VARIANTS, ids=_ids)
+def test_variant_gradients(case, rng):
+    x, w = _args(case, rng)
+
+    def loss(f):
+        return lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+
+    got = jax.grad(loss(_f(jl, case, algorithm="taps")), (0, 1))(x, w)
+    want = jax.grad(loss(_f(lax, case)), (0, 1))(x, w)
+    for a, b in zip(got, want):
+        assert_close(a, b)
+
+
+@pytest.mark.parametrize("case", [VARIANTS[1], VARIANTS[3], VARIANTS[4], VARIANTS[5],
+                                  VARIANTS[7]], ids=_ids)
+def test_variant_second_order_and_jvp(case, rng):
+    x, w = _args(case, rng)
+    f = _f(jl, case, algorithm="taps")
+    check_grads(f, (x, w), order=2, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
+    tx, tw = _args(case, rng)
+    h = lambda mod_f: jax.jvp(  # noqa: E731
+        jax.grad(lambda x: jnp.sum(mod_f(x, w) ** 3)), (x,), (tx,))[1]
+    assert_close(h(f), h(_f(lax, case)))
+    del tw
+
+
+@pytest.mark.parametrize("case", VARIANTS, ids=_ids)
+def test_non_finite_inputs_stay_local(case, rng):
+    x, w = _args(case, rng)
+    x[(0,) * (x.ndim - 1) + (0,)] = np.inf
+    x.reshape(-1)[x.size // 2] = np.nan
+    got = np.asarray(_f(jl, case, algorithm="taps")(x, w))
+    ref = np.asarray(_f(jl, case, algorithm="direct")(x, w))
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(ref))
+    fin = np.isfinite(ref)
+    assert_close(got[fin], ref[fin])
+
+
+def test_toeplitz_block_sizes(rng):
+    x = jnp.asarray(rng.standard_normal((2, 97, 5)))
+    w = jnp.asarray(rng.standard_normal((33, 1, 5)))
+    ref = jl.conv_general_dilated(x, w, (1,), "VALID", dimension_numbers=DN[1],
+                                  feature_group_count=5, algorithm="direct")
+    for block in (1, 4, 16, 33, 64, 200):
+        got = depthwise._toeplitz_gemm(x, w.reshape(33, 5), HI, x.dtype, block)
+        assert_close(got, ref)
+
+
+def test_long_kernel_depthwise_is_not_unrolled():
+    # A 1024-tap kernel traces one scan step, not 1024 slices.
+    x = jnp.ones((1, 2048, 2), jnp.float32)
+    w = jnp.ones((1024, 1, 2), jnp.float32)
+    f = lambda x, w: jl.conv_general_dilated(  # noqa: E731
+        x, w, (1,), "SAME", dimension_numbers=DN[1], feature_group_count=2)
+    text = jax.jit(f).lower(x, w).as_text()
+    assert text.count("dot_general") < 8
+    assert "convolution" not in text

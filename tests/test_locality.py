@@ -1,0 +1,138 @@
+"""NaN/Inf locality: a non-finite element only spoils the outputs that see it.
+
+SPEC section 4: with ``algorithm="auto"`` (the default) an output is non-finite
+exactly when its window holds a non-finite input or weight, as with
+``jax.lax.conv_general_dilated``.  An FFT or Winograd transform would smear a
+single NaN over the whole output, so ``"auto"`` must never pick them on its
+own.  Each case places NaN, +Inf and -Inf in the input and in the kernel, at a
+corner, the centre and a random position, and compares ``isfinite`` masks
+with lax's element for element.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxconv import lax as jl
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+NWC = ("NWC", "WIO", "NWC")
+BAD = [np.nan, np.inf, -np.inf]
+
+# name: (lhs shape, rhs shape, strides, padding, rhs_dilation, groups, dn)
+CASES = {
+    "dense": ((2, 9, 8, 4), (3, 3, 4, 5), (1, 1), "SAME", (1, 1), 1, NHWC),
+    "dense_valid": ((1, 9, 8, 3), (3, 2, 3, 4), (1, 1), "VALID", (1, 1), 1, NHWC),
+    "grouped": ((1, 8, 8, 6), (3, 3, 2, 6), (1, 1), "SAME", (1, 1), 3, NHWC),
+    "depthwise": ((1, 10, 10, 4), (3, 3, 1, 4), (1, 1), "SAME", (1, 1), 4, NHWC),
+    "depthwise_mult2": ((1, 9, 9, 3), (3, 3, 1, 6), (1, 1), "SAME", (1, 1), 3, NHWC),
+    "depthwise_31x31": ((1, 32, 32, 2), (31, 31, 1, 2), (1, 1), "SAME", (1, 1), 2,
+                        NHWC),
+    "strided": ((1, 11, 11, 3), (3, 3, 3, 4), (2, 2), "SAME", (1, 1), 1, NHWC),
+    "strided_depthwise": ((1, 12, 12, 4), (3, 3, 1, 4), (2, 2), [(1, 0), (1, 0)],
+                          (1, 1), 4, NHWC),
+    "dilated": ((1, 12, 12, 3), (3, 3, 3, 3), (1, 1), "SAME", (2, 2), 1, NHWC),
+    "pointwise": ((1, 7, 7, 8), (1, 1, 8, 4), (1, 1), "VALID", (1, 1), 1, NHWC),
+    "causal1d_depthwise": ((2, 64, 4), (4, 1, 4), (1,), [(3, 0)], (1,), 4, NWC),
+    "long1d_depthwise": ((1, 2048, 2), (257, 1, 2), (1,), "SAME", (1,), 2, NWC),
+    "dense1d_strided": ((1, 33, 8), (3, 8, 8), (2,), "VALID", (1,), 1, NWC),
+}
+
+
+def _finite_masks(fn, x, w, rng, where, bad):
+    """Yield (jaxconv mask, lax mask, position) for a few placements of ``bad``."""
+    target = x if where == "input" else w
+    positions = [(0,) * target.ndim, tuple(s // 2 for s in target.shape),
+                 tuple(int(rng.integers(s)) for s in target.shape)]
+    for pos in positions:
+        xb, wb = x.copy(), w.copy()
+        (xb if where == "input" else wb)[pos] = bad
+        ours, theirs = fn(xb, wb)
+        yield np.isfinite(np.asarray(ours)), np.isfinite(np.asarray(theirs)), pos
+
+
+def _assert_local(fn, x, w, rng):
+    for where in ("input", "kernel"):
+        for bad in BAD:
+            for ours, theirs, pos in _finite_masks(fn, x, w, rng, where, bad):
+                assert not theirs.all(), "placement has no effect on lax"
+                bad_out = np.argwhere(ours != theirs)
+                assert bad_out.size == 0, (
+                    f"{bad} in {where} at {pos}: finiteness differs from lax at "
+                    f"{len(bad_out)} outputs, e.g. {bad_out[:3].tolist()} "
+                    f"(jaxconv non-finite: {(~ours).sum()}, lax: {(~theirs).sum()})"
+                )
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_nonfinite_stays_local(name):
+    lhs_shape, rhs_shape, s, p, rd, g, dn = CASES[name]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(lhs_shape).astype(np.float32)
+    w = rng.standard_normal(rhs_shape).astype(np.float32)
+    kw = dict(rhs_dilation=rd, dimension_numbers=dn, feature_group_count=g)
+
+    @jax.jit
+    def fn(x, w):
+        return (jl.conv_general_dilated(x, w, s, p, **kw),  # algorithm="auto"
+                lax.conv_general_dilated(x, w, s, p, **kw))
+
+    _assert_local(fn, x, w, rng)
+
+
+TRANSPOSE_CASES = {
+    "tconv2d": ((1, 6, 6, 4), (4, 4, 4, 3), (2, 2), "SAME"),
+    "tconv2d_valid": ((1, 5, 5, 2), (3, 3, 2, 2), (2, 2), "VALID"),
+    "tconv1d_s3": ((1, 7, 3), (5, 3, 2), (3,), [(2, 2)]),
+}
+
+
+@pytest.mark.parametrize("name", list(TRANSPOSE_CASES))
+def test_nonfinite_stays_local_transposed(name):
+    lhs_shape, rhs_shape, s, p = TRANSPOSE_CASES[name]
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(lhs_shape).astype(np.float32)
+    w = rng.standard_normal(rhs_shape).astype(np.float32)
+
+    @jax.jit
+    def fn(x, w):
+        return jl.conv_transpose(x, w, s, p), lax.conv_transpose(x, w, s, p)
+
+    _assert_local(fn, x, w, rng)
+
+
+def test_nonfinite_stays_local_batch_groups():
+    """batch_group_count (the kernel-gradient form) keeps locality too."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 6, 6, 2)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
+    kw = dict(dimension_numbers=NHWC, batch_group_count=2)
+
+    @jax.jit
+    def fn(x, w):
+        return (jl.conv_general_dilated(x, w, (1, 1), "SAME", **kw),
+                lax.conv_general_dilated(x, w, (1, 1), "SAME", **kw))
+
+    _assert_local(fn, x, w, rng)
+
+
+def test_nonfinite_gradient_stays_local():
+    """The input gradient of a NaN-free loss stays finite away from a NaN weight's
+    reach exactly as lax's does (the backward pass must be exact too)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 12, 12, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 1, 3)).astype(np.float32)
+    x[0, 6, 6, 1] = np.nan
+    kw = dict(dimension_numbers=NHWC, feature_group_count=3)
+
+    def grads(mod):
+        def loss(w):
+            y = mod.conv_general_dilated(x, w, (1, 1), "SAME", **kw)
+            # Only outputs far from the NaN enter the loss.
+            return (y[:, :3, :3] ** 2).sum()
+        return np.asarray(jax.jit(jax.grad(loss))(w))
+
+    np.testing.assert_array_equal(np.isfinite(grads(jl)), np.isfinite(grads(lax)))
