@@ -6,13 +6,25 @@ from . import lax as lax
 from . import nn as nn
 from . import padding as padding
 from . import shapes as shapes
-from .conv import (
+from ._conv import (
     conv as conv,
+)
+from ._conv import (
     conv1d as conv1d,
+)
+from ._conv import (
     conv2d as conv2d,
+)
+from ._conv import (
     conv3d as conv3d,
+)
+from ._conv import (
     conv_transpose as conv_transpose,
+)
+from ._conv import (
     depthwise_conv as depthwise_conv,
+)
+from ._conv import (
     separable_conv as separable_conv,
 )
 from .padding import pad as pad

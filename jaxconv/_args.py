@@ -12,6 +12,9 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
+import jax
+import numpy as np
+
 PADDING_STRINGS = ("VALID", "SAME", "SAME_LOWER", "FULL", "CAUSAL")
 DATA_FORMATS = ("channels_last", "channels_first")
 
@@ -221,3 +224,42 @@ def check_data_format(value: Any) -> str:
             f'`data_format` (={value!r}) must be "channels_last" or "channels_first".'
         )
     return value
+
+
+def check_dtypes(lhs_dtype, rhs_dtype, preferred_element_type):
+    """jax.lax's dtype rules for convolutions; returns the canonical preferred dtype.
+
+    Operands must share a dtype (``TypeError`` otherwise), and
+    ``preferred_element_type`` must be compatible with it: same kind (integers
+    may also widen to floats), same signedness, not narrower.
+    """
+    if lhs_dtype != rhs_dtype:
+        raise TypeError(
+            "jaxconv.lax.conv_general_dilated requires arguments to have the same "
+            f"dtypes, got {lhs_dtype}, {rhs_dtype}."
+        )
+    if preferred_element_type is None:
+        return None
+    pref = jax.dtypes.canonicalize_dtype(np.dtype(preferred_element_type))
+    inp = np.dtype(lhs_dtype)
+    if not (np.issubdtype(inp, np.integer) and np.issubdtype(pref, np.floating)):
+        for kind in (np.integer, np.floating, np.complexfloating):
+            if np.issubdtype(inp, kind) and not np.issubdtype(pref, kind):
+                raise TypeError(
+                    "Input type is incompatible with `preferred_element_type` "
+                    f"(={pref}): the compatible combinations of (input_type, "
+                    "preferred_element_type) are (integral, integral), (integral, "
+                    "floating), (floating, floating), (complex, complex)."
+                )
+        if np.issubdtype(inp, np.signedinteger) and not np.issubdtype(
+            pref, np.signedinteger
+        ):
+            raise TypeError(
+                "`preferred_element_type` must have the same signedness as the "
+                "original type."
+            )
+    if pref.itemsize < inp.itemsize:
+        raise TypeError(
+            "`preferred_element_type` must not be narrower than the original type."
+        )
+    return pref

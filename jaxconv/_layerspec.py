@@ -135,7 +135,9 @@ def _count(tokens: list[str], i: int, layer: str, what: str) -> int:
     try:
         v = int(tokens[i])
     except ValueError:
-        raise LayerSpecError(f"{layer}: {what} {tokens[i]!r} is not an integer") from None
+        raise LayerSpecError(
+            f"{layer}: {what} {tokens[i]!r} is not an integer"
+        ) from None
     if v < 1:
         raise LayerSpecError(f"{layer}: {what} {v} must be positive")
     return v
@@ -165,7 +167,9 @@ def _parse_one(text: str) -> nn.Layer:
         return nn.DepthwiseConv(kernel, channel_multiplier=mult, **opts)
     if name in ("tconv", "deconv", "convtranspose"):
         if not args:
-            raise LayerSpecError(f"{text!r}: missing kernel size (e.g. tconv 4x4 32 s2)")
+            raise LayerSpecError(
+                f"{text!r}: missing kernel size (e.g. tconv 4x4 32 s2)"
+            )
         kernel = _size(args[0], f"{text!r}: kernel size")
         features = _count(args, 1, repr(text), "output channels")
         opts = _options(args[2:], repr(text), conv=True, transposed=True)
@@ -207,7 +211,9 @@ def _parse_one(text: str) -> nn.Layer:
         try:
             rate = float(args[0])
         except ValueError:
-            raise LayerSpecError(f"{text!r}: rate {args[0]!r} is not a number") from None
+            raise LayerSpecError(
+                f"{text!r}: rate {args[0]!r} is not a number"
+            ) from None
         if not 0.0 <= rate < 1.0:
             raise LayerSpecError(f"{text!r}: rate {rate} must be in [0, 1)")
         return nn.Dropout(rate)

@@ -14,9 +14,13 @@ from collections.abc import Sequence
 
 __all__ = ["main"]
 
+_EXAMPLE = (
+    "conv 3x3 32 same, relu, maxpool 2, conv 3x3 64, relu, gap, dense 10"
+)
+
 _MAIN_EPILOG = """\
 examples:
-  jaxconv shapes "conv 3x3 32 same, relu, maxpool 2, conv 3x3 64, relu, gap, dense 10" --input 28x28x1
+  jaxconv shapes "{example}" --input 28x28x1
   jaxconv demo --out ./jaxconv-demo
   jaxconv bench --quick --cases dw3,point
 
@@ -46,7 +50,7 @@ the layer language (layers separated by commas, arguments by spaces):
   (HxWxC; L x C for 1-D, DxHxWxC for 3-D).
 
 examples:
-  jaxconv shapes "conv 3x3 32 same, relu, maxpool 2, conv 3x3 64, relu, gap, dense 10" --input 28x28x1
+  jaxconv shapes "{example}" --input 28x28x1
   jaxconv shapes "conv 7x7 64 s2 p3, maxpool 3 s2 p1, conv 1x1 256" --input 224x224x3
   jaxconv shapes "conv 3 64 causal d2, conv 3 64 causal d4, gap, dense 1" --input 1000x1
   jaxconv shapes "dconv 3x3 same, conv 1x1 64, tconv 4x4 32 s2 p1" --input 16x16x32
@@ -84,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="jaxconv",
         description="Convolutions for JAX, written in JAX: shape tables, a demo, "
         "and the benchmark suite.",
-        epilog=_MAIN_EPILOG,
+        epilog=_MAIN_EPILOG.format(example=_EXAMPLE),
         formatter_class=fmt,
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -94,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Print a summary table (output shape, parameters, FLOPs and "
         "receptive field per layer) for a layer list, computed from "
         "jaxconv.shapes without running anything.",
-        epilog=_SHAPES_EPILOG,
+        epilog=_SHAPES_EPILOG.format(example=_EXAMPLE),
         formatter_class=fmt,
     )
     s.add_argument("layers", help='layer list, e.g. "conv 3x3 32 same, relu, gap"')
@@ -316,7 +320,10 @@ def _bench(argv: list[str]) -> int:
         from . import bench
     except ImportError as err:  # pragma: no cover - bench.py ships with jaxconv
         raise _UsageError(f"jaxconv bench: the benchmark suite is unavailable ({err})")
-    return int(bench.main(list(argv)) or 0)
+    try:
+        return int(bench.main(list(argv)) or 0)
+    except SystemExit as exit_:  # argparse inside the suite: --help, bad flags
+        return exit_.code if isinstance(exit_.code, int) else 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

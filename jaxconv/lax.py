@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax as _lax
 
+from ._args import check_dtypes
 from ._canonical import conv_canonical, pad_and_dilate
 from ._taps import tap_offsets, tap_slice, valid_out_size
 from .algorithms.select import check_algorithm
@@ -43,8 +44,10 @@ def conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers):
     """Convert ``dimension_numbers`` to ``ConvDimensionNumbers`` (as jax.lax).
 
     Example:
-      >>> conv_dimension_numbers((1, 5, 5, 3), (3, 3, 3, 8), ("NHWC", "HWIO", "NHWC"))
-      ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
+      >>> dn = conv_dimension_numbers((1, 5, 5, 3), (3, 3, 3, 8),
+      ...                             ("NHWC", "HWIO", "NHWC"))
+      >>> dn.lhs_spec, dn.rhs_spec
+      ((0, 3, 1, 2), (3, 2, 0, 1))
     """
     return _lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers)
 
@@ -52,39 +55,6 @@ def conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers):
 # --------------------------------------------------------------------------
 # Argument checks mirroring jax.lax's (same exception types, similar text).
 # --------------------------------------------------------------------------
-
-
-def _check_dtypes(lhs_dtype, rhs_dtype, preferred_element_type):
-    if lhs_dtype != rhs_dtype:
-        raise TypeError(
-            "jaxconv.lax.conv_general_dilated requires arguments to have the same "
-            f"dtypes, got {lhs_dtype}, {rhs_dtype}."
-        )
-    if preferred_element_type is None:
-        return None
-    pref = jax.dtypes.canonicalize_dtype(np.dtype(preferred_element_type))
-    inp = np.dtype(lhs_dtype)
-    if not (np.issubdtype(inp, np.integer) and np.issubdtype(pref, np.floating)):
-        for kind in (np.integer, np.floating, np.complexfloating):
-            if np.issubdtype(inp, kind) and not np.issubdtype(pref, kind):
-                raise TypeError(
-                    "Input type is incompatible with `preferred_element_type` "
-                    f"(={pref}): the compatible combinations of (input_type, "
-                    "preferred_element_type) are (integral, integral), (integral, "
-                    "floating), (floating, floating), (complex, complex)."
-                )
-        if np.issubdtype(inp, np.signedinteger) and not np.issubdtype(
-            pref, np.signedinteger
-        ):
-            raise TypeError(
-                "`preferred_element_type` must have the same signedness as the "
-                "original type."
-            )
-    if pref.itemsize < inp.itemsize:
-        raise TypeError(
-            "`preferred_element_type` must not be narrower than the original type."
-        )
-    return pref
 
 
 def _check_ints(name, values, n, *, minimum):
@@ -290,7 +260,7 @@ def conv_general_dilated(
         dimension_numbers,
     )
     _check_shapes(lhs.shape, rhs.shape, dn, feature_group_count, batch_group_count)
-    pref = _check_dtypes(lhs.dtype, rhs.dtype, preferred_element_type)
+    pref = check_dtypes(lhs.dtype, rhs.dtype, preferred_element_type)
     x = _to_canonical_lhs(lhs, dn)
     w = jnp.transpose(rhs, (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]))
     out = conv_canonical(
@@ -455,7 +425,7 @@ def conv_general_dilated_patches(lhs, filter_shape: Sequence[int],
     )
     pref = None
     if preferred_element_type is not None:
-        pref = _check_dtypes(lhs.dtype, lhs.dtype, preferred_element_type)
+        pref = check_dtypes(lhs.dtype, lhs.dtype, preferred_element_type)
     x = pad_and_dilate(_to_canonical_lhs(lhs, dn), pads, lhs_dil)
     kernel = tuple(rhs_shape[a] for a in dn.rhs_spec[2:])
     out = tuple(

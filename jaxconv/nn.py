@@ -42,7 +42,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import pooling as _pooling
 from . import shapes as _shapes
@@ -81,20 +80,17 @@ Shape = tuple[int, ...]
 Initializer = Callable[..., jax.Array]
 
 
-def _lecun_normal():
-    return jax.nn.initializers.lecun_normal()
-
-
-def _zeros():
-    return jax.nn.initializers.zeros
+#: Flax's defaults; one shared object each, so equal configs compare equal.
+LECUN_NORMAL = jax.nn.initializers.lecun_normal()
+ZEROS = jax.nn.initializers.zeros
 
 
 def _kernel_init_field():
-    return dataclasses.field(default_factory=_lecun_normal, repr=False)
+    return dataclasses.field(default=LECUN_NORMAL, repr=False)
 
 
 def _bias_init_field():
-    return dataclasses.field(default_factory=_zeros, repr=False)
+    return dataclasses.field(default=ZEROS, repr=False)
 
 
 # --------------------------------------------------------------------------
@@ -104,7 +100,7 @@ def _bias_init_field():
 
 def _ops():
     """``(conv, conv_transpose)`` from :mod:`jaxconv.conv`."""
-    from .conv import conv, conv_transpose
+    from ._conv import conv, conv_transpose
 
     return conv, conv_transpose
 

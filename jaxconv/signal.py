@@ -78,7 +78,8 @@ def _choice(value: Any, name: str, options) -> str:
 
 
 def _check_fillvalue(fillvalue: Any, dtype) -> Any:
-    if jnp.size(fillvalue) != 1:
+    size = fillvalue.size if hasattr(fillvalue, "size") else np.size(fillvalue)
+    if size != 1:
         raise ValueError(
             f"`fillvalue` (={fillvalue!r}) must be a scalar or an array with one "
             "element."

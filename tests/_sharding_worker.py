@@ -99,6 +99,17 @@ def _no_all_gather(jitted, *args):
            f"collective-permute={hlo.count('collective-permute')}"
 
 
+@check("control_all_gather_detected")
+def _():
+    """The HLO inspection does see an all-gather when one is needed."""
+    f = jax.jit(lambda x: x * 2, out_shardings=NamedSharding(mesh(), P()))
+    try:
+        _no_all_gather(f, _put(X, "d"))
+    except AssertionError:
+        return "detected"
+    raise AssertionError("gathering a batch-sharded array showed no all-gather")
+
+
 def _batch_sharded(algorithm, w, groups):
     f = _conv(algorithm, w, groups)
     expected = f(X, w)  # unsharded

@@ -14,8 +14,8 @@ SPEC_EXAMPLE = "conv 3x3 32 same, relu, maxpool 2, conv 3x3 64, relu, gap, dense
 
 
 def run(*args, timeout=120):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               JAX_PLATFORMS="cpu")
+    path = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
+    env = dict(os.environ, PYTHONPATH=path, JAX_PLATFORMS="cpu")
     return subprocess.run([sys.executable, "-m", "jaxconv", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, env=env)
 

@@ -8,6 +8,7 @@ NumPy loop in ``tests/reference.py``, ``np.pad`` for boundary modes, PyTorch
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 
 import jax
@@ -373,8 +374,12 @@ TRANSPOSE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", TRANSPOSE_CASES, ids=str)
-def test_conv_transpose_matches_torch(case, rng):
+@pytest.mark.parametrize(
+    "case,also_channels_last",
+    [(c, i % 2 == 0) for i, c in enumerate(TRANSPOSE_CASES)],
+    ids=str,
+)
+def test_conv_transpose_matches_torch(case, also_channels_last, rng):
     torch = pytest.importorskip("torch")
     spatial, kernel, ci, co, s, p, op, d, g = case
     nd = len(kernel)
@@ -386,6 +391,8 @@ def test_conv_transpose_matches_torch(case, rng):
     kw = dict(stride=s, padding=p, output_padding=op, dilation=d, groups=g)
     got = jaxconv.conv_transpose(x, w, data_format="channels_first", **kw)
     assert_close(got, expected)
+    if not also_channels_last:
+        return
     # channels_last: x (N, *S, C_in), kernel (*K, C_in, C_out // g).
     w_cl = np.transpose(w, (*range(2, nd + 2), 0, 1))
     got_cl = jaxconv.conv_transpose(from_cf(x, nd), w_cl, **kw)
@@ -627,6 +634,7 @@ def test_public_api():
                  "depthwise_conv", "separable_conv"]:
         assert name in jaxconv.__all__
         assert getattr(jaxconv, name) is getattr(sys.modules["jaxconv.conv"], name)
+    assert "padding_mode" in str(inspect.signature(jaxconv.conv2d))
     # Everything but arrays is keyword-only.
     with pytest.raises(TypeError):
         jaxconv.conv(jnp.ones((1, 4, 1)), jnp.ones((2, 1, 1)), 2)

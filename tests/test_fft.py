@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,7 +22,8 @@ def _rand(rng, shape, dtype=np.float64):
     if np.issubdtype(dtype, np.integer):
         return rng.integers(-8, 8, size=shape).astype(dtype)
     if np.issubdtype(dtype, np.complexfloating):
-        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+        re, im = rng.standard_normal((2, *shape))
+        return (re + 1j * im).astype(dtype)
     return rng.standard_normal(shape).astype(dtype)
 
 
@@ -47,6 +50,15 @@ GRID = [
 ]
 
 
+def _fft(**kw):
+    """jaxconv's FFT conv with static arguments, jitted (one compile per test)."""
+    return jax.jit(functools.partial(jl.conv_general_dilated, algorithm="fft", **kw))
+
+
+def _lax(**kw):
+    return jax.jit(functools.partial(lax.conv_general_dilated, **kw))
+
+
 def _grid_id(case):
     lhs, rhs, s, p, ld, rd, g, b = case
     return f"{len(lhs) - 2}d-s{s}-p{p}-ld{ld}-rd{rd}-g{g}-b{b}".replace(" ", "")
@@ -62,8 +74,8 @@ def _kwargs(case):
 def test_matches_lax_float64(case, rng):
     x = _rand(rng, case[0])
     w = _rand(rng, case[1])
-    expected = lax.conv_general_dilated(x, w, **_kwargs(case))
-    actual = jl.conv_general_dilated(x, w, algorithm="fft", **_kwargs(case))
+    expected = _lax(**_kwargs(case))(x, w)
+    actual = _fft(**_kwargs(case))(x, w)
     assert actual.dtype == expected.dtype
     assert_close(actual, expected)
 
@@ -73,8 +85,8 @@ def test_matches_lax_float64(case, rng):
 def test_matches_lax_dtypes(case, dtype, rng):
     x = _rand(rng, case[0], dtype)
     w = _rand(rng, case[1], dtype)
-    expected = lax.conv_general_dilated(x, w, **_kwargs(case))
-    actual = jl.conv_general_dilated(x, w, algorithm="fft", **_kwargs(case))
+    expected = _lax(**_kwargs(case))(x, w)
+    actual = _fft(**_kwargs(case))(x, w)
     assert actual.dtype == expected.dtype
     assert_close(actual, expected)
 
@@ -84,8 +96,8 @@ def test_low_precision_accumulates_in_float32(dtype, rng):
     x = _rand(rng, (2, 3, 9, 8)).astype(dtype)
     w = _rand(rng, (4, 3, 3, 2)).astype(dtype)
     kw = dict(window_strides=(1, 1), padding="SAME")
-    expected = lax.conv_general_dilated(x, w, **kw, preferred_element_type=jnp.float32)
-    actual = jl.conv_general_dilated(x, w, algorithm="fft", **kw)
+    expected = _lax(**kw, preferred_element_type=jnp.float32)(x, w)
+    actual = _fft(**kw)(x, w)
     assert actual.dtype == np.dtype(dtype)
     assert_close(actual, expected.astype(dtype), dtype=dtype)
 
@@ -98,8 +110,8 @@ def test_integers_are_rounded_exactly(dtype, pref, rng):
     w = _rand(rng, (6, 2, 3, 4), dtype)
     kw = dict(window_strides=(2, 1), padding="SAME", feature_group_count=2,
               preferred_element_type=pref)
-    expected = lax.conv_general_dilated(x, w, **kw)
-    actual = jl.conv_general_dilated(x, w, algorithm="fft", **kw)
+    expected = _lax(**kw)(x, w)
+    actual = _fft(**kw)(x, w)
     assert actual.dtype == expected.dtype
     np.testing.assert_array_equal(actual, expected)
 
@@ -108,8 +120,8 @@ def test_integer_overflow_wraps_like_lax():
     x = jnp.full((1, 1, 8), 100, jnp.int8)
     w = jnp.full((1, 1, 3), 100, jnp.int8)
     kw = dict(window_strides=(1,), padding="VALID")
-    expected = lax.conv_general_dilated(x, w, **kw)
-    actual = jl.conv_general_dilated(x, w, algorithm="fft", **kw)
+    expected = _lax(**kw)(x, w)
+    actual = _fft(**kw)(x, w)
     np.testing.assert_array_equal(actual, expected)
 
 
@@ -122,12 +134,11 @@ def test_gradients_match_lax(case, rng):
     out_shape = lax.conv_general_dilated(x, w, **kw).shape
     ct = _rand(rng, out_shape)
 
-    def loss(f, **extra):
-        return lambda a, b: jnp.sum(f(a, b, **kw, **extra) * ct)
+    def grads(f):
+        return jax.jit(jax.grad(lambda a, b: jnp.sum(f(a, b) * ct), argnums=(0, 1)))
 
-    expected = jax.grad(loss(lax.conv_general_dilated), argnums=(0, 1))(x, w)
-    actual = jax.grad(loss(jl.conv_general_dilated, algorithm="fft"),
-                      argnums=(0, 1))(x, w)
+    expected = grads(_lax(**kw))(x, w)
+    actual = grads(_fft(**kw))(x, w)
     for a, e in zip(actual, expected):
         assert_close(a, e)
 
@@ -138,12 +149,12 @@ def test_complex_gradient_matches_lax(rng):
     w = _rand(rng, case[1], np.complex128)
     kw = _kwargs(case)
 
-    def loss(f, **extra):
-        return lambda a, b: jnp.sum(jnp.abs(f(a, b, **kw, **extra)) ** 2)
+    def grads(f):
+        loss = lambda a, b: jnp.sum(jnp.abs(f(a, b)) ** 2)  # noqa: E731
+        return jax.jit(jax.grad(loss, argnums=(0, 1)))
 
-    expected = jax.grad(loss(lax.conv_general_dilated), argnums=(0, 1))(x, w)
-    actual = jax.grad(loss(jl.conv_general_dilated, algorithm="fft"),
-                      argnums=(0, 1))(x, w)
+    expected = grads(_lax(**kw))(x, w)
+    actual = grads(_fft(**kw))(x, w)
     for a, e in zip(actual, expected):
         assert_close(a, e)
 
@@ -164,8 +175,9 @@ def test_jit_and_vmap(rng):
 def test_direct_call_on_canonical_problem(rng):
     x = _rand(rng, (2, 9, 8, 4))
     w = _rand(rng, (3, 3, 2, 6))
-    actual = conv_fft(x, w, stride=(1, 2), dilation=(2, 1), groups=2,
-                      precision=None, acc_dtype=np.float64)
+    actual = jax.jit(functools.partial(
+        conv_fft, stride=(1, 2), dilation=(2, 1), groups=2, precision=None,
+        acc_dtype=np.float64))(x, w)
     expected = lax.conv_general_dilated(
         x, w, (1, 2), "VALID", rhs_dilation=(2, 1), feature_group_count=2,
         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=HI)
@@ -177,9 +189,9 @@ def test_nan_spreads_everywhere():
     # The documented reason "auto" never picks FFT.
     x = jnp.ones((1, 1, 16)).at[0, 0, 3].set(jnp.nan)
     w = jnp.ones((1, 1, 3))
-    out = jl.conv_general_dilated(x, w, (1,), "VALID", algorithm="fft")
+    out = _fft(window_strides=(1,), padding="VALID")(x, w)
     assert bool(jnp.all(jnp.isnan(out)))
-    exact = jl.conv_general_dilated(x, w, (1,), "VALID", algorithm="auto")
+    exact = _lax(window_strides=(1,), padding="VALID")(x, w)
     assert int(jnp.sum(jnp.isnan(exact))) == 3
 
 

@@ -105,18 +105,42 @@ def test_nonfinite_stays_local_transposed(name):
 
 
 def test_nonfinite_stays_local_batch_groups():
-    """batch_group_count (the kernel-gradient form) keeps locality too."""
+    """batch_group_count (the kernel-gradient form) keeps locality too.
+
+    XLA's CPU conv is *less* local here: it spreads a NaN weight of one batch
+    group into the output channels of the other groups (it computes every
+    group against every kernel slice and selects).  The oracle is therefore
+    the definition of batch grouping: one lax conv per group, concatenated
+    along output features; jaxconv must match it, and never be non-finite
+    where lax is finite.
+    """
     rng = np.random.default_rng(2)
+    b = 2
     x = rng.standard_normal((4, 6, 6, 2)).astype(np.float32)
     w = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
-    kw = dict(dimension_numbers=NHWC, batch_group_count=2)
+    n, o = x.shape[0] // b, w.shape[-1] // b
 
     @jax.jit
     def fn(x, w):
-        return (jl.conv_general_dilated(x, w, (1, 1), "SAME", **kw),
-                lax.conv_general_dilated(x, w, (1, 1), "SAME", **kw))
+        ours = jl.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC,
+                                       batch_group_count=b)
+        per_group = [lax.conv_general_dilated(x[g * n:(g + 1) * n],
+                                              w[..., g * o:(g + 1) * o], (1, 1),
+                                              "SAME", dimension_numbers=NHWC)
+                     for g in range(b)]
+        theirs = lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC,
+                                          batch_group_count=b)
+        return ours, jax.numpy.concatenate(per_group, axis=-1), theirs
 
-    _assert_local(fn, x, w, rng)
+    def by_definition(x, w):
+        ours, expected, _ = fn(x, w)
+        return ours, expected
+
+    _assert_local(by_definition, x, w, rng)
+    for where in ("input", "kernel"):
+        for ours, lax_mask, pos in _finite_masks(lambda x, w: fn(x, w)[::2], x, w,
+                                                 rng, where, np.nan):
+            assert (ours | ~lax_mask).all(), f"NaN in {where} at {pos}"
 
 
 def test_nonfinite_gradient_stays_local():

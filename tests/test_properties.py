@@ -243,3 +243,169 @@ def test_vmap_over_batch_of_problems(problem):
         assert_close(actual, expected, scale=scale)
     elif expected.size:
         np.testing.assert_array_equal(np.asarray(actual), np.asarray(expected))
+
+
+# --- friendly ops (jaxconv.conv, max_pool, avg_pool) against lax oracles ------
+
+NP_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap",
+            "symmetric": "symmetric"}
+
+
+def _friendly_pads(padding, spatial, window, stride, dilation):
+    """The (lo, hi) pairs SPEC section 2 assigns to ``padding`` (oracle side)."""
+    nd = len(spatial)
+    if isinstance(padding, str):
+        p = padding.upper()
+        eff = [d * (k - 1) + 1 for k, d in zip(window, dilation)]
+        if p in ("VALID", "SAME", "SAME_LOWER"):
+            return [tuple(q) for q in lax.padtype_to_pads(spatial, eff, stride, p)]
+        if p == "FULL":
+            return [(e - 1, e - 1) for e in eff]
+        if p == "CAUSAL":
+            return [(e - 1, 0) for e in eff]
+        raise AssertionError(padding)
+    if isinstance(padding, int):
+        return [(padding, padding)] * nd
+    return [tuple(p) if isinstance(p, (tuple, list)) else (p, p) for p in padding]
+
+
+@st.composite
+def friendly_conv_problems(draw):
+    nd = draw(st.integers(1, 2))
+    max_n = {1: 9, 2: 6}[nd]
+    spatial = draw(st.lists(st.integers(2, max_n), min_size=nd, max_size=nd))
+    kernel = draw(st.lists(st.integers(1, 3), min_size=nd, max_size=nd))
+    stride = draw(st.lists(st.integers(1, 3), min_size=nd, max_size=nd))
+    dilation = draw(st.lists(st.integers(1, 2), min_size=nd, max_size=nd))
+    mode = draw(st.sampled_from(["zeros", "zeros", *NP_MODES]))
+    small_pairs = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2)),
+                           min_size=nd, max_size=nd)
+    if mode == "zeros":
+        padding = draw(st.one_of(
+            st.sampled_from(["VALID", "SAME", "same", "SAME_LOWER", "FULL",
+                             "causal"]),
+            st.integers(0, 2),
+            st.lists(st.integers(0, 2), min_size=nd, max_size=nd),
+            st.lists(st.tuples(st.integers(-1, 3), st.integers(-1, 3)),
+                     min_size=nd, max_size=nd),
+        ))
+    else:
+        padding = draw(st.one_of(st.integers(0, 2), small_pairs))
+    pads = _friendly_pads(padding, spatial, kernel, stride, dilation)
+    if mode == "reflect":  # NumPy/PyTorch: reflect padding must be < the size
+        assume(all(max(p) < n for p, n in zip(pads, spatial)))
+    if mode in ("circular", "symmetric"):
+        assume(all(max(p) <= n for p, n in zip(pads, spatial)))
+    assume(all(n + lo + hi >= d * (k - 1) + 1 for n, (lo, hi), k, d
+               in zip(spatial, pads, kernel, dilation)))
+    groups = draw(st.integers(1, 3))
+    return dict(
+        nd=nd, spatial=tuple(spatial), kernel=tuple(kernel), stride=tuple(stride),
+        dilation=tuple(dilation), padding=padding, pads=pads, padding_mode=mode,
+        groups=groups, cin=groups * draw(st.integers(1, 2)),
+        cout=groups * draw(st.integers(1, 2)),
+        batch=tuple(draw(st.lists(st.integers(1, 2), min_size=0, max_size=2))),
+        channels_first=draw(st.booleans()),
+        dtype=draw(st.sampled_from(["float32", "float64", "complex64"])),
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+@settings(PROFILE)
+@given(problem=friendly_conv_problems())
+def test_friendly_conv_matches_lax(problem):
+    import jaxconv
+
+    p = problem
+    nd, dtype = p["nd"], DTYPES[p["dtype"]][0]
+    rng = np.random.default_rng(p["seed"])
+    # Canonical (channels-last) data; the oracle works on it.
+    x = _rand(rng, (*p["batch"], *p["spatial"], p["cin"]), dtype)
+    w = _rand(rng, (*p["kernel"], p["cin"] // p["groups"], p["cout"]), dtype)
+    xf = x.reshape(-1, *x.shape[len(p["batch"]):])
+    if p["padding_mode"] == "zeros":
+        pads = p["pads"]
+    else:
+        xf = np.pad(xf, [(0, 0), *p["pads"], (0, 0)], mode=NP_MODES[p["padding_mode"]])
+        pads = [(0, 0)] * nd
+    dn = ("N" + SPATIAL[:nd] + "C", SPATIAL[:nd] + "IO", "N" + SPATIAL[:nd] + "C")
+    expected = lax.conv_general_dilated(
+        xf, w, p["stride"], pads, rhs_dilation=p["dilation"], dimension_numbers=dn,
+        feature_group_count=p["groups"], precision=HI)
+    expected = np.asarray(expected).reshape(*p["batch"], *expected.shape[1:])
+    kw = dict(stride=p["stride"], padding=p["padding"], dilation=p["dilation"],
+              groups=p["groups"], padding_mode=p["padding_mode"], precision=HI)
+    if p["channels_first"]:
+        nb = len(p["batch"])
+        to_first = (*range(nb), x.ndim - 1, *range(nb, x.ndim - 1))
+        wt = np.transpose(w, (nd + 1, nd, *range(nd)))  # (O, I, *K)
+        actual = jax.jit(lambda a, b: jaxconv.conv(
+            a, b, data_format="channels_first", **kw))(np.transpose(x, to_first), wt)
+        actual = np.moveaxis(np.asarray(actual), nb, -1)
+    else:
+        actual = np.asarray(jax.jit(lambda a, b: jaxconv.conv(a, b, **kw))(x, w))
+    assert actual.shape == expected.shape
+    assert actual.dtype == expected.dtype
+    per_o = np.abs(w.astype(np.complex128)).reshape(-1, w.shape[-1]).sum(0).max()
+    scale = max(1.0, float(np.abs(x.astype(np.complex128)).max()) * float(per_o))
+    assert_close(actual, expected, scale=scale)
+
+
+@st.composite
+def pool_problems(draw):
+    nd = draw(st.integers(1, 3))
+    max_n = {1: 10, 2: 7, 3: 5}[nd]
+    spatial = draw(st.lists(st.integers(1, max_n), min_size=nd, max_size=nd))
+    window = draw(st.lists(st.integers(1, 3), min_size=nd, max_size=nd))
+    stride = draw(st.one_of(st.none(),
+                            st.lists(st.integers(1, 3), min_size=nd, max_size=nd)))
+    padding = draw(st.one_of(
+        st.sampled_from(["VALID", "SAME"]),
+        st.lists(st.tuples(st.integers(0, 1), st.integers(0, 1)),
+                 min_size=nd, max_size=nd)))
+    strides = tuple(window) if stride is None else tuple(stride)
+    pads = _friendly_pads(padding, spatial, window, strides, [1] * nd)
+    assume(all(n + lo + hi >= k for n, (lo, hi), k in zip(spatial, pads, window)))
+    return dict(spatial=tuple(spatial), window=tuple(window), stride=stride,
+                strides=strides, padding=padding, pads=pads,
+                channels=draw(st.integers(1, 3)),
+                count_include_pad=draw(st.booleans()),
+                channels_first=draw(st.booleans()),
+                dtype=draw(st.sampled_from(["float32", "float64"])),
+                seed=draw(st.integers(0, 2**16)))
+
+
+@settings(PROFILE)
+@given(problem=pool_problems(), op=st.sampled_from(["max_pool", "avg_pool"]))
+def test_friendly_pools_match_reduce_window(problem, op):
+    import jaxconv
+
+    p = problem
+    rng = np.random.default_rng(p["seed"])
+    x = rng.standard_normal((2, *p["spatial"], p["channels"])).astype(p["dtype"])
+    dims = (1, *p["window"], 1)
+    strides = (1, *p["strides"], 1)
+    pads = [(0, 0), *p["pads"], (0, 0)]
+    if op == "max_pool":
+        expected = lax.reduce_window(x, -np.inf, lax.max, dims, strides, pads)
+        kw = {}
+    else:
+        total = lax.reduce_window(x, 0.0, lax.add, dims, strides, pads)
+        if p["count_include_pad"]:
+            count = float(np.prod(p["window"]))
+        else:
+            count = lax.reduce_window(np.ones_like(x), 0.0, lax.add, dims, strides,
+                                      pads)
+        expected = total / count
+        kw = dict(count_include_pad=p["count_include_pad"])
+    kw.update(stride=p["stride"], padding=p["padding"])
+    fn = getattr(jaxconv, op)
+    if p["channels_first"]:
+        actual = fn(np.moveaxis(x, -1, 1), p["window"], data_format="channels_first",
+                    **kw)
+        actual = np.moveaxis(np.asarray(actual), 1, -1)
+    else:
+        actual = np.asarray(fn(x, p["window"], **kw))
+    assert actual.shape == expected.shape
+    assert actual.dtype == x.dtype
+    assert_close(actual, expected)

@@ -23,7 +23,8 @@ import pytest
 
 WORKER = os.path.join(os.path.dirname(__file__), "_sharding_worker.py")
 CHECKS = (
-    [f"batch_{kind}_{algo}" for kind in ("dense", "depthwise")
+    ["control_all_gather_detected"]
+    + [f"batch_{kind}_{algo}" for kind in ("dense", "depthwise")
      for algo in ("auto", "taps", "patches", "direct")]
     + ["batch_gradient_auto"]
     + [f"spatial_{kind}_{algo}" for kind in ("dense", "depthwise")

@@ -46,8 +46,25 @@ def _depthwise_term(xs, wt, groups, acc_dtype):
 
 
 def conv_depthwise(x, w, *, stride, dilation, groups, precision, acc_dtype):
-    """Elementwise shift-and-accumulate for ``I == 1`` (depthwise) problems."""
+    """Elementwise shift-and-accumulate for ``I == 1`` (depthwise) problems.
+
+    Multi-dimensional, unrolled (small) kernels of a float dtype go through
+    ``vjp.depthwise_with_fast_kernel_grad``: same values, but reverse-mode
+    kernel gradients accumulate elementwise instead of in XLA reductions.
+    """
     del precision  # no matmul: products are exact in acc_dtype
+    from . import vjp
+
+    t = int(np.prod(w.shape[:-2], dtype=np.int64))
+    if (len(w.shape) >= 4 and t <= UNROLL_LIMIT
+            and jnp.issubdtype(x.dtype, jnp.inexact)
+            and jnp.issubdtype(w.dtype, jnp.inexact)):
+        return vjp.depthwise_with_fast_kernel_grad(
+            x, w, tuple(stride), tuple(dilation), groups, np.dtype(acc_dtype))
+    return _depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype)
+
+
+def _depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype):
     kernel = w.shape[:-2]
     out = out_spatial(x.shape, kernel, stride, dilation)
     wt, t = flat_taps(w)

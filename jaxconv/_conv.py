@@ -63,6 +63,7 @@ arithmetic for deep learning" (arXiv:1603.07285), section 4.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -75,6 +76,7 @@ from . import shapes
 from ._args import (
     _is_sequence,
     check_data_format,
+    check_dtypes,
     check_positive,
     normalize_padding_string,
     ntuple,
@@ -83,7 +85,6 @@ from ._args import (
 )
 from ._canonical import conv_canonical
 from .algorithms.select import check_algorithm
-from .lax import _check_dtypes
 from .padding import normalize_padding_mode, pad
 
 __all__ = [
@@ -228,7 +229,7 @@ def _check_groups(groups: Any, c: int, w_in: int, w_out: int, w_shape, transpose
 
 def _dtypes(x, w, preferred_element_type):
     dtype = jnp.result_type(x, w)
-    pref = _check_dtypes(dtype, dtype, preferred_element_type)
+    pref = check_dtypes(dtype, dtype, preferred_element_type)
     return np.dtype(dtype), pref
 
 
@@ -408,6 +409,12 @@ def conv3d(x: jax.Array, w: jax.Array, **kwargs: Any) -> jax.Array:
       (6, 14, 14, 4)
     """
     return _conv_nd(3, "conv3d", x, w, kwargs)
+
+
+# help() and IDEs show conv's full keyword-only signature on the rank-checked ops.
+for _fn in (conv1d, conv2d, conv3d):
+    _fn.__signature__ = inspect.signature(conv)
+del _fn
 
 
 def _transpose_axis(n, k, s, d, pad_i, op, target, i, output_shape):
