@@ -41,9 +41,16 @@ def assert_close(actual, expected, dtype=None, scale=None):
         np.testing.assert_array_equal(actual, expected)
         return
     if scale is None:
-        scale = max(1.0, float(np.max(np.abs(expected.astype(np.complex128))))) if expected.size else 1.0
+        scale = (
+            max(1.0, float(np.max(np.abs(expected.astype(np.complex128)))))
+            if expected.size
+            else 1.0
+        )
     np.testing.assert_allclose(
-        actual.astype(np.complex128), expected.astype(np.complex128), rtol=t, atol=t * scale
+        actual.astype(np.complex128),
+        expected.astype(np.complex128),
+        rtol=t,
+        atol=t * scale,
     )
 
 

@@ -12,8 +12,15 @@ import numpy as np
 
 
 def conv_reference(
-    x, w, stride, padding, lhs_dilation=None, rhs_dilation=None,
-    feature_group_count=1, batch_group_count=1, acc_dtype=None,
+    x,
+    w,
+    stride,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    feature_group_count=1,
+    batch_group_count=1,
+    acc_dtype=None,
 ):
     """Convolution of ``x (N, C, *S)`` with ``w (O, I, *K)`` (lax's default layout).
 
@@ -35,7 +42,9 @@ def conv_reference(
     # 1. lhs dilation.
     dil_shape = [(s - 1) * d + 1 if s else 0 for s, d in zip(x.shape[2:], lhs_dilation)]
     xd = np.zeros((n, c, *dil_shape), acc)
-    xd[(slice(None), slice(None)) + tuple(slice(None, None, d) for d in lhs_dilation)] = x
+    xd[
+        (slice(None), slice(None)) + tuple(slice(None, None, d) for d in lhs_dilation)
+    ] = x
     # 2. padding (negative crops).
     for ax, (lo, hi) in enumerate(padding):
         axis = ax + 2
@@ -68,8 +77,10 @@ def conv_reference(
                 total = acc.type(0)
                 for ci, chan in enumerate(chans):
                     for tap in itertools.product(*(range(k) for k in kernel)):
-                        idx = tuple(p * st + t * d for p, st, t, d in
-                                    zip(pos, stride, tap, rhs_dilation))
+                        idx = tuple(
+                            p * st + t * d
+                            for p, st, t, d in zip(pos, stride, tap, rhs_dilation)
+                        )
                         total += img[(chan, *idx)] * w[(oc, ci, *tap)]
                 out[(nb, oc, *pos)] = total
     return out

@@ -24,7 +24,9 @@ def _rand(rng, shape, dtype=np.float32):
     if np.issubdtype(dtype, np.integer):
         return rng.integers(-8, 8, size=shape).astype(dtype)
     if np.issubdtype(dtype, np.complexfloating):
-        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(
+            dtype
+        )
     return rng.standard_normal(shape).astype(dtype)
 
 
@@ -51,8 +53,16 @@ GRID = [
     ((2, 2, 4, 4), (3, 2, 2, 2), (3, 3), [(-1, 2), (2, -1)], (3, 2), (2, 1), 1, 1),
     # 3-D
     ((1, 2, 5, 4, 6), (4, 2, 2, 3, 2), (1, 2, 1), "SAME", None, (1, 1, 2), 1, 1),
-    ((2, 4, 4, 5, 3), (4, 2, 3, 2, 2), (2, 1, 1), [(1, 0), (0, 1), (1, 1)], (1, 2, 1),
-     None, 2, 1),
+    (
+        (2, 4, 4, 5, 3),
+        (4, 2, 3, 2, 2),
+        (2, 1, 1),
+        [(1, 0), (0, 1), (1, 1)],
+        (1, 2, 1),
+        None,
+        2,
+        1,
+    ),
     ((2, 2, 3, 4, 4), (4, 2, 2, 2, 2), (1, 1, 1), "VALID", None, None, 1, 2),
 ]
 
@@ -68,8 +78,13 @@ def test_matches_lax(case, algorithm, rng):
     lhs_shape, rhs_shape, s, p, ld, rd, g, b = case
     x = _rand(rng, lhs_shape)
     w = _rand(rng, rhs_shape)
-    kw = dict(lhs_dilation=ld, rhs_dilation=rd, feature_group_count=g,
-              batch_group_count=b, precision=HI)
+    kw = dict(
+        lhs_dilation=ld,
+        rhs_dilation=rd,
+        feature_group_count=g,
+        batch_group_count=b,
+        precision=HI,
+    )
     expected = lax.conv_general_dilated(x, w, s, p, **kw)
     actual = jl.conv_general_dilated(x, w, s, p, algorithm=algorithm, **kw)
     assert actual.dtype == expected.dtype
@@ -86,8 +101,9 @@ def test_matches_numpy_reference(case, rng):
         ks = [(k - 1) * d + 1 for k, d in zip(rhs_shape[2:], rd or (1,) * len(s))]
         pads = lax.padtype_to_pads(lhs_shape[2:], ks, s, p)
     expected = conv_reference(x, w, s, pads, ld, rd, g, b)
-    actual = jl.conv_general_dilated(x, w, s, p, ld, rd, feature_group_count=g,
-                                     batch_group_count=b, algorithm="taps")
+    actual = jl.conv_general_dilated(
+        x, w, s, p, ld, rd, feature_group_count=g, batch_group_count=b, algorithm="taps"
+    )
     assert_close(actual, expected)
 
 
@@ -111,7 +127,9 @@ DIMENSION_NUMBERS = [
 @pytest.mark.parametrize("dn", DIMENSION_NUMBERS, ids=str)
 @pytest.mark.parametrize("algorithm", ["patches", "taps"])
 def test_dimension_numbers(dn, algorithm, rng):
-    canon = lax.conv_dimension_numbers((2, 4, 7, 6), (6, 2, 3, 2), ("NCHW", "OIHW", "NCHW"))
+    canon = lax.conv_dimension_numbers(
+        (2, 4, 7, 6), (6, 2, 3, 2), ("NCHW", "OIHW", "NCHW")
+    )
     del canon
     lhs_c = _rand(rng, (2, 4, 7, 6))  # N C H W
     rhs_c = _rand(rng, (6, 2, 3, 2))  # O I H W
@@ -120,10 +138,13 @@ def test_dimension_numbers(dn, algorithm, rng):
     else:
         lhs = np.transpose(lhs_c, ["NCHW".index(ch) for ch in dn[0]])
         rhs = np.transpose(rhs_c, ["OIHW".index(ch) for ch in dn[1]])
-    kw = dict(dimension_numbers=dn, feature_group_count=2, precision=HI,
-              rhs_dilation=(2, 1))
+    kw = dict(
+        dimension_numbers=dn, feature_group_count=2, precision=HI, rhs_dilation=(2, 1)
+    )
     expected = lax.conv_general_dilated(lhs, rhs, (1, 2), "SAME", **kw)
-    actual = jl.conv_general_dilated(lhs, rhs, (1, 2), "SAME", algorithm=algorithm, **kw)
+    actual = jl.conv_general_dilated(
+        lhs, rhs, (1, 2), "SAME", algorithm=algorithm, **kw
+    )
     assert_close(actual, expected)
     # ConvDimensionNumbers objects are accepted too.
     if dn is not None:
@@ -147,7 +168,9 @@ DTYPES = [
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-@pytest.mark.parametrize("dtype,pref", DTYPES, ids=lambda v: str(np.dtype(v)) if v else "none")
+@pytest.mark.parametrize(
+    "dtype,pref", DTYPES, ids=lambda v: str(np.dtype(v)) if v else "none"
+)
 def test_dtypes(dtype, pref, algorithm, rng):
     x = _rand(rng, (2, 4, 6, 5), dtype)
     w = _rand(rng, (4, 2, 3, 3), dtype)
@@ -164,8 +187,9 @@ def test_int8_to_int32_is_exact(rng):
     w = rng.integers(-128, 128, size=(8, 16, 3, 3)).astype(np.int8)
     expected = conv_reference(x, w, (1, 1), [(0, 0), (0, 0)], acc_dtype=np.int64)
     for algorithm in ["patches", "taps"]:
-        out = jl.conv_general_dilated(x, w, (1, 1), "VALID", algorithm=algorithm,
-                                      preferred_element_type=jnp.int32)
+        out = jl.conv_general_dilated(
+            x, w, (1, 1), "VALID", algorithm=algorithm, preferred_element_type=jnp.int32
+        )
         assert out.dtype == jnp.int32
         np.testing.assert_array_equal(np.asarray(out), expected)
 
@@ -179,13 +203,16 @@ def test_bool_matches_lax(rng):
     np.testing.assert_array_equal(actual, expected)
 
 
-@pytest.mark.parametrize("shapes", [
-    ((1, 2, 3), (4, 2, 5), "VALID"),          # kernel larger than input
-    ((0, 2, 6), (4, 2, 3), "SAME"),           # empty batch
-    ((1, 2, 6), (0, 2, 3), "VALID"),          # no output features
-    ((1, 0, 6), (4, 0, 3), "VALID"),          # no input features
-    ((1, 2, 4), (4, 2, 3), [(-2, 0)]),        # cropped below the kernel size
-])
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        ((1, 2, 3), (4, 2, 5), "VALID"),  # kernel larger than input
+        ((0, 2, 6), (4, 2, 3), "SAME"),  # empty batch
+        ((1, 2, 6), (0, 2, 3), "VALID"),  # no output features
+        ((1, 0, 6), (4, 0, 3), "VALID"),  # no input features
+        ((1, 2, 4), (4, 2, 3), [(-2, 0)]),  # cropped below the kernel size
+    ],
+)
 def test_empty_and_degenerate_like_lax(shapes):
     lhs_shape, rhs_shape, p = shapes
     x = jnp.ones(lhs_shape, jnp.float32)
@@ -199,28 +226,28 @@ def test_empty_and_degenerate_like_lax(shapes):
 # --- invalid arguments raise what jax.lax raises -----------------------------
 
 BAD_CALLS = [
-    dict(lhs=(1, 2, 5), rhs=(3, 2, 2, 2)),                       # rank mismatch
-    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), padding="FOO"),            # unknown padding
-    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), strides=(1, 1)),           # strides length
-    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), padding=[(1, 2, 3)]),      # bad pair
+    dict(lhs=(1, 2, 5), rhs=(3, 2, 2, 2)),  # rank mismatch
+    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), padding="FOO"),  # unknown padding
+    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), strides=(1, 1)),  # strides length
+    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), padding=[(1, 2, 3)]),  # bad pair
     dict(lhs=(1, 2, 5), rhs=(3, 2, 2), padding=[(1, 1), (1, 1)]),  # too many pairs
-    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), padding=[(-4, -4)]),       # crop > size
-    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), rhs_dilation=(0,)),        # zero dilation
+    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), padding=[(-4, -4)]),  # crop > size
+    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), rhs_dilation=(0,)),  # zero dilation
     dict(lhs=(1, 2, 5), rhs=(3, 2, 2), lhs_dilation=(0,), padding=[(0, 0)]),
-    dict(lhs=(1, 4, 5), rhs=(3, 2, 2), fgc=3),                    # fgc !| C
-    dict(lhs=(1, 4, 5), rhs=(3, 2, 2), fgc=2),                    # O % fgc
-    dict(lhs=(1, 4, 5), rhs=(4, 3, 2), fgc=2),                    # I mismatch
-    dict(lhs=(3, 2, 5), rhs=(4, 2, 2), bgc=2),                    # bgc !| N
-    dict(lhs=(2, 2, 5), rhs=(3, 2, 2), bgc=2),                    # O % bgc
-    dict(lhs=(2, 4, 5), rhs=(4, 2, 2), fgc=2, bgc=2),             # both groups
+    dict(lhs=(1, 4, 5), rhs=(3, 2, 2), fgc=3),  # fgc !| C
+    dict(lhs=(1, 4, 5), rhs=(3, 2, 2), fgc=2),  # O % fgc
+    dict(lhs=(1, 4, 5), rhs=(4, 3, 2), fgc=2),  # I mismatch
+    dict(lhs=(3, 2, 5), rhs=(4, 2, 2), bgc=2),  # bgc !| N
+    dict(lhs=(2, 2, 5), rhs=(3, 2, 2), bgc=2),  # O % bgc
+    dict(lhs=(2, 4, 5), rhs=(4, 2, 2), fgc=2, bgc=2),  # both groups
     dict(lhs=(1, 2, 5), rhs=(3, 2, 2), fgc=0),
     dict(lhs=(1, 2, 5), rhs=(3, 2, 2), lhs_dilation=(2,), padding="SAME"),
-    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), dn=("NCW", "OIW")),        # dn length
+    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), dn=("NCW", "OIW")),  # dn length
     dict(lhs=(1, 2, 5), rhs=(3, 2, 2), dn=("NCW", "OIX", "NCW")),  # spatial chars
-    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), dn="NCW"),                 # not a tuple
-    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), dtype2=np.float16),        # dtype mismatch
-    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), pref=np.int32),            # float -> int
-    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), pref=np.float16),          # narrower
+    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), dn="NCW"),  # not a tuple
+    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), dtype2=np.float16),  # dtype mismatch
+    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), pref=np.int32),  # float -> int
+    dict(lhs=(1, 2, 5), rhs=(3, 2, 2), pref=np.float16),  # narrower
 ]
 
 
@@ -228,10 +255,16 @@ def _call(mod, c, **extra):
     x = jnp.ones(c["lhs"], jnp.float32)
     w = jnp.ones(c["rhs"], c.get("dtype2", jnp.float32))
     return mod.conv_general_dilated(
-        x, w, c.get("strides", (1,)), c.get("padding", "VALID"),
-        lhs_dilation=c.get("lhs_dilation"), rhs_dilation=c.get("rhs_dilation"),
-        dimension_numbers=c.get("dn"), feature_group_count=c.get("fgc", 1),
-        batch_group_count=c.get("bgc", 1), preferred_element_type=c.get("pref"),
+        x,
+        w,
+        c.get("strides", (1,)),
+        c.get("padding", "VALID"),
+        lhs_dilation=c.get("lhs_dilation"),
+        rhs_dilation=c.get("rhs_dilation"),
+        dimension_numbers=c.get("dn"),
+        feature_group_count=c.get("fgc", 1),
+        batch_group_count=c.get("bgc", 1),
+        preferred_element_type=c.get("pref"),
         **extra,
     )
 
@@ -246,7 +279,9 @@ def test_same_exception_types_as_lax(case):
 
 def test_unknown_algorithm_message():
     with pytest.raises(ValueError, match=r"`algorithm` \(='fast'\) must be one of"):
-        jl.conv(jnp.ones((1, 1, 4)), jnp.ones((1, 1, 2)), (1,), "VALID", algorithm="fast")
+        jl.conv(
+            jnp.ones((1, 1, 4)), jnp.ones((1, 1, 2)), (1,), "VALID", algorithm="fast"
+        )
 
 
 def test_zero_stride_is_value_error():
@@ -256,8 +291,17 @@ def test_zero_stride_is_value_error():
 
 # --- signatures --------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["conv_general_dilated", "conv", "conv_with_general_padding",
-                                  "conv_transpose", "conv_general_dilated_patches"])
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "conv_general_dilated",
+        "conv",
+        "conv_with_general_padding",
+        "conv_transpose",
+        "conv_general_dilated_patches",
+    ],
+)
 def test_signature_mirrors_lax(name):
     ours = inspect.signature(getattr(jl, name)).parameters
     theirs = inspect.signature(getattr(lax, name)).parameters
@@ -286,12 +330,15 @@ def test_gradients_match_lax(case, algorithm, rng):
     lhs_shape, rhs_shape, s, p, ld, rd, g, b = case
     x = _rand(rng, lhs_shape, np.float64)
     w = _rand(rng, rhs_shape, np.float64)
-    kw = dict(lhs_dilation=ld, rhs_dilation=rd, feature_group_count=g, batch_group_count=b)
+    kw = dict(
+        lhs_dilation=ld, rhs_dilation=rd, feature_group_count=g, batch_group_count=b
+    )
 
     def loss(mod, **extra):
         def f(x, w):
             y = mod.conv_general_dilated(x, w, s, p, **kw, **extra)
             return jnp.sum(jnp.sin(y))
+
         return f
 
     gx, gw = jax.grad(loss(lax), (0, 1))(x, w)
@@ -333,7 +380,8 @@ def test_vmap(in_axes, rng):
 
     def f(mod):
         return lambda x, w: mod.conv_general_dilated(
-            x, w, (1, 2), "SAME", feature_group_count=2, precision=HI)
+            x, w, (1, 2), "SAME", feature_group_count=2, precision=HI
+        )
 
     expected = jax.vmap(f(lax), in_axes)(xs, ws)
     actual = jax.vmap(f(jl), in_axes)(xs, ws)
@@ -343,7 +391,9 @@ def test_vmap(in_axes, rng):
 def test_jit(rng):
     x = _rand(rng, (2, 3, 9, 9))
     w = _rand(rng, (4, 3, 3, 3))
-    f = jax.jit(lambda x, w: jl.conv_general_dilated(x, w, (2, 2), "SAME", precision=HI))
+    f = jax.jit(
+        lambda x, w: jl.conv_general_dilated(x, w, (2, 2), "SAME", precision=HI)
+    )
     expected = lax.conv_general_dilated(x, w, (2, 2), "SAME", precision=HI)
     assert_close(f(x, w), expected)
     assert_close(f(x * 2, w), expected * 2)
@@ -353,23 +403,30 @@ def test_never_lowers_to_xla_conv(rng):
     x = _rand(rng, (2, 3, 9, 9))
     w = _rand(rng, (4, 3, 3, 3))
     for algorithm in ALGORITHMS:
+
         def f(x, w):
             y = jl.conv_general_dilated(x, w, (2, 2), "SAME", algorithm=algorithm)
             return jnp.sum(y**2)
+
         hlo = jax.jit(jax.grad(f, (0, 1))).lower(x, w).as_text()
         assert "convolution" not in hlo, algorithm
 
 
 # --- conv, conv_with_general_padding, conv_transpose, patches ----------------
 
+
 def test_conv_and_general_padding(rng):
     x = _rand(rng, (2, 3, 8, 7))
     w = _rand(rng, (4, 3, 3, 2))
-    assert_close(jl.conv(x, w, (2, 1), "SAME", precision=HI),
-                 lax.conv(x, w, (2, 1), "SAME", precision=HI))
+    assert_close(
+        jl.conv(x, w, (2, 1), "SAME", precision=HI),
+        lax.conv(x, w, (2, 1), "SAME", precision=HI),
+    )
     args = (x, w, (1, 2), [(1, 2), (-1, 0)], (2, 1), (1, 2))
-    assert_close(jl.conv_with_general_padding(*args, precision=HI),
-                 lax.conv_with_general_padding(*args, precision=HI))
+    assert_close(
+        jl.conv_with_general_padding(*args, precision=HI),
+        lax.conv_with_general_padding(*args, precision=HI),
+    )
 
 
 TRANSPOSE_CASES = [
@@ -393,8 +450,12 @@ def test_conv_transpose(case, transpose_kernel, consistent, rng):
     if transpose_kernel:  # the kernel's I and O swap roles
         w = np.swapaxes(w, -1, -2)
         w = _rand(rng, w.shape[:-2] + (w.shape[-2], lhs_shape[-1]))
-    kw = dict(rhs_dilation=rd, transpose_kernel=transpose_kernel,
-              use_consistent_padding=consistent, precision=HI)
+    kw = dict(
+        rhs_dilation=rd,
+        transpose_kernel=transpose_kernel,
+        use_consistent_padding=consistent,
+        precision=HI,
+    )
     expected = lax.conv_transpose(x, w, s, p, **kw)
     actual = jl.conv_transpose(x, w, s, p, **kw)
     assert_close(actual, expected)
@@ -406,15 +467,27 @@ def test_conv_transpose_is_vjp_of_conv(rng):
     x = _rand(rng, (1, 9, 8, 3), np.float64)
     w = _rand(rng, (3, 3, 3, 5), np.float64)
     dn = ("NHWC", "HWIO", "NHWC")
-    fwd = lambda x: jl.conv_general_dilated(x, w, (2, 2), [(1, 1), (1, 1)],  # noqa: E731
-                                            dimension_numbers=dn)
+    def fwd(x):
+        return jl.conv_general_dilated(
+            x, w, (2, 2), [(1, 1), (1, 1)], dimension_numbers=dn
+        )
+
     y, vjp = jax.vjp(fwd, x)
     ct = _rand(rng, y.shape, np.float64)
     (expected,) = vjp(ct)
-    got = jl.conv_transpose(ct, w, (2, 2), [(1, 1), (1, 1)], dimension_numbers=dn,
-                            transpose_kernel=True, use_consistent_padding=True)
+    got = jl.conv_transpose(
+        ct,
+        w,
+        (2, 2),
+        [(1, 1), (1, 1)],
+        dimension_numbers=dn,
+        transpose_kernel=True,
+        use_consistent_padding=True,
+    )
     # The transposed conv covers the rows the forward conv reached.
-    assert_close(got[:, : x.shape[1], : x.shape[2]], expected[:, : got.shape[1], : got.shape[2]])
+    assert_close(
+        got[:, : x.shape[1], : x.shape[2]], expected[:, : got.shape[1], : got.shape[2]]
+    )
 
 
 PATCH_CASES = [
@@ -440,9 +513,11 @@ def test_patches_match_lax(case, rng):
 
 def test_patches_preferred_element_type(rng):
     x = rng.integers(-5, 5, size=(1, 2, 5, 5)).astype(np.int8)
-    expected = lax.conv_general_dilated_patches(x, (2, 2), (1, 1), "VALID",
-                                                preferred_element_type=jnp.int32)
-    actual = jl.conv_general_dilated_patches(x, (2, 2), (1, 1), "VALID",
-                                             preferred_element_type=jnp.int32)
+    expected = lax.conv_general_dilated_patches(
+        x, (2, 2), (1, 1), "VALID", preferred_element_type=jnp.int32
+    )
+    actual = jl.conv_general_dilated_patches(
+        x, (2, 2), (1, 1), "VALID", preferred_element_type=jnp.int32
+    )
     assert actual.dtype == expected.dtype
     np.testing.assert_array_equal(actual, expected)
