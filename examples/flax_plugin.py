@@ -43,7 +43,7 @@ def compare_nnx(x, name, kwargs) -> None:
     y0, y1 = default(x), ours(x)
     g0 = nnx.grad(loss)(default, x)
     g1 = nnx.grad(loss)(ours, x)
-    dk = jnp.max(jnp.abs(g0.kernel.value - g1.kernel.value))
+    dk = jnp.max(jnp.abs(g0.kernel[...] - g1.kernel[...]))
     print(f"nnx.Conv   {name:<26} out {tuple(y1.shape)}  max |diff| "
           f"{float(jnp.max(jnp.abs(y0 - y1))):.1e}  kernel grad {float(dk):.1e}")
 

@@ -89,6 +89,15 @@ def conv_canonical(
     """
     out_dtype = np.dtype(preferred_element_type or x.dtype)
     acc_dtype = accumulation_dtype(x.dtype, preferred_element_type)
+    if (algorithm in POLYPHASE_ALGORITHMS and any(d > 1 for d in lhs_dilation)
+            and all(s == 1 for s in stride) and batch_group_count == 1
+            and 0 not in x.shape and 0 not in w.shape):
+        return _polyphase(
+            x, w, padding=padding, lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation, feature_group_count=feature_group_count,
+            precision=precision, preferred_element_type=preferred_element_type,
+            algorithm=algorithm,
+        )
     x = pad_and_dilate(x, padding, lhs_dilation)
     groups = feature_group_count
     if batch_group_count > 1:
@@ -118,6 +127,75 @@ def conv_canonical(
     if out_dtype == np.bool_:
         return res != 0
     return res.astype(out_dtype)
+
+
+POLYPHASE_ALGORITHMS = ("auto", "taps")
+
+
+def _polyphase(x, w, *, padding, lhs_dilation, rhs_dilation, feature_group_count,
+               precision, preferred_element_type, algorithm):
+    """Stride-1 conv of an lhs-dilated input as ``prod(s)`` sub-pixel convs.
+
+    (Transposed convolutions, arXiv 1603.07285 / 1609.05158.)  Along an axis
+    with lhs dilation ``s``, output ``o = q*s + r`` only meets the taps ``k``
+    with ``(r + k*D - lo) % s == 0``; those taps form a sub-kernel (every
+    ``s/gcd(D, s)``-th tap, dilation ``D/gcd(D, s)``) applied to the
+    *undilated* input with its own padding.  Each phase is an ordinary conv
+    of this library; the phases are interleaved at the end.  No inserted zero
+    is ever multiplied (XLA's conv multiplies all of them).
+    """
+    nd = x.ndim - 2
+    dil_shape = [(n - 1) * s + 1 for n, s in zip(x.shape[1:-1], lhs_dilation)]
+    lo_out = [
+        valid_out_size(n + lo + hi, k, 1, d)
+        for n, (lo, hi), k, d in zip(dil_shape, padding, w.shape[:-2], rhs_dilation)
+    ]
+    n_b, o = x.shape[0], w.shape[-1]
+    out_dtype = np.dtype(preferred_element_type or x.dtype)
+    if 0 in lo_out:
+        return jnp.zeros((n_b, *lo_out, o), out_dtype)
+    per_axis = []  # for each axis, for each phase r: (tap slice, pad, dilation, Q)
+    for a in range(nd):
+        s, (lo, _), k, d = lhs_dilation[a], padding[a], w.shape[a], rhs_dilation[a]
+        n, total = x.shape[1 + a], lo_out[a]
+        phases = []
+        for r in range(s):
+            q = -(-(total - r) // s) if total > r else 0
+            taps = [t for t in range(k) if (r + t * d - lo) % s == 0]
+            if not taps or q == 0:
+                phases.append((None, q))
+                continue
+            step = taps[1] - taps[0] if len(taps) > 1 else 1
+            e0 = (r + taps[0] * d - lo) // s
+            d2 = step * d // s
+            span = d2 * (len(taps) - 1) + 1
+            pad = (-e0, q - 1 + e0 + span - n)
+            phases.append(((taps[0], taps[-1] + 1, step), pad, d2, q))
+        per_axis.append(phases)
+    qmax = [-(-t // s) for t, s in zip(lo_out, lhs_dilation)]
+    ys = []
+    for combo in np.ndindex(*lhs_dilation):
+        specs = [per_axis[a][r] for a, r in enumerate(combo)]
+        if any(sp[0] is None for sp in specs):
+            y = jnp.zeros((n_b, *(sp[-1] for sp in specs), o), out_dtype)
+        else:
+            sub = w[tuple(slice(*sp[0]) for sp in specs)]
+            y = conv_canonical(
+                x, sub, stride=(1,) * nd, padding=[sp[1] for sp in specs],
+                lhs_dilation=(1,) * nd, rhs_dilation=[sp[2] for sp in specs],
+                feature_group_count=feature_group_count, precision=precision,
+                preferred_element_type=preferred_element_type, algorithm=algorithm,
+            )
+        pads = [(0, 0)] + [(0, qm - sp[-1]) for qm, sp in zip(qmax, specs)] + [(0, 0)]
+        ys.append(jnp.pad(y, pads))
+    y = jnp.stack(ys).reshape(*lhs_dilation, n_b, *qmax, o)
+    # (s_1..s_d, N, Q_1..Q_d, O) -> (N, Q_1, s_1, ..., Q_d, s_d, O)
+    perm = [nd]
+    for a in range(nd):
+        perm += [nd + 1 + a, a]
+    perm.append(2 * nd + 1)
+    y = jnp.transpose(y, perm).reshape(n_b, *(q * s for q, s in zip(qmax, lhs_dilation)), o)
+    return y[(slice(None), *(slice(0, t) for t in lo_out))]
 
 
 _PLAN_LOG: list[str] | None = None

@@ -99,7 +99,7 @@ def _bias_init_field():
 
 
 def _ops():
-    """``(conv, conv_transpose)`` from :mod:`jaxconv.conv`."""
+    """``(jaxconv.conv, jaxconv.conv_transpose)`` (lazy: avoids an import cycle)."""
     from ._conv import conv, conv_transpose
 
     return conv, conv_transpose
@@ -438,9 +438,11 @@ class ConvTranspose(Layer):
     output_padding: int | Sequence[int] = 0
     dilation: int | Sequence[int] = 1
     groups: int = 1
+    output_shape: Sequence[int] | None = None
     data_format: str = "channels_last"
     algorithm: str = "auto"
     precision: Any = None
+    preferred_element_type: Any = None
     use_bias: bool = True
     kernel_init: Initializer = _kernel_init_field()
     bias_init: Initializer = _bias_init_field()
@@ -458,9 +460,26 @@ class ConvTranspose(Layer):
     def info(self, input_shape):
         spatial, c_in, kernel, nd = self._geometry(input_shape)
         c_out = check_positive(self.features, "features")
+        output_padding = self.output_padding
+        if self.output_shape is not None:  # solve for output_padding, as the op
+            target = tuple(self.output_shape)
+            if len(target) != nd:
+                raise ValueError(
+                    f"`output_shape` (={self.output_shape!r}) must have {nd} "
+                    f"entries (spatial sizes)."
+                )
+            strides, dils = _ntuple(self.stride, nd), _ntuple(self.dilation, nd)
+            pads = ((self.padding,) * nd if isinstance(self.padding, (str, int))
+                    else tuple(self.padding))
+            output_padding = tuple(
+                _shapes.solve_output_padding(n, k, t, stride=st, padding=p,
+                                             dilation=d)
+                for n, k, t, st, p, d in zip(spatial, kernel, target, strides,
+                                             pads, dils)
+            )
         out = _shapes.conv_transpose_output_shape(
             spatial, kernel, stride=self.stride, padding=self.padding,
-            output_padding=self.output_padding, dilation=self.dilation,
+            output_padding=output_padding, dilation=self.dilation,
         )
         # Same weights as the forward conv from `features` to `C_in` channels.
         params = _shapes.conv_params(
@@ -494,8 +513,10 @@ class ConvTranspose(Layer):
         y = conv_transpose(
             x, w, stride=self.stride, padding=self.padding,
             output_padding=self.output_padding, dilation=self.dilation,
-            groups=self.groups, data_format=self.data_format,
-            algorithm=self.algorithm, precision=self.precision,
+            groups=self.groups, output_shape=self.output_shape,
+            data_format=self.data_format, algorithm=self.algorithm,
+            precision=self.precision,
+            preferred_element_type=self.preferred_element_type,
         )
         return _bias(y, params.get("bias"), w.ndim - 2, self.data_format)
 

@@ -13,7 +13,7 @@ the correlation coefficient of window and template, in ``[-1, 1]``.  Built from
 this library's pieces (J. P. Lewis, "Fast Normalized Cross-Correlation"):
 
 - the numerator is ``jaxconv.correlate(image, t - t_bar, "valid")``;
-- ``sum((w - w_bar)**2) = S2 - S1**2 / V`` with the window sums ``S1`` of the
+- ``sum((w - w_bar)**2) = (V * S2 - S1**2) / V`` with the window sums ``S1`` of the
   image and ``S2`` of its square, from ``jaxconv.sum_pool`` (separable: an
   ``m x n`` window costs ``m + n`` slices, and there is no cumulative-sum
   cancellation on large images).
@@ -174,7 +174,10 @@ def match_template(
     s2 = jnp.sum(sum_pool(chan * chan, spatial, stride=1), axis=-1)
     if has_channels:
         numerator = numerator[..., 0]
-    var_ssd = jnp.maximum((s2 - s1 * s1 / volume) * ssd, 0)
+    # V * S2 - S1**2 (not S2 - S1**2 / V): a flat window of exactly
+    # representable values gives exactly 0 even where XLA turns the division
+    # by the constant V into a multiplication by its rounded reciprocal.
+    var_ssd = jnp.maximum(s2 * volume - s1 * s1, 0) * (ssd / volume)
     # Double `where` keeps gradients finite where the window is flat.
     mask = jax.lax.stop_gradient(jnp.sqrt(var_ssd)) > np.finfo(out_dtype).eps
     denominator = jnp.sqrt(jnp.where(mask, var_ssd, 1))

@@ -48,7 +48,7 @@ def test_nnx_conv(kwargs):
     default = nnx.Conv(4, 6, rngs=nnx.Rngs(0), **kwargs)
     ours = nnx.Conv(4, 6, rngs=nnx.Rngs(0),
                     conv_general_dilated=jaxconv.lax.conv_general_dilated, **kwargs)
-    assert_close(ours.kernel.value, default.kernel.value)
+    assert_close(ours.kernel[...], default.kernel[...])
 
     def loss(model, x):
         return jnp.sum(jnp.sin(model(x)))
@@ -57,5 +57,5 @@ def test_nnx_conv(kwargs):
     g_ours = nnx.grad(loss, argnums=(0, 1))(ours, x)
     g_default = nnx.grad(loss, argnums=(0, 1))(default, x)
     assert_close(g_ours[1], g_default[1], dtype=np.float32)
-    assert_close(g_ours[0].kernel.value, g_default[0].kernel.value, dtype=np.float32)
-    assert_close(g_ours[0].bias.value, g_default[0].bias.value, dtype=np.float32)
+    assert_close(g_ours[0].kernel[...], g_default[0].kernel[...], dtype=np.float32)
+    assert_close(g_ours[0].bias[...], g_default[0].bias[...], dtype=np.float32)

@@ -27,6 +27,8 @@ SHAPE_CASES = [
     (nn.ConvTranspose(5, (4, 4), stride=2, padding=1), (6, 6, 3)),
     (nn.ConvTranspose(4, (3,), stride=2, padding="SAME", groups=2), (7, 2)),
     (nn.ConvTranspose(5, (3, 3), stride=2, data_format="channels_first"), (3, 6, 6)),
+    (nn.ConvTranspose(4, (3, 3), stride=2, padding=1, output_shape=(12, 11)),
+     (6, 6, 2)),
     (nn.MaxPool((2, 2)), (9, 9, 3)),
     (nn.MaxPool((3, 3), stride=2, padding="SAME"), (9, 9, 3)),
     (nn.AvgPool((2,), ceil_mode=True), (9, 3)),

@@ -56,9 +56,13 @@ PROFILE = settings.get_profile(
 )
 
 HI = lax.Precision.HIGHEST
-HAS_FFT = importlib.util.find_spec("jaxconv.algorithms.fft") is not None
+INEXACT_ALGORITHMS = [a for a in ("fft", "winograd")
+                      if importlib.util.find_spec(f"jaxconv.algorithms.{a}") is not None]
 EXACT_ALGORITHMS = ["direct", "patches", "taps", "auto"]
-ALGORITHMS = EXACT_ALGORITHMS + (["fft"] if HAS_FFT else [])
+ALGORITHMS = EXACT_ALGORITHMS + INEXACT_ALGORITHMS
+# Winograd F(4x4, 3x3) amplifies rounding by its transform matrices' norms
+# (Lavin & Gray; Barabasz et al., arXiv 1803.10986 measure ~1e2 x direct).
+WINOGRAD_AMPLIFICATION = 256
 SPATIAL = "HWD"
 DTYPES = {
     "float32": (np.float32, None),
@@ -213,6 +217,12 @@ def test_conv_general_dilated_matches_lax(algorithm, problem):
     if tol(actual.dtype) == 0.0:  # int8 -> int32: exact
         np.testing.assert_array_equal(np.asarray(actual), np.asarray(expected))
         return
+    if algorithm == "winograd":
+        eps = float(jnp.finfo(actual.dtype).eps)
+        atol = WINOGRAD_AMPLIFICATION * eps * _window_scale(x, w, kw["dimension_numbers"][1])
+        np.testing.assert_allclose(np.asarray(actual, np.complex128),
+                                   np.asarray(expected, np.complex128), rtol=0, atol=atol)
+        return
     if algorithm == "fft":
         atol = _fft_tolerance(actual.dtype, x, w, strides, padding, kw)
         np.testing.assert_allclose(np.asarray(actual, np.complex128),
@@ -221,6 +231,31 @@ def test_conv_general_dilated_matches_lax(algorithm, problem):
     # Exact algorithms: rounding error scales with the window's sum of |x||w|.
     scale = _window_scale(x, w, kw["dimension_numbers"][1])
     assert_close(actual, expected, scale=scale)
+
+
+@st.composite
+def winograd_problems(draw):
+    """2-D, 3x3, stride 1, undilated: where Winograd really runs (no fallback)."""
+    problem = draw(conv_problems(max_rank=2).filter(lambda p: len(p["window_strides"]) == 2))
+    spec = problem["dimension_numbers"][1]
+    o, i = problem["rhs_shape"][spec.index("O")], problem["rhs_shape"][spec.index("I")]
+    rhs = {"O": o, "I": i, "H": 3, "W": 3}
+    problem.update(rhs_shape=tuple(rhs[ch] for ch in spec), window_strides=(1, 1),
+                   rhs_dilation=(1, 1), lhs_dilation=(1, 1),
+                   padding=draw(st.sampled_from(["VALID", "SAME", [(1, 1), (2, 0)]])),
+                   dtype=draw(st.sampled_from(["float32", "float64", "complex64"])))
+    lhs_spec = problem["dimension_numbers"][0]
+    dims = dict(zip(lhs_spec, problem["lhs_shape"]))
+    dims.update(H=draw(st.integers(3, 11)), W=draw(st.integers(3, 11)))
+    problem["lhs_shape"] = tuple(dims[ch] for ch in lhs_spec)
+    return problem
+
+
+@pytest.mark.skipif("winograd" not in INEXACT_ALGORITHMS, reason="no winograd module")
+@settings(PROFILE)
+@given(problem=winograd_problems())
+def test_winograd_3x3_matches_lax(problem):
+    test_conv_general_dilated_matches_lax.hypothesis.inner_test("winograd", problem)
 
 
 @settings(PROFILE, max_examples=max(5, PROFILE.max_examples // 2))
