@@ -97,7 +97,11 @@ def main() -> None:
     for ax in axes.flat:
         ax.axis("off")
     for ax, (img, title, cmap) in zip(axes.flat, panels):
-        ax.imshow(img, cmap=cmap)
+        if cmap == "RdBu":  # signed responses: white at 0, symmetric range
+            v = 0.5 * float(np.max(np.abs(img)))
+            ax.imshow(img, cmap=cmap, vmin=-v, vmax=v)
+        else:
+            ax.imshow(img, cmap=cmap)
         ax.set_title(title)
     fig.suptitle("jaxconv.conv: edge detection with Sobel and Laplacian kernels")
     path = os.path.join(output_dir(), "edge_detection.png")

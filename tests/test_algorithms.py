@@ -34,7 +34,8 @@ VARIANTS = [
     ("s2d", (2, 17, 40), (3, 40, 6), (2,), "VALID", None, 1),
     ("wide", (2, 7, 8, 40), (3, 3, 40, 6), (1, 1), "SAME", (2, 1), 1),
     ("wide", (1, 4, 5, 6, 33), (2, 3, 2, 33, 4), (1, 1, 1), "SAME", None, 1),
-    ("wide", (1, 8, 7, 3), (3, 3, 3, 5), (1, 1), [(1, 0), (2, 1)], None, 1),  # rows
+    ("rows", (1, 8, 7, 3), (3, 3, 3, 5), (1, 1), [(1, 0), (2, 1)], None, 1),
+    ("taps", (2, 6, 7, 130), (2, 3, 130, 3), (1, 1), "SAME", None, 1),
     ("taps", (1, 9, 9, 40), (3, 3, 40, 4), (1, 2), "SAME", (2, 2), 1),
 ]
 DN = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC"),
@@ -142,3 +143,98 @@ def test_long_kernel_depthwise_is_not_unrolled():
     text = jax.jit(f).lower(x, w).as_text()
     assert text.count("dot_general") < 8
     assert "convolution" not in text
+
+
+# --- polyphase (lhs-dilated / transposed convolutions) ----------------------
+
+POLYPHASE = [
+    # x NHWC, w HWIO, lhs_dilation, padding, rhs_dilation, groups
+    ((2, 5, 4, 4), (4, 4, 4, 6), (2, 2), [(2, 2), (2, 2)], (1, 1), 1),
+    ((1, 5, 6, 4), (3, 2, 2, 6), (3, 2), [(-1, 2), (1, 0)], (2, 1), 2),
+    ((2, 7, 3), (5, 3, 4), (2,), [(4, 3)], (3,), 1),
+    ((1, 3, 4, 3, 2), (2, 3, 2, 2, 3), (2, 1, 2), [(1, 1), (2, 0), (0, 1)], None, 1),
+]
+
+
+@pytest.mark.parametrize("case", POLYPHASE, ids=str)
+def test_polyphase_matches_lax_and_direct(case, rng):
+    xs, ws, ld, p, rd, g = case
+    nd = len(xs) - 2
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    kw = dict(lhs_dilation=ld, rhs_dilation=rd, dimension_numbers=DN[nd],
+              feature_group_count=g)
+    f = lambda x, w, **e: jl.conv_general_dilated(x, w, (1,) * nd, p, **kw, **e)  # noqa: E731
+    want = lax.conv_general_dilated(x, w, (1,) * nd, p, **kw)
+    assert_close(f(x, w), want)
+    assert_close(f(x, w, algorithm="direct"), want)
+    gl = jax.grad(lambda x, w: jnp.sum(jnp.sin(
+        lax.conv_general_dilated(x, w, (1,) * nd, p, **kw))), (0, 1))(x, w)
+    gj = jax.grad(lambda x, w: jnp.sum(jnp.sin(f(x, w))), (0, 1))(x, w)
+    for a, b in zip(gj, gl):
+        assert_close(a, b)
+
+
+def test_polyphase_conv_transpose_never_multiplies_inserted_zeros(rng):
+    # The sub-pixel formulation touches only real inputs: an Inf spreads to
+    # exactly the outputs whose (dilated) window holds it, as in `direct`.
+    x = rng.standard_normal((1, 6, 6, 2))
+    x[0, 2, 3, 1] = np.inf
+    w = rng.standard_normal((4, 4, 2, 3))
+    got = jl.conv_transpose(x, w, (2, 2), "SAME")
+    ref = jl.conv_transpose(x, w, (2, 2), "SAME", algorithm="direct")
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(ref))
+
+
+# --- winograd ----------------------------------------------------------------
+
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("shape", [((2, 9, 11, 4), (3, 3, 4, 6), 1),
+                                   ((1, 10, 7, 8), (3, 3, 2, 8), 4),
+                                   ((1, 3, 3, 2), (3, 3, 2, 3), 1)], ids=str)
+def test_winograd_tiles_match_lax(shape, tile, rng):
+    from jaxconv.algorithms.winograd import conv_winograd
+
+    xs, ws, g = shape
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    want = lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=DN[2],
+                                    feature_group_count=g, precision=HI)
+    got = conv_winograd(jnp.asarray(x), jnp.asarray(w), stride=(1, 1),
+                        dilation=(1, 1), groups=g, precision=HI,
+                        acc_dtype=np.dtype(np.float32), tile=tile)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-4 * tile)
+
+
+def test_winograd_algorithm_and_gradients(rng):
+    x = rng.standard_normal((2, 8, 9, 3))
+    w = rng.standard_normal((3, 3, 3, 4))
+    f = lambda mod, **e: lambda x, w: mod.conv_general_dilated(  # noqa: E731
+        x, w, (1, 1), "SAME", dimension_numbers=DN[2], **e)
+    assert_close(f(jl, algorithm="winograd")(x, w), f(lax)(x, w))
+    check_grads(f(jl, algorithm="winograd"), (x, w), order=2, modes=("fwd", "rev"),
+                atol=1e-5, rtol=1e-5)
+
+
+def test_winograd_falls_back_to_taps_elsewhere(rng):
+    # Stride 2, 5x5, 1-D and integer problems are not Winograd's: exact taps.
+    x = rng.integers(-5, 5, (1, 9, 9, 2)).astype(np.int32)
+    w = rng.integers(-5, 5, (3, 3, 2, 3)).astype(np.int32)
+    got = jl.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN[2],
+                                  algorithm="winograd")
+    np.testing.assert_array_equal(got, lax.conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=DN[2]))
+    xf = rng.standard_normal((1, 9, 9, 2))
+    wf = rng.standard_normal((5, 5, 2, 3))
+    assert_close(jl.conv_general_dilated(xf, wf, (2, 2), "SAME", dimension_numbers=DN[2],
+                                         algorithm="winograd"),
+                 lax.conv_general_dilated(xf, wf, (2, 2), "SAME", dimension_numbers=DN[2]))
+
+
+def test_auto_never_picks_inexact_algorithms():
+    from jaxconv.algorithms.select import EXACT, choose_algorithm
+
+    for xs, ws, s, d, g in [((1, 58, 58, 64), (3, 3, 64, 64), (1, 1), (1, 1), 1),
+                            ((1, 9215, 32), (1024, 1, 32), (1,), (1,), 32),
+                            ((1, 30, 30, 256), (3, 3, 8, 256), (1, 1), (1, 1), 32)]:
+        assert choose_algorithm(xs, ws, s, d, g) in EXACT

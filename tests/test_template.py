@@ -61,7 +61,7 @@ def test_skimage_docstring_example():
     image[4, 4] = -1
     for pad_input in (False, True):
         expected = skf.match_template(image, template, pad_input=pad_input)
-        actual = match_template(image, template, pad_input=pad_input)
+        actual = _mt(pad_input=pad_input)(image, template)
         assert_close(actual, expected)
     assert np.round(np.asarray(match_template(image, template)), 3)[0].tolist() == [
         1.0, -0.125, 0.0, 0.0]

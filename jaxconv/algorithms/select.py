@@ -42,17 +42,32 @@ EXACT = ("direct", "patches", "taps")
 def choose_algorithm(x_shape, w_shape, stride, dilation, groups) -> str:
     """Pick an exact algorithm for the canonical problem from its shapes.
 
-    Rule: depthwise and grouped problems, and kernels with many taps, use
-    ``"taps"`` (no patch tensor); small dense kernels use ``"patches"``
-    (one GEMM, the patch tensor stays small).
+    Rule (static shapes only; the measurements behind it are in
+    BENCHMARKS.md): always ``"taps"``, whose ``taps_variant`` then picks the
+    formulation from the shapes:
+
+    ======================================  =============================
+    problem                                 formulation
+    ======================================  =============================
+    depthwise (I == 1), 1-D, stride 1,      ``toeplitz`` (blocked GEMMs)
+    >= 64 taps, multiplier 1
+    other depthwise                         ``depthwise`` (elementwise)
+    1x1 kernel                              ``dot`` (one GEMM)
+    grouped, I <= 16                        ``grouped`` (fused FMAs)
+    dense, some stride > 1 (undilated)      ``s2d`` (space-to-depth)
+    dense stride 1, I <= 32                 ``rows`` (row taps)
+    dense stride 1, 33 <= I <= 127          ``wide`` (GEMM per kernel row)
+    anything else                           ``taps`` (per-tap GEMMs; scan
+                                            beyond 64 taps)
+    ======================================  =============================
+
+    lhs-dilated (transposed) convolutions are first split into sub-pixel
+    phases (``_canonical._polyphase``), each an ordinary conv of this table.
+    ``"patches"`` (im2col) never wins on CPU: XLA's channel concatenation
+    costs more than the GEMM it feeds.  ``"fft"`` and ``"winograd"`` are never
+    chosen: they mix neighbouring inputs, so a NaN/Inf would not stay local.
     """
-    del stride, dilation
-    c = x_shape[-1]
-    i = w_shape[-2]
-    taps = 1
-    for k in w_shape[:-2]:
-        taps *= k
-    del c, i, taps
+    del x_shape, w_shape, stride, dilation, groups
     return "taps"
 
 

@@ -10,9 +10,14 @@ that suits the problem (``taps_variant`` names it, from static shapes only):
 * ``"toeplitz"``: long 1-D depthwise kernels: blocked Toeplitz GEMMs;
 * ``"grouped"``: few input channels per group: the per-group products are
   unrolled into broadcast multiply-adds (no batched tiny GEMMs);
-* ``"wide"``: dense stride-1 kernels: one GEMM per kernel row over the padded
-  width against all of that row's taps at once (``N = k_w * O``), then the
-  shifted partial sums are added — no patch tensor;
+* ``"s2d"``: strided dense kernels: space-to-depth (stride phases folded into
+  channels), then a stride-1 formulation below;
+* ``"rows"``: dense stride-1 kernels with few input channels: the last-axis
+  taps concatenated along channels, one GEMM per kernel row;
+* ``"wide"``: dense stride-1 kernels with 33-127 input channels: one GEMM per
+  kernel row over the padded width against all of that row's taps at once
+  (``N = k_w * O``), then the shifted partial sums are added — no patch
+  tensor;
 * ``"taps"``: the general per-tap einsum (a ``lax.scan`` for kernels with more
   than ``UNROLL_LIMIT`` taps, so compile time stays bounded).
 """
@@ -51,7 +56,7 @@ def taps_variant(x_shape, w_shape, stride, dilation, groups) -> str:
         return "s2d"
     if (groups == 1 and len(kernel) >= 1 and all(s == 1 for s in stride[-1:])
             and kernel[-1] > 1 and t <= UNROLL_LIMIT):
-        return "wide"
+        return "rows" if i <= ROWS_MAX_I else "wide" if i <= WIDE_MAX_I else "taps"
     return "taps"
 
 
@@ -67,7 +72,7 @@ def conv_taps(x, w, *, stride, dilation, groups, precision, acc_dtype):
         return depthwise.conv_depthwise(x, w, **kw)
     if variant == "grouped":
         return _conv_grouped(x, w, **kw)
-    if variant == "wide":
+    if variant in ("rows", "wide"):
         return _dense_stride1(x, w, **kw)
     if variant == "s2d":
         return finite_or(x, lambda: _conv_space_to_depth(x, w, **kw),
@@ -120,11 +125,22 @@ def _conv_grouped(x, w, *, stride, dilation, groups, precision, acc_dtype):
 ROWS_MAX_I = 32
 
 
+WIDE_MAX_I = 127
+
+
 def _dense_stride1(x, w, **kw):
-    """Row taps for few input channels, the wide-GEMM formulation otherwise."""
-    if w.shape[-2] <= ROWS_MAX_I:
+    """Dense stride-1 kernels by input depth ``I`` (measured, BENCHMARKS.md).
+
+    ``I <= 32``: row taps (deepen the GEMM); ``I < 128``: the wide GEMM (one
+    per kernel row); deeper inputs already make per-tap GEMMs efficient, and
+    those write ``k_w`` times less than the wide GEMM.
+    """
+    i = w.shape[-2]
+    if i <= ROWS_MAX_I:
         return _conv_rows(x, w, **kw)
-    return _conv_wide(x, w, **kw)
+    if i <= WIDE_MAX_I:
+        return _conv_wide(x, w, **kw)
+    return _conv_per_tap(x, w, **kw)
 
 
 def _conv_rows(x, w, *, stride, dilation, groups, precision, acc_dtype):
