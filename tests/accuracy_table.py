@@ -85,7 +85,7 @@ def _conv_fn(case: str, algorithm: str, pref, precision=None):
                                                       **kw))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference(case: str, label: str, seed: int):
     dtype, _ = DTYPES[label]
     return reference(case, *inputs(case, dtype, seed))
@@ -121,7 +121,7 @@ def reference(case: str, x, w):
     return acc.reshape(x.shape[0], *out, o)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def relative_error(case: str, label: str, algorithm: str, seed: int = 0) -> float:
     """Normwise relative error of ``algorithm`` (or ``"lax"``) on one case.
 

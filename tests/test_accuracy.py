@@ -147,7 +147,8 @@ def test_complex_gradients_match_lax(dtype, algorithm):
     shape_x, shape_w = (2, 3, 7, 6), (4, 3, 3, 2)
 
     def draw(shape):
-        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+        z = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+        return z.astype(dtype)
 
     x, w = draw(shape_x), draw(shape_w)
     t = draw((2, 4, 4, 5))  # a complex "target" makes the loss non-trivial

@@ -56,8 +56,10 @@ PROFILE = settings.get_profile(
 )
 
 HI = lax.Precision.HIGHEST
-INEXACT_ALGORITHMS = [a for a in ("fft", "winograd")
-                      if importlib.util.find_spec(f"jaxconv.algorithms.{a}") is not None]
+INEXACT_ALGORITHMS = [
+    a for a in ("fft", "winograd")
+    if importlib.util.find_spec(f"jaxconv.algorithms.{a}") is not None
+]
 EXACT_ALGORITHMS = ["direct", "patches", "taps", "auto"]
 ALGORITHMS = EXACT_ALGORITHMS + INEXACT_ALGORITHMS
 # Winograd F(4x4, 3x3) amplifies rounding by its transform matrices' norms
@@ -130,7 +132,8 @@ def conv_problems(draw, max_rank=3):
         pairs = lax.padtype_to_pads(spatial, eff, strides, padding)
     else:
         pairs = padding
-    out = [_out_size(*a) for a in zip(spatial, kernel, strides, pairs, lhs_dil, rhs_dil)]
+    out = [_out_size(*a)
+           for a in zip(spatial, kernel, strides, pairs, lhs_dil, rhs_dil)]
     # Mostly non-empty outputs (empty ones are covered too, but rarely).
     assume(all(out) or draw(st.integers(0, 9)) == 0)
     return dict(
@@ -179,7 +182,8 @@ def _window_scale(x, w, rhs_spec):
     aw = np.abs(np.asarray(w, np.complex128))
     if ax.size == 0 or aw.size == 0:
         return 1.0
-    per_o = np.moveaxis(aw, rhs_spec.index("O"), 0).reshape(aw.shape[rhs_spec.index("O")], -1)
+    o_axis = rhs_spec.index("O")
+    per_o = np.moveaxis(aw, o_axis, 0).reshape(aw.shape[o_axis], -1)
     return max(1.0, float(ax.max()) * float(per_o.sum(axis=1).max()))
 
 
@@ -219,14 +223,17 @@ def test_conv_general_dilated_matches_lax(algorithm, problem):
         return
     if algorithm == "winograd":
         eps = float(jnp.finfo(actual.dtype).eps)
-        atol = WINOGRAD_AMPLIFICATION * eps * _window_scale(x, w, kw["dimension_numbers"][1])
+        scale = _window_scale(x, w, kw["dimension_numbers"][1])
+        atol = WINOGRAD_AMPLIFICATION * eps * scale
         np.testing.assert_allclose(np.asarray(actual, np.complex128),
-                                   np.asarray(expected, np.complex128), rtol=0, atol=atol)
+                                   np.asarray(expected, np.complex128), rtol=0,
+                                   atol=atol)
         return
     if algorithm == "fft":
         atol = _fft_tolerance(actual.dtype, x, w, strides, padding, kw)
         np.testing.assert_allclose(np.asarray(actual, np.complex128),
-                                   np.asarray(expected, np.complex128), rtol=0, atol=atol)
+                                   np.asarray(expected, np.complex128), rtol=0,
+                                   atol=atol)
         return
     # Exact algorithms: rounding error scales with the window's sum of |x||w|.
     scale = _window_scale(x, w, kw["dimension_numbers"][1])
@@ -236,7 +243,8 @@ def test_conv_general_dilated_matches_lax(algorithm, problem):
 @st.composite
 def winograd_problems(draw):
     """2-D, 3x3, stride 1, undilated: where Winograd really runs (no fallback)."""
-    problem = draw(conv_problems(max_rank=2).filter(lambda p: len(p["window_strides"]) == 2))
+    problem = draw(conv_problems(max_rank=2).filter(
+        lambda p: len(p["window_strides"]) == 2))
     spec = problem["dimension_numbers"][1]
     o, i = problem["rhs_shape"][spec.index("O")], problem["rhs_shape"][spec.index("I")]
     rhs = {"O": o, "I": i, "H": 3, "W": 3}

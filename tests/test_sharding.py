@@ -42,7 +42,8 @@ def results():
     proc = subprocess.run([sys.executable, WORKER], capture_output=True, text=True,
                           env=env, timeout=900)
     if proc.returncode != 0:
-        pytest.fail(f"sharding worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        pytest.fail(f"sharding worker failed ({proc.returncode}):\n"
+                    f"{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -173,8 +173,9 @@ CASES = {
                            r"`boundary` \(='foo'\) must be one of"),
     "correlate/method": (jc.correlate, (jnp.ones(4), jnp.ones(3)), dict(method="foo"),
                          V, r"`method` \(='foo'\) must be one of"),
-    "correlate/valid_neither_larger": (jc.correlate, (jnp.ones((4, 2)), jnp.ones((3, 3))),
-                                       dict(mode="valid"), V, r"`mode` \(='valid'\)"),
+    "correlate/valid_neither_larger": (
+        jc.correlate, (jnp.ones((4, 2)), jnp.ones((3, 3))), dict(mode="valid"), V,
+        r"`mode` \(='valid'\)"),
     "convolve/mode": (jc.convolve, (jnp.ones(4), jnp.ones(3)), dict(mode="foo"), V,
                       r"`mode` \(='foo'\) must be one of"),
     "match_template/larger_template": (jc.match_template,
@@ -190,8 +191,9 @@ CASES = {
         jl.conv_general_dilated, (jnp.ones((1, 1, 4)), jnp.ones((1, 1, 2)), (1,),
                                   "VALID"), dict(algorithm="fast"), V,
         r"`algorithm` \(='fast'\) must be one of"),
-    "lax.conv/zero_stride": (jl.conv, (jnp.ones((1, 1, 4)), jnp.ones((1, 1, 2)), (0,),
-                                       "VALID"), {}, V, r"`window_strides` \(=\(0,\)\)"),
+    "lax.conv/zero_stride": (
+        jl.conv, (jnp.ones((1, 1, 4)), jnp.ones((1, 1, 2)), (0,), "VALID"), {}, V,
+        r"`window_strides` \(=\(0,\)\)"),
     "lax.conv_general_dilated/groups": (
         jl.conv_general_dilated, (jnp.ones((1, 4, 5)), jnp.ones((3, 2, 2)), (1,),
                                   "VALID"), dict(feature_group_count=3), V,
