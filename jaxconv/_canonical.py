@@ -194,7 +194,8 @@ def _polyphase(x, w, *, padding, lhs_dilation, rhs_dilation, feature_group_count
     for a in range(nd):
         perm += [nd + 1 + a, a]
     perm.append(2 * nd + 1)
-    y = jnp.transpose(y, perm).reshape(n_b, *(q * s for q, s in zip(qmax, lhs_dilation)), o)
+    full = (q * s for q, s in zip(qmax, lhs_dilation))
+    y = jnp.transpose(y, perm).reshape(n_b, *full, o)
     return y[(slice(None), *(slice(0, t) for t in lo_out))]
 
 

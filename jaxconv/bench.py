@@ -299,13 +299,15 @@ def plot(results: list[dict], path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the suite; returns the process exit status."""
-    p = argparse.ArgumentParser(prog="jaxconv bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="jaxconv bench",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="fewer repetitions (same shapes)")
     p.add_argument("--cases", default=None,
-                   help=f"comma-separated case ids (default: all of {','.join(CASE_IDS)},"
-                        "stack16)")
-    p.add_argument("--json", default=None, metavar="PATH", help="write results as JSON")
+                   help="comma-separated case ids (default: all of "
+                        f"{','.join(CASE_IDS)},stack16)")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="write results as JSON")
     p.add_argument("--plot", default=None, metavar="PATH",
                    help="write a PNG bar chart of the speedups (needs matplotlib)")
     args = p.parse_args(argv)

@@ -13,7 +13,6 @@ from .patches import conv_patches
 from .taps import conv_taps
 
 
-
 def conv_fft(*args, **kwargs):
     """FFT convolution (``jaxconv.algorithms.fft``), imported on first use."""
     from .fft import conv_fft as impl
@@ -56,7 +55,7 @@ def choose_algorithm(x_shape, w_shape, stride, dilation, groups) -> str:
     grouped, I <= 16                        ``grouped`` (fused FMAs)
     dense, some stride > 1 (undilated)      ``s2d`` (space-to-depth)
     dense stride 1, I <= 32                 ``rows`` (row taps)
-    dense stride 1, 33 <= I <= 127          ``wide`` (GEMM per kernel row)
+    dense stride 1, I >= 33                 ``wide`` (GEMM per kernel row)
     anything else                           ``taps`` (per-tap GEMMs; scan
                                             beyond 64 taps)
     ======================================  =============================
@@ -83,6 +82,7 @@ def check_algorithm(algorithm) -> str:
     valid = ("auto", *ALGORITHMS)
     if not isinstance(algorithm, str) or algorithm not in valid:
         raise ValueError(
-            f"`algorithm` (={algorithm!r}) must be one of {', '.join(map(repr, valid))}."
+            f"`algorithm` (={algorithm!r}) must be one of "
+            f"{', '.join(map(repr, valid))}."
         )
     return algorithm

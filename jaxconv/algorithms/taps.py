@@ -14,7 +14,7 @@ that suits the problem (``taps_variant`` names it, from static shapes only):
   channels), then a stride-1 formulation below;
 * ``"rows"``: dense stride-1 kernels with few input channels: the last-axis
   taps concatenated along channels, one GEMM per kernel row;
-* ``"wide"``: dense stride-1 kernels with 33-127 input channels: one GEMM per
+* ``"wide"``: dense stride-1 kernels with more input channels: one GEMM per
   kernel row over the padded width against all of that row's taps at once
   (``N = k_w * O``), then the shifted partial sums are added — no patch
   tensor;
@@ -125,15 +125,16 @@ def _conv_grouped(x, w, *, stride, dilation, groups, precision, acc_dtype):
 ROWS_MAX_I = 32
 
 
-WIDE_MAX_I = 127
+WIDE_MAX_I = 4096
 
 
 def _dense_stride1(x, w, **kw):
     """Dense stride-1 kernels by input depth ``I`` (measured, BENCHMARKS.md).
 
-    ``I <= 32``: row taps (deepen the GEMM); ``I < 128``: the wide GEMM (one
-    per kernel row); deeper inputs already make per-tap GEMMs efficient, and
-    those write ``k_w`` times less than the wide GEMM.
+    ``I <= 32``: row taps (deepen the GEMM); otherwise the wide GEMM (one per
+    kernel row).  Per-tap GEMMs (``WIDE_MAX_I``) measured 0.69x vs 0.53x
+    forward on dense3_b8 but 0.65x vs 0.95x for its gradient, so the wide
+    form is kept for every depth.
     """
     i = w.shape[-2]
     if i <= ROWS_MAX_I:
@@ -227,7 +228,7 @@ def _conv_space_to_depth(x, w, *, stride, dilation, groups, precision, acc_dtype
     nd = len(kernel)
     out = out_spatial(x.shape, kernel, stride, dilation)
     xs, ws = x, w
-    x_axes, w_axes = [], []
+    x_axes = []
     for a, (k, s, o) in enumerate(zip(kernel, stride, out)):
         if s == 1:
             continue

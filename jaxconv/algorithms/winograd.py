@@ -1,4 +1,4 @@
-"""Winograd minimal filtering: F(2x2, 3x3) and F(4x4, 3x3) (Lavin & Gray, arXiv 1509.09308).
+"""Winograd minimal filtering F(2x2, 3x3), F(4x4, 3x3) (Lavin & Gray, 1509.09308).
 
 The output is cut into ``m x m`` tiles; each ``(m+2) x (m+2)`` input tile is
 transformed (``V = B^T d B``), the kernel is transformed once
@@ -87,7 +87,7 @@ def conv_winograd(x, w, *, stride, dilation, groups, precision, acc_dtype, tile=
     a = m + 2
     ho, wo = out_spatial(x.shape, (3, 3), stride, dilation)
     th, tw = -(-ho // m), -(-wo // m)
-    n, c = x.shape[0], x.shape[-1]
+    n = x.shape[0]
     i, o = w.shape[-2:]
     x = x.astype(acc_dtype)
     need_h, need_w = th * m + 2, tw * m + 2
@@ -129,6 +129,11 @@ def _combine(coeffs, arrays):
     for cf, arr in zip(coeffs, arrays):
         if cf == 0:
             continue
-        term = arr if cf == 1 else (-arr if cf == -1 else arr * np.asarray(cf, arr.dtype))
+        if cf == 1:
+            term = arr
+        elif cf == -1:
+            term = -arr
+        else:
+            term = arr * np.asarray(cf, arr.dtype)
         acc = term if acc is None else acc + term
     return acc
