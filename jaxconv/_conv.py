@@ -429,11 +429,12 @@ def _transpose_axis(n, k, s, d, pad_i, op, target, i, output_shape):
             n, k, stride=s, padding=pad_i, output_padding=op, dilation=d
         )
     except ValueError as err:
-        name = "output_shape" if target is not None else "padding"
-        raise ValueError(
-            f"`{name}` (={output_shape if target is not None else pad_i!r}) on "
-            f"spatial axis {i}: {err}"
-        ) from None
+        # The shapes error already names the argument at fault; add the axis,
+        # and for a solved output_padding, the target that asked for it.
+        where = f"spatial axis {i}"
+        if target is not None:
+            where = f"`output_shape` (={output_shape}) on {where}"
+        raise ValueError(f"{where}: {err}") from None
     if pad_i == "SAME":
         # Crop span - s cells: the forward "SAME" padding of length n * s.
         total = reach + 1 - s

@@ -614,7 +614,7 @@ ONES = np.ones
         (lambda: jaxconv.conv_transpose(ONES((1, 4, 4)), ONES((2, 4, 1)), groups=3),
          ValueError, r"`groups` \(=3\) must divide the input channels \(=4\)"),
         (lambda: jaxconv.conv_transpose(ONES((1, 4, 2)), ONES((3, 2, 1)), padding=3),
-         ValueError, r"`padding` \(=\(3, 3\)\) on spatial axis 0"),
+         ValueError, r"spatial axis 0: `padding` \(=\(3, 3\)\) is too large"),
     ],
 )
 def test_errors(call, exc, match):
