@@ -25,9 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._taps import valid_out_size
+from ._taps import tap_offsets, valid_out_size
+from .algorithms._common import contract_tap
 from .algorithms.select import ALGORITHMS, choose_algorithm
-from .algorithms.taps import taps_variant
+from .algorithms.taps import UNROLL_LIMIT, taps_variant
 
 _LOW_PRECISION = (np.dtype(jnp.bfloat16), np.dtype(jnp.float16))
 
@@ -140,9 +141,11 @@ def _polyphase(x, w, *, padding, lhs_dilation, rhs_dilation, feature_group_count
     with lhs dilation ``s``, output ``o = q*s + r`` only meets the taps ``k``
     with ``(r + k*D - lo) % s == 0``; those taps form a sub-kernel (every
     ``s/gcd(D, s)``-th tap, dilation ``D/gcd(D, s)``) applied to the
-    *undilated* input with its own padding.  Each phase is an ordinary conv
-    of this library; the phases are interleaved at the end.  No inserted zero
-    is ever multiplied (XLA's conv multiplies all of them).
+    *undilated* input with its own padding.  Each phase is a sum of per-tap
+    products computed on the real inputs only, the *contributions* zero-padded
+    (``_phase_taps``); the phases are interleaved at the end.  Neither an
+    inserted zero nor a padding zero is ever multiplied, so a NaN/Inf weight
+    only reaches the outputs where it meets a real input, as in XLA.
     """
     nd = x.ndim - 2
     dil_shape = [(n - 1) * s + 1 for n, s in zip(x.shape[1:-1], lhs_dilation)]
@@ -152,6 +155,8 @@ def _polyphase(x, w, *, padding, lhs_dilation, rhs_dilation, feature_group_count
     ]
     n_b, o = x.shape[0], w.shape[-1]
     out_dtype = np.dtype(preferred_element_type or x.dtype)
+    acc_dtype = accumulation_dtype(x.dtype, preferred_element_type)
+    del algorithm
     if 0 in lo_out:
         return jnp.zeros((n_b, *lo_out, o), out_dtype)
     per_axis = []  # for each axis, for each phase r: (tap slice, pad, dilation, Q)
@@ -180,23 +185,91 @@ def _polyphase(x, w, *, padding, lhs_dilation, rhs_dilation, feature_group_count
             y = jnp.zeros((n_b, *(sp[-1] for sp in specs), o), out_dtype)
         else:
             sub = w[tuple(slice(*sp[0]) for sp in specs)]
-            y = conv_canonical(
-                x, sub, stride=(1,) * nd, padding=[sp[1] for sp in specs],
-                lhs_dilation=(1,) * nd, rhs_dilation=[sp[2] for sp in specs],
-                feature_group_count=feature_group_count, precision=precision,
-                preferred_element_type=preferred_element_type, algorithm=algorithm,
-            )
+            y = _phase_taps(x, sub, specs, feature_group_count, precision, acc_dtype)
+            y = (y != 0) if out_dtype == np.bool_ else y.astype(out_dtype)
         pads = [(0, 0)] + [(0, qm - sp[-1]) for qm, sp in zip(qmax, specs)] + [(0, 0)]
         ys.append(jnp.pad(y, pads))
-    y = jnp.stack(ys).reshape(*lhs_dilation, n_b, *qmax, o)
-    # (s_1..s_d, N, Q_1..Q_d, O) -> (N, Q_1, s_1, ..., Q_d, s_d, O)
-    perm = [nd]
-    for a in range(nd):
-        perm += [nd + 1 + a, a]
-    perm.append(2 * nd + 1)
+    # Interleave by stacking each phase axis right after its Q axis, innermost
+    # axis first: (N, Q_1, s_1, ..., Q_d, s_d, O), a free reshape away from
+    # the output (XLA writes the phase sums straight into it).
+    for a in reversed(range(nd)):
+        s_a = lhs_dilation[a]
+        ys = [jnp.stack(ys[i:i + s_a], axis=2 + a) for i in range(0, len(ys), s_a)]
     full = (q * s for q, s in zip(qmax, lhs_dilation))
-    y = jnp.transpose(y, perm).reshape(n_b, *full, o)
+    y = ys[0].reshape(n_b, *full, o)
     return y[(slice(None), *(slice(0, t) for t in lo_out))]
+
+
+def _phase_taps(x, sub, specs, groups, precision, acc_dtype):
+    """One sub-pixel phase: ``sum_t pad(x[real range of t] @ sub[t])``.
+
+    ``specs[a] = (tap slice, (lo, hi) padding, dilation, Q)`` per spatial axis.
+    Tap ``t`` at output ``j`` reads input ``j + e0 + t*D`` (``e0 = -lo``); only
+    the outputs whose input is real are computed, the rest of the
+    contribution is zero padding (never a product with a padding zero).
+    Kernels of more than ``UNROLL_LIMIT`` taps run in a ``lax.scan`` over a
+    padded input whose out-of-range products are dropped by a ``where``.
+    """
+    nd = x.ndim - 2
+    n_sp = x.shape[1:-1]
+    e0 = [-sp[1][0] for sp in specs]
+    d2 = [sp[2] for sp in specs]
+    q = [sp[3] for sp in specs]
+    kernel = sub.shape[:-2]
+    o = sub.shape[-1]
+    wt = sub.reshape(-1, *sub.shape[-2:])
+    if _PLAN_LOG is not None:
+        _PLAN_LOG.append("taps/polyphase")
+    if wt.shape[0] > UNROLL_LIMIT:
+        return _phase_taps_scan(x, wt, kernel, e0, d2, q, groups, precision, acc_dtype)
+    acc = None
+    for i, tap in enumerate(tap_offsets(kernel)):
+        idx, pads = [slice(None)], [(0, 0)]
+        for a in range(nd):
+            off = e0[a] + tap[a] * d2[a]
+            lo, hi = max(0, -off), min(q[a], n_sp[a] - off)
+            if hi <= lo:
+                break
+            idx.append(slice(off + lo, off + hi))
+            pads.append((lo, q[a] - hi))
+        else:
+            term = contract_tap(x[tuple(idx)], wt[i], groups, precision, acc_dtype)
+            if any(p != (0, 0) for p in pads):
+                term = jnp.pad(term, pads + [(0, 0)])
+            acc = term if acc is None else acc + term
+    if acc is None:
+        return jnp.zeros((x.shape[0], *q, o), acc_dtype)
+    return acc
+
+
+def _phase_taps_scan(x, wt, kernel, e0, d2, q, groups, precision, acc_dtype):
+    nd = x.ndim - 2
+    n_sp = x.shape[1:-1]
+    # Pad so that every tap's window of Q outputs is in range.
+    lo_pad = [max(0, -e) for e in e0]
+    hi_pad = [max(0, qa - 1 + e + (k - 1) * d - (n - 1))
+              for qa, e, k, d, n in zip(q, e0, kernel, d2, n_sp)]
+    xp = jnp.pad(x, [(0, 0)] + list(zip(lo_pad, hi_pad)) + [(0, 0)])
+    taps = np.array(list(tap_offsets(kernel)), dtype=np.int32).reshape(-1, nd)
+    offs = jnp.asarray(taps * np.array(d2, np.int32) + np.array(e0, np.int32))
+    positions = [lax.broadcasted_iota(jnp.int32, (1, *q, 1), 1 + a) for a in range(nd)]
+
+    def step(acc, tap):
+        off, wk = tap
+        zero = jnp.zeros((), jnp.int32)
+        start = (zero, *(off[a] + lo_pad[a] for a in range(nd)), zero)
+        xs = lax.dynamic_slice(xp, start, (x.shape[0], *q, x.shape[-1]))
+        term = contract_tap(xs, wk, groups, precision, acc_dtype)
+        real = None
+        for a in range(nd):
+            src = positions[a] + off[a]
+            ok = (src >= 0) & (src < n_sp[a])
+            real = ok if real is None else real & ok
+        return acc + jnp.where(real, term, jnp.zeros((), acc_dtype)), None
+
+    init = jnp.zeros((x.shape[0], *q, wt.shape[-1]), acc_dtype)
+    acc, _ = lax.scan(step, init, (offs, wt))
+    return acc
 
 
 _PLAN_LOG: list[str] | None = None

@@ -61,7 +61,9 @@ def choose_algorithm(x_shape, w_shape, stride, dilation, groups) -> str:
     ======================================  =============================
 
     lhs-dilated (transposed) convolutions are first split into sub-pixel
-    phases (``_canonical._polyphase``), each an ordinary conv of this table.
+    phases (``_canonical._polyphase``), each a sum of per-tap GEMMs on the
+    real inputs only (contributions zero-padded, never the input).  The dense
+    forms run in blocks of output rows (``taps._row_blocks``).
     ``"patches"`` (im2col) never wins on CPU: XLA's channel concatenation
     costs more than the GEMM it feeds.  ``"fft"`` and ``"winograd"`` are never
     chosen: they mix neighbouring inputs, so a NaN/Inf would not stay local.

@@ -24,6 +24,7 @@ that suits the problem (``taps_variant`` names it, from static shapes only):
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -138,10 +139,85 @@ def _dense_stride1(x, w, **kw):
     """
     i = w.shape[-2]
     if i <= ROWS_MAX_I:
-        return _conv_rows(x, w, **kw)
-    if i <= WIDE_MAX_I:
-        return _conv_wide(x, w, **kw)
-    return _conv_per_tap(x, w, **kw)
+        fn = _conv_rows
+    elif i <= WIDE_MAX_I:
+        fn = _conv_wide
+    else:
+        fn = _conv_per_tap
+    return _row_blocks(lambda x, w: fn(x, w, **kw), x, w, kw["stride"],
+                       kw["dilation"], kw["acc_dtype"])
+
+
+ROW_BLOCK_BYTES = 1 << 19
+
+
+def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0):
+    """``fn(x, w)`` computed in blocks of output rows (spatial axis ``axis``).
+
+    The dense formulations build temporaries of ``k_w`` times the output
+    (``wide``) or one kernel row of patches (``rows``); computing ``R``
+    output rows at a time in a ``lax.scan`` (each from its input rows plus
+    the kernel's halo, written into the output in place) keeps them to about
+    ``ROW_BLOCK_BYTES`` (the SPEC's temporaries goal) and in cache.  The last
+    block is shifted back to end at the last row (its overlap is recomputed
+    identically).  Problems whose temporaries fit one block run unblocked;
+    when a single row is still too big (3-D), each row is blocked along the
+    next axis (never the last one, which the formulations shift along).
+
+    Derivatives: a ``custom_jvp`` whose tangent is ``fn(tx, w) + fn(x, tw)``
+    unblocked (``fn`` is bilinear), so reverse mode transposes plain GEMMs
+    instead of a scan that would add a full-size input cotangent per block.
+    """
+    kernel = w.shape[:-2]
+    if axis >= len(kernel) - 1:
+        return fn(x, w)
+    out = out_spatial(x.shape, kernel, stride, dilation)
+    h = out[axis]
+    o = w.shape[-1]
+    itemsize = np.dtype(acc_dtype).itemsize
+    row_bytes = (x.shape[0] * int(np.prod(out)) // h * o * itemsize
+                 * (kernel[-1] + 1))
+    r = max(1, ROW_BLOCK_BYTES // row_bytes)
+    block_fn = fn
+    if r == 1 and row_bytes > ROW_BLOCK_BYTES and axis + 2 < len(kernel):
+        def block_fn(xb, w):
+            return _row_blocks(fn, xb, w, stride, dilation, acc_dtype, axis + 1)
+    if h <= r:
+        return block_fn(x, w)
+    nb = -(-h // r)
+    r = -(-h // nb)  # balance the blocks
+    s0, k0, d0 = stride[axis], kernel[axis], dilation[axis]
+    rows_in = (r - 1) * s0 + (k0 - 1) * d0 + 1
+    starts = np.minimum(np.arange(nb) * r, h - r).astype(np.int32)
+
+    def blocked(x, w):
+        def step(acc, start):
+            zero = jnp.zeros((), jnp.int32)
+            xb = lax.dynamic_slice_in_dim(x, start * s0, rows_in, axis=1 + axis)
+            yb = block_fn(xb, w).astype(acc.dtype)
+            idx = [zero] * acc.ndim
+            idx[1 + axis] = start
+            return lax.dynamic_update_slice(acc, yb, idx), None
+
+        init = jnp.zeros((x.shape[0], *out, o), acc_dtype)
+        return lax.scan(step, init, jnp.asarray(starts))[0]
+
+    f = jax.custom_jvp(blocked)
+
+    def _jvp(primals, tangents):
+        (x, w), (tx, tw) = primals, tangents
+        zero = jax.custom_derivatives.SymbolicZero
+        terms = [fn(tx, w)] if not isinstance(tx, zero) else []
+        if not isinstance(tw, zero):
+            terms.append(fn(x, tw))
+        y = blocked(x, w)
+        if not terms:
+            return y, jnp.zeros_like(y)
+        return y, terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+    f.defjvp(_jvp, symbolic_zeros=True)
+
+    return f(x, w)
 
 
 def _conv_rows(x, w, *, stride, dilation, groups, precision, acc_dtype):
