@@ -633,7 +633,7 @@ def test_public_api():
     for name in ["conv", "conv1d", "conv2d", "conv3d", "conv_transpose",
                  "depthwise_conv", "separable_conv"]:
         assert name in jaxconv.__all__
-        assert getattr(jaxconv, name) is getattr(sys.modules["jaxconv.conv"], name)
+        assert getattr(jaxconv, name) is getattr(sys.modules["jaxconv._conv"], name)
     assert "padding_mode" in str(inspect.signature(jaxconv.conv2d))
     # Everything but arrays is keyword-only.
     with pytest.raises(TypeError):
