@@ -1,10 +1,14 @@
 """The `jaxconv` command: the layer language, good and bad input via subprocess."""
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jaxconv import cli, nn
 from jaxconv._layerspec import LayerSpecError, parse_layers, parse_shape
@@ -125,3 +129,53 @@ def test_cli_bench_forwards_help():
     r = run("bench", "--help")
     assert r.returncode == 0, r.stderr
     assert "--quick" in r.stdout
+
+
+# --- hostile input: random and malformed specs never escape as a traceback ----
+
+
+def _run_main(argv):
+    """``cli.main(argv)`` with its stdout and stderr captured."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+_WORDS = ["conv", "dconv", "tconv", "maxpool", "avgpool", "gap", "flatten",
+          "dense", "relu", "dropout", "same", "valid", "full", "causal", "s2",
+          "d2", "g4", "3x3", "0x3", "-1", "1e9", "x", ",", ",,", "  ", "3", "32",
+          "0", "0.5", "99999999999999999999", "\u00e9", "--", "-h"]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    spec=st.one_of(
+        st.lists(st.sampled_from(_WORDS), max_size=8).map(" ".join),
+        st.text(max_size=30),
+    ),
+    shape=st.one_of(
+        st.lists(st.integers(-3, 40), min_size=1, max_size=4).map(
+            lambda v: "x".join(map(str, v))),
+        st.text(max_size=12),
+    ),
+)
+def test_cli_shapes_fuzz_one_line_or_success(spec, shape):
+    code, out, err = _run_main(["shapes", spec, "--input", shape])
+    assert code in (0, 2)
+    assert "Traceback" not in err
+    if code == 2:
+        assert len(err.strip().splitlines()) == 1, err
+    else:
+        assert out.strip()
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(path=st.text(min_size=1, max_size=40).filter(lambda p: "\x00" not in p))
+def test_cli_demo_fuzz_bad_image_path(path, tmp_path_factory):
+    # Random paths name no readable image: one line, exit 2.
+    out_dir = tmp_path_factory.mktemp("demo")
+    bad = str(out_dir / ("missing-" + path.replace("/", "_")))
+    code, _, err = _run_main(["demo", "--image", bad, "--out", str(out_dir / "o")])
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
