@@ -246,8 +246,8 @@ def conv_general_dilated(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> x = jnp.arange(9.0).reshape(1, 1, 3, 3)
-      >>> w = jnp.array([[0.0, 1.0], [2.0, 3.0]]).reshape(1, 1, 2, 2)
+      >>> x = jnp.arange(9, dtype=jnp.float32).reshape(1, 1, 3, 3)
+      >>> w = jnp.array([[0, 1], [2, 3]], dtype=jnp.float32).reshape(1, 1, 2, 2)
       >>> conv_general_dilated(x, w, (1, 1), "VALID")[0, 0]
       Array([[19., 25.],
              [37., 43.]], dtype=float32)
