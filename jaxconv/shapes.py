@@ -68,12 +68,20 @@ def _padding_pair(padding: Padding, n: int, k: int, s: int, d: int) -> tuple[int
     """One axis' padding: an int (both sides), a (lo, hi) pair, or a string."""
     if isinstance(padding, str):
         return _string_pair(normalize_padding_string(padding), n, k, s, d)
+    return _int_or_pair(padding, "an integer, a (lo, hi) pair or a string")
+
+
+def _int_or_pair(padding, expected: str) -> tuple[int, int]:
+    """One axis' numeric padding: an int (both sides) or a (lo, hi) pair.
+
+    ``expected`` lists every form the caller accepts, for the error message.
+    """
     if _is_sequence(padding):
         pair = tuple(padding)
         if len(pair) != 2:
             raise ValueError(
-                f"`padding` (={padding!r}) must be an integer, a (lo, hi) pair or "
-                f"a string, got a sequence of length {len(pair)}."
+                f"`padding` (={padding!r}) must be {expected}, got a sequence of "
+                f"length {len(pair)}."
             )
         return (as_int(pair[0], "padding"), as_int(pair[1], "padding"))
     return pad_pairs(padding, 1)[0]
@@ -265,15 +273,7 @@ def _transpose_pair(padding: Padding) -> tuple[int, int] | str:
     if isinstance(padding, str):
         mode = normalize_padding_string(padding, ("VALID", "SAME"))
         return (0, 0) if mode == "VALID" else "SAME"
-    if _is_sequence(padding):
-        pair = tuple(padding)
-        if len(pair) != 2:
-            raise ValueError(
-                f"`padding` (={padding!r}) must be an integer, a (lo, hi) pair, "
-                f'"VALID" or "SAME", got a sequence of length {len(pair)}.'
-            )
-        return (as_int(pair[0], "padding"), as_int(pair[1], "padding"))
-    return pad_pairs(padding, 1)[0]
+    return _int_or_pair(padding, 'an integer, a (lo, hi) pair, "VALID" or "SAME"')
 
 
 def conv_transpose_output_size(
