@@ -12,6 +12,9 @@ that suits the problem (``taps_variant`` names it, from static shapes only):
   unrolled into broadcast multiply-adds (no batched tiny GEMMs);
 * ``"s2d"``: strided dense kernels: space-to-depth (stride phases folded into
   channels), then a stride-1 formulation below;
+* ``"alltaps"``: small dense stride-1 problems (the GEMM output below fits
+  ``ALLTAPS_MAX_BYTES``): one GEMM against every tap at once, then one fused
+  sum of shifted slices — the fewest XLA kernels, so the fastest to compile;
 * ``"rows"``: dense stride-1 kernels with few input channels: the last-axis
   taps concatenated along channels, one GEMM per kernel row;
 * ``"wide"``: dense stride-1 kernels with more input channels: one GEMM per
@@ -31,7 +34,7 @@ from jax import lax
 
 from .._taps import tap_offsets, tap_slice
 from . import depthwise
-from ._common import contract_tap, flat_taps, out_spatial
+from ._common import contract_tap, flat_taps, matmul, out_spatial, take
 
 UNROLL_LIMIT = 64
 GROUPED_MAX_I = 16
@@ -57,6 +60,9 @@ def taps_variant(x_shape, w_shape, stride, dilation, groups) -> str:
         return "s2d"
     if (groups == 1 and len(kernel) >= 1 and all(s == 1 for s in stride[-1:])
             and kernel[-1] > 1 and t <= UNROLL_LIMIT):
+        if all(s == 1 for s in stride) and _alltaps_bytes(x_shape, w_shape) <= (
+                ALLTAPS_MAX_BYTES):
+            return "alltaps"
         return "rows" if i <= ROWS_MAX_I else "wide" if i <= WIDE_MAX_I else "taps"
     return "taps"
 
@@ -73,7 +79,7 @@ def conv_taps(x, w, *, stride, dilation, groups, precision, acc_dtype):
         return depthwise.conv_depthwise(x, w, **kw)
     if variant == "grouped":
         return _conv_grouped(x, w, **kw)
-    if variant in ("rows", "wide"):
+    if variant in ("alltaps", "rows", "wide"):
         return _dense_stride1(x, w, **kw)
     if variant == "s2d":
         return finite_or(x, lambda: _conv_space_to_depth(x, w, **kw),
@@ -130,14 +136,11 @@ WIDE_MAX_I = 4096
 
 
 def _dense_stride1(x, w, **kw):
-    """Dense stride-1 kernels by input depth ``I`` (measured, BENCHMARKS.md).
-
-    ``I <= 32``: row taps (deepen the GEMM); otherwise the wide GEMM (one per
-    kernel row).  Per-tap GEMMs (``WIDE_MAX_I``) measured 0.69x vs 0.53x
-    forward on dense3_b8 but 0.65x vs 0.95x for its gradient, so the wide
-    form is kept for every depth.
-    """
+    """Dense stride-1 kernels by input depth ``I`` (measured, BENCHMARKS.md)."""
     i = w.shape[-2]
+    if (all(s == 1 for s in kw["stride"])
+            and _alltaps_bytes(x.shape, w.shape) <= ALLTAPS_MAX_BYTES):
+        return _conv_alltaps(x, w, **kw)
     if i <= ROWS_MAX_I:
         fn = _conv_rows
     elif i <= WIDE_MAX_I:
@@ -146,6 +149,40 @@ def _dense_stride1(x, w, **kw):
         fn = _conv_per_tap
     return _row_blocks(lambda x, w: fn(x, w, **kw), x, w, kw["stride"],
                        kw["dilation"], kw["acc_dtype"])
+
+
+ALLTAPS_MAX_BYTES = 1 << 21
+
+
+def _alltaps_bytes(x_shape, w_shape) -> int:
+    """Float32 bytes of ``_conv_alltaps``' GEMM output ``(N, *P, T, O)``."""
+    t = int(np.prod(w_shape[:-2], dtype=np.int64))
+    return int(np.prod(x_shape[:-1], dtype=np.int64)) * t * w_shape[-1] * 4
+
+
+def _conv_alltaps(x, w, *, stride, dilation, groups, precision, acc_dtype):
+    """Dense stride-1 kernels: one GEMM against every tap at once, then shifts.
+
+    ``y = x @ W`` with ``W (I, T*O)`` gives every tap's contribution at every
+    input position; output ``p`` sums ``y[p + tap*dilation, tap]`` over the
+    taps: one GEMM and one fused sum of ``T`` shifted slices, no patch tensor.
+    """
+    del groups
+    kernel = w.shape[:-2]
+    out = out_spatial(x.shape, kernel, stride, dilation)
+    i, o = w.shape[-2:]
+    t = int(np.prod(kernel))
+    wm = jnp.moveaxis(w.reshape(t, i, o), 0, 1).reshape(i, t * o)
+    y = matmul(x, wm, precision, acc_dtype)
+    y = y.reshape(*y.shape[:-1], t, o)
+    acc = None
+    for k, tap in enumerate(tap_offsets(kernel)):
+        start = (0, *(a * d for a, d in zip(tap, dilation)), k, 0)
+        limit = (y.shape[0], *(a * d + n for a, d, n in zip(tap, dilation, out)),
+                 k + 1, o)
+        term = lax.slice(y, start, limit).reshape(y.shape[0], *out, o)
+        acc = term if acc is None else acc + term
+    return acc
 
 
 ROW_BLOCK_BYTES = 1 << 19
@@ -236,11 +273,11 @@ def _conv_rows(x, w, *, stride, dilation, groups, precision, acc_dtype):
     wr = w.reshape(*lead_k, kl * i, o)
     acc = None
     for tap in tap_offsets(lead_k):
-        cat = jnp.concatenate(
-            [tap_slice(x, (*tap, j), out, stride, dilation) for j in range(kl)], axis=-1
+        cat = lax.concatenate(
+            [tap_slice(x, (*tap, j), out, stride, dilation) for j in range(kl)],
+            x.ndim - 1,
         )
-        term = jnp.einsum("...i,io->...o", cat, wr[tap], precision=precision,
-                          preferred_element_type=acc_dtype)
+        term = matmul(cat, take(wr, tap), precision, acc_dtype)
         acc = term if acc is None else acc + term
     return acc
 
@@ -267,8 +304,7 @@ def _conv_wide(x, w, *, stride, dilation, groups, precision, acc_dtype):
     for tap in tap_offsets(lead_k):
         rows = tap_slice(x, (*tap, 0), (*out[:-1], width), (*stride[:-1], 1),
                          (*dilation[:-1], 1))  # (N, *out[:-1], W, I)
-        y = jnp.einsum("...i,io->...o", rows, wl[tap], precision=precision,
-                       preferred_element_type=acc_dtype)
+        y = matmul(rows, take(wl, tap), precision, acc_dtype)
         y = y.reshape(*y.shape[:-1], kl, o)
         for j in range(kl):
             start = [0] * y.ndim
