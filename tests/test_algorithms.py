@@ -1,10 +1,10 @@
 """Fast paths of the "taps" algorithm against the simple paths and jax.lax.
 
 Each formulation ``taps_variant`` can pick (dot, depthwise, toeplitz, grouped,
-space-to-depth, all-taps GEMM, row taps, wide GEMM, per-tap scan) is exercised on a small
-problem that selects it, and compared with ``algorithm="direct"`` (the
-textbook reference) and with ``jax.lax`` — values, first and second order
-gradients, and NaN/Inf locality.
+space-to-depth, all-taps GEMM, row taps, wide GEMM, per-tap scan) is
+exercised on a small problem that selects it, and compared with
+``algorithm="direct"`` (the textbook reference) and with ``jax.lax`` — values,
+first and second order gradients, and NaN/Inf locality.
 """
 
 from __future__ import annotations
