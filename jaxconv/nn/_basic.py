@@ -9,6 +9,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._args import check_positive
 from ._base import (
@@ -191,6 +192,13 @@ class LeakyRelu(_Elementwise):
     """
 
     negative_slope: float = 0.01
+
+    def __post_init__(self):
+        if isinstance(self.negative_slope, bool) or not isinstance(
+                self.negative_slope, (int, float, np.floating, np.integer)):
+            raise TypeError(
+                f"`negative_slope` (={self.negative_slope!r}) must be a real number."
+            )
 
     def _fn(self, x):
         return jax.nn.leaky_relu(x, self.negative_slope)

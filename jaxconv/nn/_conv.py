@@ -13,8 +13,10 @@ import jax
 import jax.numpy as jnp
 
 from .. import shapes as _shapes
-from .._args import check_data_format, check_positive, ntuple
+from .._args import check_data_format, check_positive, ntuple, positive_tuple
 from .._conv import conv, conv_transpose
+from ..algorithms.select import check_algorithm
+from ..padding import normalize_padding_mode
 from ._base import (
     Initializer,
     Layer,
@@ -37,7 +39,13 @@ def _geometry(layer, input_shape):
         len(shape) - 1
     )
     spatial, c_in = spatial_split(shape, nd, fmt)
-    return spatial, c_in, ntuple(layer.kernel_size, nd, "kernel_size"), nd
+    kernel = positive_tuple(layer.kernel_size, nd, "kernel_size")
+    # Options the shapes alone do not check, so that `init` (not the first
+    # `apply`) reports them.
+    check_algorithm(layer.algorithm)
+    mode = getattr(layer, "padding_mode", "zeros")
+    normalize_padding_mode(mode, nd)
+    return spatial, c_in, kernel, nd
 
 
 def _init_kernel(key, init, kernel, fan_in_ch, out_ch, data_format, dtype):
@@ -252,12 +260,16 @@ class ConvTranspose(Layer):
             dils = ntuple(self.dilation, nd, "dilation")
             pads = ((self.padding,) * nd if isinstance(self.padding, (str, int))
                     else tuple(self.padding))
-            output_padding = tuple(
-                _shapes.solve_output_padding(n, k, t, stride=st, padding=p,
-                                             dilation=d)
-                for n, k, t, st, p, d in zip(spatial, kernel, target, strides,
-                                             pads, dils)
-            )
+            output_padding = []
+            for i, (n, k, t, st, p, d) in enumerate(
+                    zip(spatial, kernel, target, strides, pads, dils)):
+                try:
+                    output_padding.append(_shapes.solve_output_padding(
+                        n, k, t, stride=st, padding=p, dilation=d))
+                except ValueError as err:  # name the field, as the op does
+                    raise ValueError(f"`output_shape` (={self.output_shape!r}) on "
+                                     f"spatial axis {i}: {err}") from None
+            output_padding = tuple(output_padding)
         out = _shapes.conv_transpose_output_shape(
             spatial, kernel, stride=self.stride, padding=self.padding,
             output_padding=output_padding, dilation=self.dilation,

@@ -175,6 +175,11 @@ class Sequential(Layer):
     layers: tuple[Layer, ...]
 
     def __init__(self, layers: Sequence[Layer]):
+        if isinstance(layers, (Layer, str)) or not hasattr(layers, "__iter__"):
+            raise TypeError(
+                f"`layers` (={layers!r}) must be a sequence of jaxconv.nn layers, "
+                f"e.g. Sequential([Conv(8, 3), Relu()])."
+            )
         layers = tuple(layers)
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
