@@ -1,7 +1,7 @@
 """Fast paths of the "taps" algorithm against the simple paths and jax.lax.
 
 Each formulation ``taps_variant`` can pick (dot, depthwise, toeplitz, grouped,
-space-to-depth, all-taps GEMM, row taps, wide GEMM, per-tap scan) is
+space-to-depth, im2col, all-taps GEMM, row taps, wide GEMM, per-tap scan) is
 exercised on a small problem that selects it, and compared with
 ``algorithm="direct"`` (the textbook reference) and with ``jax.lax`` — values,
 first and second order gradients, and NaN/Inf locality.
@@ -31,13 +31,16 @@ VARIANTS = [
     ("depthwise", (1, 12, 12, 2), (9, 9, 1, 2), (1, 1), "SAME", None, 2),  # scan
     ("toeplitz", (2, 150, 3), (70, 1, 3), (1,), [(20, 30)], None, 3),
     ("grouped", (1, 6, 7, 8), (3, 2, 2, 8), (1, 1), "SAME", (1, 2), 4),
-    ("s2d", (1, 13, 12, 3), (5, 4, 3, 5), (2, 3), "SAME", None, 1),
+    ("s2d", (1, 13, 12, 6), (5, 4, 6, 5), (2, 3), "SAME", None, 1),
     ("s2d", (2, 17, 40), (3, 40, 6), (2,), "VALID", None, 1),
     ("wide", (2, 7, 8, 40), (3, 3, 40, 6), (1, 1), "SAME", (2, 1), 1),
     ("wide", (1, 4, 5, 6, 33), (2, 3, 2, 33, 4), (1, 1, 1), "SAME", None, 1),
-    ("rows", (1, 8, 7, 3), (3, 3, 3, 5), (1, 1), [(1, 0), (2, 1)], None, 1),
+    ("rows", (1, 8, 7, 6), (3, 3, 6, 5), (1, 1), [(1, 0), (2, 1)], None, 1),
+    ("im2col", (1, 13, 12, 3), (5, 4, 3, 5), (2, 3), "SAME", None, 1),
+    ("im2col", (2, 9, 8, 2), (3, 3, 2, 4), (1, 1), "SAME", (2, 1), 1),
+    ("im2col", (1, 5, 6, 7, 4), (2, 3, 2, 4, 3), (2, 1, 1), "VALID", None, 1),
     ("alltaps", (2, 7, 8, 40), (3, 3, 40, 6), (1, 1), "SAME", (2, 1), 1),
-    ("alltaps", (1, 4, 5, 6, 3), (2, 3, 2, 3, 4), (1, 1, 1), [(1, 0), (0, 2), (1, 1)],
+    ("alltaps", (1, 4, 5, 6, 5), (2, 3, 2, 5, 4), (1, 1, 1), [(1, 0), (0, 2), (1, 1)],
      (1, 2, 1), 1),
     ("alltaps", (3, 11, 5), (4, 5, 7), (1,), "SAME", (3,), 1),
     ("taps", (1, 9, 9, 40), (3, 3, 40, 4), (1, 2), "SAME", (2, 2), 1),
@@ -298,14 +301,19 @@ def test_auto_never_picks_inexact_algorithms():
 
 # --- row blocking of the dense formulations ----------------------------------
 
+ROW_BLOCKED = [c for c in VARIANTS if c[0] in ("s2d", "rows", "im2col")
+               or c[0] == "wide" and len(c[1]) == 5]
+
+
 @pytest.mark.parametrize("budget", [1, 3000])
-@pytest.mark.parametrize("case", [VARIANTS[5], VARIANTS[8], VARIANTS[9]], ids=_ids)
+@pytest.mark.parametrize("case", ROW_BLOCKED, ids=_ids)
 def test_row_blocks_match_lax(case, budget, rng, monkeypatch):
     # A tiny ROW_BLOCK_BYTES forces blocks of one row (3-D: nested blocks
     # along the second axis); 3000 B gives 2-row blocks with a shifted last.
     from jaxconv.algorithms import taps
 
     monkeypatch.setattr(taps, "ROW_BLOCK_BYTES", budget)
+    monkeypatch.setattr(taps, "IM2COL_BLOCK_BYTES", budget)
     _, xs, _, s, p, rd, g = case
     dn = DN[len(xs) - 2]
     f = lambda x, w: jl.conv_general_dilated(  # noqa: E731

@@ -10,8 +10,11 @@ that suits the problem (``taps_variant`` names it, from static shapes only):
 * ``"toeplitz"``: long 1-D depthwise kernels: blocked Toeplitz GEMMs;
 * ``"grouped"``: few input channels per group: the per-group products are
   unrolled into broadcast multiply-adds (no batched tiny GEMMs);
-* ``"s2d"``: strided dense kernels: space-to-depth (stride phases folded into
-  channels), then a stride-1 formulation below;
+* ``"im2col"``: dense kernels on at most ``IM2COL_MAX_I`` input channels
+  (RGB): the patch matrix in blocks of output rows, one deep GEMM per block;
+* ``"s2d"``: strided dense kernels on few input channels: space-to-depth
+  (stride phases folded into channels), then a stride-1 formulation below;
+  with more channels, strided per-tap GEMMs (``"taps"``) are deep enough;
 * ``"alltaps"``: small dense stride-1 problems (the GEMM output below fits
   ``ALLTAPS_MAX_BYTES``): one GEMM against every tap at once, then one fused
   sum of shifted slices — the fewest XLA kernels, so the fastest to compile;
@@ -38,6 +41,15 @@ from ._common import contract_tap, flat_taps, matmul, out_spatial, take
 
 UNROLL_LIMIT = 64
 GROUPED_MAX_I = 16
+# Space-to-depth only pays when the per-tap GEMMs would be shallow (K = I):
+# measured (BENCHMARKS.md) per-tap strided GEMMs at 0.8-1.0x lax from I = 32
+# on 2-D problems (s2d 0.5-0.9x), s2d ahead below that (RGB stem: 0.6x vs
+# 0.07x) and on 1-D problems up to I = 64.  Indexed by min(rank, 2).
+S2D_MAX_I = {1: 128, 2: 32}
+# Dense kernels on at most this many input channels (an RGB first layer):
+# im2col in blocks of output rows, one GEMM of depth T * I per block.
+IM2COL_MAX_I = 4
+IM2COL_BLOCK_BYTES = 1 << 21
 
 
 def taps_variant(x_shape, w_shape, stride, dilation, groups) -> str:
@@ -54,9 +66,11 @@ def taps_variant(x_shape, w_shape, stride, dilation, groups) -> str:
         return "dot"
     if groups > 1 and i <= GROUPED_MAX_I and t <= UNROLL_LIMIT:
         return "grouped"
+    if groups == 1 and i <= IM2COL_MAX_I and len(kernel) >= 2 and t <= UNROLL_LIMIT:
+        return "im2col"
     if (groups == 1 and any(s > 1 and k > 1 for s, k in zip(stride, kernel))
             and all(d == 1 for s, d in zip(stride, dilation) if s > 1)
-            and t <= UNROLL_LIMIT):
+            and t <= UNROLL_LIMIT and i < S2D_MAX_I[min(len(kernel), 2)]):
         return "s2d"
     if (groups == 1 and len(kernel) >= 1 and all(s == 1 for s in stride[-1:])
             and kernel[-1] > 1 and t <= UNROLL_LIMIT):
@@ -79,6 +93,11 @@ def conv_taps(x, w, *, stride, dilation, groups, precision, acc_dtype):
         return depthwise.conv_depthwise(x, w, **kw)
     if variant == "grouped":
         return _conv_grouped(x, w, **kw)
+    if variant == "im2col":
+        return _row_blocks(
+            lambda x, w: _conv_im2col(x, w, **kw), x, w, stride, dilation, acc_dtype,
+            temp_channels=w.shape[-1] + int(np.prod(w.shape[:-1])),
+            budget=IM2COL_BLOCK_BYTES)
     if variant in ("alltaps", "rows", "wide"):
         return _dense_stride1(x, w, **kw)
     if variant == "s2d":
@@ -188,14 +207,17 @@ def _conv_alltaps(x, w, *, stride, dilation, groups, precision, acc_dtype):
 ROW_BLOCK_BYTES = 1 << 19
 
 
-def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0):
+def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0, *,
+                temp_channels=None, budget=None):
     """``fn(x, w)`` computed in blocks of output rows (spatial axis ``axis``).
 
     The dense formulations build temporaries of ``k_w`` times the output
     (``wide``) or one kernel row of patches (``rows``); computing ``R``
     output rows at a time in a ``lax.scan`` (each from its input rows plus
     the kernel's halo, written into the output in place) keeps them to about
-    ``ROW_BLOCK_BYTES`` (the SPEC's temporaries goal) and in cache.  The last
+    ``budget`` bytes (default ``ROW_BLOCK_BYTES``; the SPEC's temporaries
+    goal) and in cache.  ``temp_channels`` is the number of ``acc_dtype``
+    values ``fn`` holds per output position (default ``(k_w + 1) * O``).  The last
     block is shifted back to end at the last row (its overlap is recomputed
     identically).  Problems whose temporaries fit one block run unblocked;
     when a single row is still too big (3-D), each row is blocked along the
@@ -212,13 +234,16 @@ def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0):
     h = out[axis]
     o = w.shape[-1]
     itemsize = np.dtype(acc_dtype).itemsize
-    row_bytes = (x.shape[0] * int(np.prod(out)) // h * o * itemsize
-                 * (kernel[-1] + 1))
-    r = max(1, ROW_BLOCK_BYTES // row_bytes)
+    if temp_channels is None:
+        temp_channels = (kernel[-1] + 1) * o
+    budget = ROW_BLOCK_BYTES if budget is None else budget
+    row_bytes = x.shape[0] * int(np.prod(out)) // h * temp_channels * itemsize
+    r = max(1, budget // row_bytes)
     block_fn = fn
-    if r == 1 and row_bytes > ROW_BLOCK_BYTES and axis + 2 < len(kernel):
+    if r == 1 and row_bytes > budget and axis + 2 < len(kernel):
         def block_fn(xb, w):
-            return _row_blocks(fn, xb, w, stride, dilation, acc_dtype, axis + 1)
+            return _row_blocks(fn, xb, w, stride, dilation, acc_dtype, axis + 1,
+                               temp_channels=temp_channels, budget=budget)
     if h <= r:
         return block_fn(x, w)
     nb = -(-h // r)
@@ -255,6 +280,26 @@ def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0):
     f.defjvp(_jvp, symbolic_zeros=True)
 
     return f(x, w)
+
+
+def _conv_im2col(x, w, *, stride, dilation, groups, precision, acc_dtype):
+    """Few input channels: the patch matrix, then one GEMM of depth ``T * I``.
+
+    Per-tap GEMMs of depth ``I = 3`` (an RGB stem) run at a few percent of
+    the machine's GEMM rate; the patches ``(..., T, I)`` are built by
+    *stacking* the tap slices on a new axis (XLA copies each slice as a
+    block; concatenating on the channel axis instead costs a select per
+    element) and contracted with the ``(T * I, O)`` kernel.  Exact per window
+    (no structural zeros), so NaN/Inf stay local; ``_row_blocks`` keeps the
+    patch matrix to ``IM2COL_BLOCK_BYTES``.
+    """
+    del groups
+    kernel = w.shape[:-2]
+    out = out_spatial(x.shape, kernel, stride, dilation)
+    cols = jnp.stack([tap_slice(x, tap, out, stride, dilation)
+                      for tap in tap_offsets(kernel)], axis=-2)
+    cols = cols.reshape(*cols.shape[:-2], -1)
+    return matmul(cols, w.reshape(-1, w.shape[-1]), precision, acc_dtype)
 
 
 def _conv_rows(x, w, *, stride, dilation, groups, precision, acc_dtype):
