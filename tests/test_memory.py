@@ -40,13 +40,12 @@ CASES = {
 }
 GRADIENT_CASES = ["dense3_b8", "dw3", "group32"]
 
-# The four cases below still exceed the bound with "auto" (measured 06:35 UTC,
+# The three cases below still exceed the bound with "auto" (measured 06:35 UTC,
 # 28 Nov 2026, jax 0.10.2, CPU).  The contract stays; they are expected to fail
 # until the named formulation stops holding per-tap temporaries.  strict=False:
 # they pass silently once fixed.  Every other case, and the >2 GB im2col
 # problem, is within the bound and must stay there.
 KNOWN_OVER_BOUND = {
-    "long1d": "temp 5161448 B vs bound 4456448 B (1.16x): toeplitz blocks",
     "tconv2d": "temp 2790656 B vs bound 1835008 B (1.52x): XLA sums the 16 "
                "polyphase per-tap products in one final step",
     "grad:dense3_b8": "temp 14020608 B vs bound 7176192 B (1.95x): the "
