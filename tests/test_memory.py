@@ -40,7 +40,7 @@ CASES = {
 }
 GRADIENT_CASES = ["dense3_b8", "dw3", "group32"]
 
-# The three cases below still exceed the bound with "auto" (measured 08:20 UTC,
+# The two cases below still exceed the bound with "auto" (measured 08:20 UTC,
 # 28 Nov 2026, jax 0.10.2, CPU).  The contract stays; they are expected to fail
 # until the named formulation stops holding per-tap temporaries.  strict=False:
 # they pass silently once fixed.  Every other case, and the >2 GB im2col
@@ -51,8 +51,6 @@ KNOWN_OVER_BOUND = {
                "the four per-phase GEMM outputs are live at once",
     "grad:dense3_b8": "temp 14020608 B vs bound 7176192 B (1.95x): the "
                       "unblocked tangent of the row-blocked forward",
-    "grad:group32": "temp 14577664 B vs bound 5111808 B (2.85x): grouped "
-                    "kernel-gradient partial products",
 }
 
 

@@ -92,6 +92,13 @@ def conv_taps(x, w, *, stride, dilation, groups, precision, acc_dtype):
     if variant == "depthwise":
         return depthwise.conv_depthwise(x, w, **kw)
     if variant == "grouped":
+        if (len(w.shape) >= 4 and jnp.issubdtype(x.dtype, jnp.inexact)
+                and jnp.issubdtype(w.dtype, jnp.inexact)):
+            from . import vjp  # fast kernel gradient (a custom_jvp)
+
+            return vjp.grouped_with_fast_kernel_grad(
+                x, w, tuple(stride), tuple(dilation), groups, precision,
+                np.dtype(acc_dtype))
         return _conv_grouped(x, w, **kw)
     if variant == "im2col":
         return _row_blocks(
