@@ -40,17 +40,15 @@ CASES = {
 }
 GRADIENT_CASES = ["dense3_b8", "dw3", "group32"]
 
-# The two cases below still exceed the bound with "auto" (measured 08:20 UTC,
-# 28 Nov 2026, jax 0.10.2, CPU).  The contract stays; they are expected to fail
-# until the named formulation stops holding per-tap temporaries.  strict=False:
-# they pass silently once fixed.  Every other case, and the >2 GB im2col
-# problem, is within the bound and must stay there.
+# The case below still exceeds the bound with "auto" (measured 08:20 UTC,
+# 28 Nov 2026, jax 0.10.2, CPU).  The contract stays; it is expected to fail
+# until the polyphase formulation stops holding every phase's GEMM output at
+# once.  strict=False: it passes silently once fixed.  Every other case, and
+# the >2 GB im2col problem, is within the bound and must stay there.
 KNOWN_OVER_BOUND = {
     "tconv2d": "temp 2097152 B vs bound 1835008 B (1.14x): XLA fuses the four "
                "phases' shifted sums into the interleaving output fusion, so "
                "the four per-phase GEMM outputs are live at once",
-    "grad:dense3_b8": "temp 14020608 B vs bound 7176192 B (1.95x): the "
-                      "unblocked tangent of the row-blocked forward",
 }
 
 
