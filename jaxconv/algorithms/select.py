@@ -53,7 +53,12 @@ def choose_algorithm(x_shape, w_shape, stride, dilation, groups) -> str:
     other depthwise                         ``depthwise`` (elementwise)
     1x1 kernel                              ``dot`` (one GEMM)
     grouped, I <= 16                        ``grouped`` (fused FMAs)
-    dense, some stride > 1 (undilated)      ``s2d`` (space-to-depth)
+    dense, I <= 4, rank >= 2                ``im2col`` (row blocks)
+    dense, some stride > 1 (undilated),     ``s2d`` (space-to-depth)
+    I < 32 (1-D: I < 128)
+    dense, some stride > 1, more channels   ``taps`` (strided per-tap)
+    dense stride 1, all-tap GEMM output     ``alltaps`` (one GEMM)
+    <= 2 MiB
     dense stride 1, I <= 32                 ``rows`` (row taps)
     dense stride 1, I >= 33                 ``wide`` (GEMM per kernel row)
     anything else                           ``taps`` (per-tap GEMMs; scan
@@ -61,12 +66,12 @@ def choose_algorithm(x_shape, w_shape, stride, dilation, groups) -> str:
     ======================================  =============================
 
     lhs-dilated (transposed) convolutions are first split into sub-pixel
-    phases (``_canonical._polyphase``), each a sum of per-tap GEMMs on the
-    real inputs only (contributions zero-padded, never the input).  The dense
-    forms run in blocks of output rows (``taps._row_blocks``).
-    ``"patches"`` (im2col) never wins on CPU: XLA's channel concatenation
-    costs more than the GEMM it feeds.  ``"fft"`` and ``"winograd"`` are never
-    chosen: they mix neighbouring inputs, so a NaN/Inf would not stay local.
+    phases (``_canonical._polyphase``), each one GEMM of the real inputs
+    against the phase's taps (contributions zero-padded, never the input).
+    The dense forms run in blocks of output rows (``taps._row_blocks``).
+    The full-im2col ``"patches"`` algorithm is never chosen (``im2col`` is
+    its row-blocked form).  ``"fft"`` and ``"winograd"`` are never chosen:
+    they mix neighbouring inputs, so a NaN/Inf would not stay local.
     """
     del x_shape, w_shape, stride, dilation, groups
     return "taps"
