@@ -210,7 +210,6 @@ def _phase_taps(x, sub, specs, groups, precision, acc_dtype):
     Kernels of more than ``UNROLL_LIMIT`` taps run in a ``lax.scan`` over a
     padded input whose out-of-range products are dropped by a ``where``.
     """
-    nd = x.ndim - 2
     n_sp = x.shape[1:-1]
     e0 = [-sp[1][0] for sp in specs]
     d2 = [sp[2] for sp in specs]
@@ -225,23 +224,40 @@ def _phase_taps(x, sub, specs, groups, precision, acc_dtype):
     if groups == 1 and wt.shape[-2] > 1:
         return _phase_gemm(x, wt, kernel, e0, d2, q, precision, acc_dtype)
     acc = None
-    for i, tap in enumerate(tap_offsets(kernel)):
-        idx, pads = [slice(None)], [(0, 0)]
-        for a in range(nd):
+    for k, ranges, pads in _tap_ranges(kernel, e0, d2, q, n_sp):
+        xs = x[(slice(None), *(slice(lo, hi) for lo, hi in ranges))]
+        acc = _add_padded(acc, contract_tap(xs, wt[k], groups, precision, acc_dtype),
+                          pads)
+    if acc is None:
+        return jnp.zeros((x.shape[0], *q, o), acc_dtype)
+    return acc
+
+
+def _tap_ranges(kernel, e0, d2, q, n_sp):
+    """``(tap index, input ranges, output pads)`` of every tap with real inputs.
+
+    Tap ``t`` at phase output ``j`` reads input ``j + e0 + t*D``; only the
+    outputs ``[lo, hi)`` whose input exists are computed (input range
+    ``[off + lo, off + hi)``), the rest is zero padding ``(lo, q - hi)``.
+    """
+    for k, tap in enumerate(tap_offsets(kernel)):
+        ranges, pads = [], []
+        for a in range(len(kernel)):
             off = e0[a] + tap[a] * d2[a]
             lo, hi = max(0, -off), min(q[a], n_sp[a] - off)
             if hi <= lo:
                 break
-            idx.append(slice(off + lo, off + hi))
+            ranges.append((off + lo, off + hi))
             pads.append((lo, q[a] - hi))
         else:
-            term = contract_tap(x[tuple(idx)], wt[i], groups, precision, acc_dtype)
-            if any(p != (0, 0) for p in pads):
-                term = jnp.pad(term, pads + [(0, 0)])
-            acc = term if acc is None else acc + term
-    if acc is None:
-        return jnp.zeros((x.shape[0], *q, o), acc_dtype)
-    return acc
+            yield k, ranges, pads
+
+
+def _add_padded(acc, term, pads):
+    """``acc + pad(term)`` over the spatial axes (``acc`` may be None)."""
+    if any(p != (0, 0) for p in pads):
+        term = jnp.pad(term, [(0, 0), *pads, (0, 0)])
+    return term if acc is None else acc + term
 
 
 def _phase_gemm(x, wt, kernel, e0, d2, q, precision, acc_dtype):
@@ -254,28 +270,15 @@ def _phase_gemm(x, wt, kernel, e0, d2, q, precision, acc_dtype):
     slices and runs one GEMM of ``T * O`` columns (tconv2d temporaries
     1.5x -> within the 2x I/O bound, and faster).
     """
-    nd = x.ndim - 2
     n_sp = x.shape[1:-1]
     t, i, o = wt.shape
     y = matmul(x, jnp.moveaxis(wt, 0, 1).reshape(i, t * o), precision, acc_dtype)
     y = y.reshape(*y.shape[:-1], t, o)
     acc = None
-    for k, tap in enumerate(tap_offsets(kernel)):
-        start, limit, pads = [0], [x.shape[0]], [(0, 0)]
-        for a in range(nd):
-            off = e0[a] + tap[a] * d2[a]
-            lo, hi = max(0, -off), min(q[a], n_sp[a] - off)
-            if hi <= lo:
-                break
-            start.append(off + lo)
-            limit.append(off + hi)
-            pads.append((lo, q[a] - hi))
-        else:
-            term = lax.slice(y, (*start, k, 0), (*limit, k + 1, o))
-            term = term.reshape(*term.shape[:-2], o)
-            if any(p != (0, 0) for p in pads):
-                term = jnp.pad(term, pads + [(0, 0)])
-            acc = term if acc is None else acc + term
+    for k, ranges, pads in _tap_ranges(kernel, e0, d2, q, n_sp):
+        term = lax.slice(y, (0, *(lo for lo, _ in ranges), k, 0),
+                         (x.shape[0], *(hi for _, hi in ranges), k + 1, o))
+        acc = _add_padded(acc, term.reshape(*term.shape[:-2], o), pads)
     if acc is None:
         return jnp.zeros((x.shape[0], *q, o), acc_dtype)
     return acc
