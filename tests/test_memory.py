@@ -40,16 +40,11 @@ CASES = {
 }
 GRADIENT_CASES = ["dense3_b8", "dw3", "group32"]
 
-# The case below still exceeds the bound with "auto" (measured 08:20 UTC,
-# 28 Nov 2026, jax 0.10.2, CPU).  The contract stays; it is expected to fail
-# until the polyphase formulation stops holding every phase's GEMM output at
-# once.  strict=False: it passes silently once fixed.  Every other case, and
-# the >2 GB im2col problem, is within the bound and must stay there.
-KNOWN_OVER_BOUND = {
-    "tconv2d": "temp 2097152 B vs bound 1835008 B (1.14x): XLA fuses the four "
-               "phases' shifted sums into the interleaving output fusion, so "
-               "the four per-phase GEMM outputs are live at once",
-}
+# Cases known to exceed the bound, with the measured numbers as the reason;
+# they are xfail(strict=False).  Empty since 28 Nov 2026 08:55 UTC (jax
+# 0.10.2, CPU): every case below, and the >2 GB im2col problem, is within the
+# bound and must stay there.
+KNOWN_OVER_BOUND: dict[str, str] = {}
 
 
 def _known(key):
