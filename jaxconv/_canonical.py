@@ -144,8 +144,10 @@ def _polyphase(x, w, *, padding, lhs_dilation, rhs_dilation, feature_group_count
     *undilated* input with its own padding.  Each phase is a sum of per-tap
     products computed on the real inputs only, the *contributions* zero-padded
     (``_phase_taps``); the phases are interleaved at the end.  Neither an
-    inserted zero nor a padding zero is ever multiplied, so a NaN/Inf weight
-    only reaches the outputs where it meets a real input, as in XLA.
+    inserted zero nor a padding zero is ever multiplied by a non-finite
+    weight (``_phase_im2col`` multiplies padding zeros only under a
+    finite-weights ``lax.cond``), so a NaN/Inf weight only reaches the
+    outputs where it meets a real input, as in XLA.
     """
     nd = x.ndim - 2
     dil_shape = [(n - 1) * s + 1 for n, s in zip(x.shape[1:-1], lhs_dilation)]
