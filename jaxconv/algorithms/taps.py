@@ -11,10 +11,12 @@ that suits the problem (``taps_variant`` names it, from static shapes only):
 * ``"grouped"``: few input channels per group: the per-group products are
   unrolled into broadcast multiply-adds (no batched tiny GEMMs);
 * ``"im2col"``: dense kernels on at most ``IM2COL_MAX_I`` input channels
-  (RGB): the patch matrix in blocks of output rows, one deep GEMM per block;
+  (RGB), and strided 2-D/3-D dense kernels too deep for space-to-depth: the
+  patch matrix in blocks of output rows, one deep GEMM per block;
 * ``"s2d"``: strided dense kernels on few input channels: space-to-depth
   (stride phases folded into channels), then a stride-1 formulation below;
-  with more channels, strided per-tap GEMMs (``"taps"``) are deep enough;
+  with more channels, ``"im2col"`` (2-D/3-D) or strided per-tap GEMMs
+  (``"taps"``, 1-D) are deep enough;
 * ``"alltaps"``: small dense stride-1 problems (the GEMM output below fits
   ``ALLTAPS_MAX_BYTES``): one GEMM against every tap at once, then one fused
   sum of shifted slices — the fewest XLA kernels, so the fastest to compile;
@@ -41,10 +43,12 @@ from ._common import contract_tap, flat_taps, matmul, out_spatial, take
 
 UNROLL_LIMIT = 64
 GROUPED_MAX_I = 16
-# Space-to-depth only pays when the per-tap GEMMs would be shallow (K = I):
-# measured (BENCHMARKS.md) per-tap strided GEMMs at 0.8-1.0x lax from I = 32
-# on 2-D problems (s2d 0.5-0.9x), s2d ahead below that (RGB stem: 0.6x vs
-# 0.07x) and on 1-D problems up to I = 64.  Indexed by min(rank, 2).
+# Space-to-depth only pays when the GEMMs would be shallow (K = I): measured
+# (BENCHMARKS.md) per-tap strided GEMMs at 0.8-1.0x lax from I = 32 on 2-D
+# problems (s2d 0.5-0.9x), s2d ahead below that and on 1-D problems up to
+# I = 64.  Indexed by min(rank, 2).  Strided 2-D/3-D convs with more channels
+# use row-blocked im2col (1.0-1.35x, within the 2x I/O memory bound; unrolled
+# per-tap GEMMs held every tap's output at once: 1.22x of the bound).
 S2D_MAX_I = {1: 128, 2: 32}
 # Dense kernels on at most this many input channels (an RGB first layer):
 # im2col in blocks of output rows, one GEMM of depth T * I per block.
@@ -72,6 +76,9 @@ def taps_variant(x_shape, w_shape, stride, dilation, groups) -> str:
             and all(d == 1 for s, d in zip(stride, dilation) if s > 1)
             and t <= UNROLL_LIMIT and i < S2D_MAX_I[min(len(kernel), 2)]):
         return "s2d"
+    if (groups == 1 and len(kernel) >= 2 and t <= UNROLL_LIMIT
+            and any(s > 1 for s in stride)):
+        return "im2col"
     if (groups == 1 and len(kernel) >= 1 and all(s == 1 for s in stride[-1:])
             and kernel[-1] > 1 and t <= UNROLL_LIMIT):
         if all(s == 1 for s in stride) and _alltaps_bytes(x_shape, w_shape) <= (
