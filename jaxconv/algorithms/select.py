@@ -56,7 +56,8 @@ def choose_algorithm(x_shape, w_shape, stride, dilation, groups) -> str:
     dense, I <= 4, rank >= 2                ``im2col`` (row blocks)
     dense, some stride > 1 (undilated),     ``s2d`` (space-to-depth)
     I < 32 (1-D: I < 128)
-    dense, some stride > 1, more channels   ``taps`` (strided per-tap)
+    dense, some stride > 1, more channels   ``im2col`` (rank >= 2) or
+                                            ``taps`` (1-D, strided per-tap)
     dense stride 1, all-tap GEMM output     ``alltaps`` (one GEMM)
     <= 2 MiB
     dense stride 1, I <= 32                 ``rows`` (row taps)

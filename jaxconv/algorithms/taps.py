@@ -43,6 +43,10 @@ from ._common import contract_tap, flat_taps, matmul, out_spatial, take
 
 UNROLL_LIMIT = 64
 GROUPED_MAX_I = 16
+# The grouped derivative rule keeps one scan carry (an output row) per tap
+# and input channel: beyond this many, plain autodiff (bounded carries and
+# compile time).  group32 (3x3, 8 channels per group) has 72.
+GROUPED_RULE_MAX_TERMS = 128
 # Space-to-depth only pays when the GEMMs would be shallow (K = I): measured
 # (BENCHMARKS.md) per-tap strided GEMMs at 0.8-1.0x lax from I = 32 on 2-D
 # problems (s2d 0.5-0.9x), s2d ahead below that and on 1-D problems up to
@@ -100,7 +104,8 @@ def conv_taps(x, w, *, stride, dilation, groups, precision, acc_dtype):
         return depthwise.conv_depthwise(x, w, **kw)
     if variant == "grouped":
         if (len(w.shape) >= 4 and jnp.issubdtype(x.dtype, jnp.inexact)
-                and jnp.issubdtype(w.dtype, jnp.inexact)):
+                and jnp.issubdtype(w.dtype, jnp.inexact)
+                and int(np.prod(w.shape[:-1])) <= GROUPED_RULE_MAX_TERMS):
             from . import vjp  # fast kernel gradient (a custom_jvp)
 
             return vjp.grouped_with_fast_kernel_grad(
@@ -169,7 +174,13 @@ WIDE_MAX_I = 4096
 
 
 def _dense_stride1(x, w, **kw):
-    """Dense stride-1 kernels by input depth ``I`` (measured, BENCHMARKS.md)."""
+    """Dense stride-1 kernels (measured, BENCHMARKS.md).
+
+    Small problems (every tap's GEMM output within ``ALLTAPS_MAX_BYTES``):
+    ``alltaps``, the fewest XLA kernels.  Otherwise, in row blocks: row taps
+    for ``I <= 32`` (deepen the GEMM), the wide GEMM (one per kernel row) up
+    to ``WIDE_MAX_I``, per-tap GEMMs beyond.
+    """
     i = w.shape[-2]
     if (all(s == 1 for s in kw["stride"])
             and _alltaps_bytes(x.shape, w.shape) <= ALLTAPS_MAX_BYTES):
@@ -318,10 +329,12 @@ def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0, *,
 
 
 def _conv_im2col(x, w, *, stride, dilation, groups, precision, acc_dtype):
-    """Few input channels: the patch matrix, then one GEMM of depth ``T * I``.
+    """The patch matrix, then one GEMM of depth ``T * I``.
 
-    Per-tap GEMMs of depth ``I = 3`` (an RGB stem) run at a few percent of
-    the machine's GEMM rate; the patches ``(..., T, I)`` are built by
+    For few input channels (per-tap GEMMs of depth ``I = 3``, an RGB stem,
+    run at a few percent of the machine's GEMM rate) and strided kernels
+    (one deep GEMM instead of ``T`` strided ones whose outputs XLA keeps
+    live together).  The patches ``(..., T, I)`` are built by
     *stacking* the tap slices on a new axis (XLA copies each slice as a
     block; concatenating on the channel axis instead costs a select per
     element) and contracted with the ``(T * I, O)`` kernel.  Exact per window
