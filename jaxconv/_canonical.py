@@ -283,8 +283,10 @@ def _phase_gemm(x, wt, kernel, e0, d2, q, precision, acc_dtype):
     tap ``t``'s contribution to output ``j`` is ``y[j + e0 + t*D, t]`` where
     that input exists, zero padding elsewhere (the ``_phase_taps`` rule).
     Compared with per-tap GEMMs on input slices this copies no input
-    slices and runs one GEMM of ``T * O`` columns (tconv2d temporaries
-    1.5x -> within the 2x I/O bound, and faster).
+    slices and runs one GEMM of ``T * O`` columns (faster); its GEMM output
+    is ``T`` times the phase, hence only for phases of at most
+    ``PHASE_GEMM_MAX_TAPS`` taps (and as the exact fallback of
+    ``_phase_im2col``).
     """
     n_sp = x.shape[1:-1]
     t, i, o = wt.shape
@@ -314,16 +316,12 @@ def _phase_im2col(x, wt, kernel, e0, d2, q, precision, acc_dtype):
     cols = []
     zero = jnp.zeros((), x.dtype)
     for tap in tap_offsets(kernel):
-        widths = [(0, 0, 0)]
-        for a in range(len(kernel)):
-            off = e0[a] + tap[a] * d2[a]
-            lo, hi = max(0, -off), max(0, min(q[a], n_sp[a] - off))
-            lo = min(lo, hi)
-            # lax.pad with negative widths crops: input [off + lo, off + hi)
-            # lands at outputs [lo, hi), zeros elsewhere.
-            widths.append((-(off + lo) + lo, q[a] - hi - (n_sp[a] - off - hi), 0))
-        widths.append((0, 0, 0))
-        cols.append(lax.pad(x, zero, widths))
+        # Output j of this tap reads input j + off: pad (-off, q - n + off)
+        # moves input i to output i - off, zeros where no input exists, and
+        # crops (negative widths) what falls outside the q outputs.
+        offs = [e0[a] + tap[a] * d2[a] for a in range(len(kernel))]
+        widths = [(-f, qa - n + f, 0) for f, qa, n in zip(offs, q, n_sp)]
+        cols.append(lax.pad(x, zero, [(0, 0, 0), *widths, (0, 0, 0)]))
     cols = jnp.stack(cols, axis=-2)
     cols = cols.reshape(*cols.shape[:-2], t * i)
     return matmul(cols, wt.reshape(t * i, o), precision, acc_dtype)
