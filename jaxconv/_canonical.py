@@ -28,7 +28,7 @@ from jax import lax
 from ._taps import tap_offsets, valid_out_size
 from .algorithms._common import contract_tap, matmul
 from .algorithms.select import ALGORITHMS, choose_algorithm
-from .algorithms.taps import UNROLL_LIMIT, taps_variant
+from .algorithms.taps import UNROLL_LIMIT, conv_taps, taps_variant
 
 _LOW_PRECISION = (np.dtype(jnp.bfloat16), np.dtype(jnp.float16))
 
@@ -99,7 +99,18 @@ def conv_canonical(
             precision=precision, preferred_element_type=preferred_element_type,
             algorithm=algorithm,
         )
-    x = pad_and_dilate(x, padding, lhs_dilation)
+    # "taps" pads inside its row blocks (no padded copy of the input) when
+    # the padding is plain zeros around undilated input.
+    late_pad = (algorithm in ("auto", "taps") and batch_group_count == 1
+                and all(d == 1 for d in lhs_dilation)
+                and all(lo >= 0 and hi >= 0 for lo, hi in padding))
+    pending = tuple(padding) if late_pad else None
+    if late_pad:
+        x_shape = (x.shape[0], *(n + lo + hi for n, (lo, hi)
+                                 in zip(x.shape[1:-1], padding)), x.shape[-1])
+    else:
+        x = pad_and_dilate(x, padding, lhs_dilation)
+        x_shape = x.shape
     groups = feature_group_count
     if batch_group_count > 1:
         x = batch_groups_to_feature_groups(x, batch_group_count)
@@ -107,24 +118,27 @@ def conv_canonical(
     kernel = w.shape[:-2]
     out = tuple(
         valid_out_size(n, k, s, d)
-        for n, k, s, d in zip(x.shape[1:-1], kernel, stride, rhs_dilation)
+        for n, k, s, d in zip(x_shape[1:-1], kernel, stride, rhs_dilation)
     )
     shape = (x.shape[0], *out, w.shape[-1])
     if 0 in shape or w.shape[-2] == 0:
         # lax returns an empty (or, with no input features, all-zero) result.
         return jnp.zeros(shape, out_dtype)
     if algorithm == "auto":
-        algorithm = choose_algorithm(x.shape, w.shape, stride, rhs_dilation, groups)
+        algorithm = choose_algorithm(x_shape, w.shape, stride, rhs_dilation, groups)
     if _PLAN_LOG is not None:
         name = algorithm
         if algorithm == "taps":
-            name += "/" + taps_variant(x.shape, w.shape, stride, rhs_dilation, groups)
+            name += "/" + taps_variant(x_shape, w.shape, stride, rhs_dilation, groups)
         _PLAN_LOG.append(name)
-    fn = ALGORITHMS[algorithm]
-    res = fn(
-        x, w, stride=tuple(stride), dilation=tuple(rhs_dilation), groups=groups,
-        precision=precision, acc_dtype=acc_dtype,
-    )
+    kw = dict(stride=tuple(stride), dilation=tuple(rhs_dilation), groups=groups,
+              precision=precision, acc_dtype=acc_dtype)
+    if pending is not None and algorithm == "taps":
+        res = conv_taps(x, w, padding=pending, **kw)
+    else:
+        if pending is not None:
+            x = pad_and_dilate(x, padding, lhs_dilation)
+        res = ALGORITHMS[algorithm](x, w, **kw)
     if out_dtype == np.bool_:
         return res != 0
     return res.astype(out_dtype)

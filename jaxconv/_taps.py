@@ -10,9 +10,10 @@ unfold) is a different way of combining these slices.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 
@@ -58,3 +59,49 @@ def tap_slice(
         limit[ax] = k * d + (o - 1) * s + 1 if o > 0 else k * d
         strides[ax] = s
     return lax.slice(x, start, limit, strides)
+
+
+def padded_tap_slice(
+    x: jax.Array,
+    tap: Sequence[int],
+    out: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    pads: Sequence[tuple[int, int]],
+    fn: Callable[[jax.Array], jax.Array] = lambda xs: xs,
+) -> jax.Array:
+    """``fn(tap_slice(pad(x, pads), ...))`` without a padded copy of ``x``.
+
+    The tap's slice of the *unpadded* input covers only the outputs whose
+    input exists; ``fn`` (elementwise along the batch and spatial axes, which
+    it keeps; e.g. the tap's product with its weights) is applied to it, and
+    ``lax.pad`` then adds the zeros of the padding around the result.  In a
+    fused elementwise loop (depthwise) XLA fuses that pad as a bounds check,
+    where padding ``x`` first costs a separate pass over a copy of it
+    (dw3_s2: 2.0 ms -> 0.7 ms).  ``x`` is ``(N, *S, C)``; ``pads`` one
+    non-negative ``(lo, hi)`` pair per spatial axis.  The padding
+    contributes exact zeros, even against a non-finite weight (as if
+    ``fn(0)`` were 0).
+    """
+    if all(p == (0, 0) for p in pads):
+        return fn(tap_slice(x, tap, out, stride, dilation))
+    start = [0] * x.ndim
+    limit = list(x.shape)
+    strides = [1] * x.ndim
+    config = [(0, 0, 0)] * x.ndim
+    for i, (k, o, s, d, (lo, _)) in enumerate(zip(tap, out, stride, dilation, pads)):
+        ax = 1 + i
+        first = k * d - lo  # input position of output 0 (may be negative)
+        j0 = max(0, -(first // s))  # first output whose input exists
+        j1 = min(o - 1, (x.shape[ax] - 1 - first) // s)  # last one
+        if j1 < j0:  # every output of this tap falls in the padding
+            start[ax], limit[ax], config[ax] = 0, 0, (o, 0, 0)
+            continue
+        start[ax] = j0 * s + first
+        limit[ax] = j1 * s + first + 1
+        strides[ax] = s
+        config[ax] = (j0, o - 1 - j1, 0)
+    y = fn(lax.slice(x, start, limit, strides))
+    nsp = 1 + len(tap)  # fn keeps the batch and spatial axes, may reshape the rest
+    config = config[:nsp] + [(0, 0, 0)] * (y.ndim - nsp)
+    return lax.pad(y, jnp.zeros((), y.dtype), config)

@@ -33,9 +33,13 @@ VARIANTS = [
     ("grouped", (1, 6, 7, 8), (3, 2, 2, 8), (1, 1), "SAME", (1, 2), 4),
     ("s2d", (1, 13, 12, 6), (5, 4, 6, 5), (2, 3), "SAME", None, 1),
     ("s2d", (2, 17, 40), (3, 40, 6), (2,), "VALID", None, 1),
-    ("wide", (2, 7, 8, 40), (3, 3, 40, 6), (1, 1), "SAME", (2, 1), 1),
-    ("wide", (1, 4, 5, 6, 33), (2, 3, 2, 33, 4), (1, 1, 1), "SAME", None, 1),
-    ("rows", (1, 8, 7, 6), (3, 3, 6, 5), (1, 1), [(1, 0), (2, 1)], None, 1),
+    ("im2col", (2, 7, 8, 40), (3, 3, 40, 6), (1, 1), "SAME", (2, 1), 1),
+    ("im2col", (1, 4, 5, 6, 33), (2, 3, 2, 33, 4), (1, 1, 1), "SAME", None, 1),
+    ("im2col", (1, 8, 7, 6), (3, 3, 6, 5), (1, 1), [(1, 0), (2, 1)], None, 1),
+    # padding wider than the kernel's halo: whole blocks of zeros at the edges
+    ("im2col", (1, 6, 7, 5), (2, 3, 5, 4), (1, 1), [(3, 2), (0, 4)], None, 1),
+    ("rows", (2, 17, 6), (3, 6, 5), (1,), [(1, 0)], (2,), 1),
+    ("wide", (1, 15, 40), (4, 40, 6), (1,), "SAME", None, 1),
     ("im2col", (1, 13, 12, 3), (5, 4, 3, 5), (2, 3), "SAME", None, 1),
     ("im2col", (2, 9, 8, 2), (3, 3, 2, 4), (1, 1), "SAME", (2, 1), 1),
     ("im2col", (1, 5, 6, 7, 4), (2, 3, 2, 4, 3), (2, 1, 1), "VALID", None, 1),
@@ -52,15 +56,16 @@ DN = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC"),
 
 @pytest.fixture(autouse=True)
 def _small_problems_take_rows_or_wide(request, monkeypatch):
-    """The cases named "rows"/"wide" are small; below ``ALLTAPS_MAX_BYTES``
-    "auto" would pick "alltaps" for them, so the threshold is lowered to keep
-    those formulations under test (the large problems they serve are too slow
-    for the ``direct`` reference)."""
+    """The stride-1 cases named "rows"/"wide"/"im2col" are small; below
+    ``ALLTAPS_MAX_BYTES`` "auto" would pick "alltaps" for them, so the
+    threshold is lowered to keep those formulations under test (the large
+    problems they serve are too slow for the ``direct`` reference)."""
     from jaxconv.algorithms import taps
 
     case = getattr(request.node, "callspec", None)
     case = case.params.get("case") if case else None
-    if case is not None and case[0] in ("rows", "wide") or (
+    stride1 = case is not None and all(s == 1 for s in case[3])
+    if stride1 and case[0] in ("rows", "wide", "im2col") or (
             request.node.name.startswith("test_row_blocks")):
         monkeypatch.setattr(taps, "ALLTAPS_MAX_BYTES", 0)
 
@@ -302,19 +307,18 @@ def test_auto_never_picks_inexact_algorithms():
 
 # --- row blocking of the dense formulations ----------------------------------
 
-ROW_BLOCKED = [c for c in VARIANTS if c[0] in ("s2d", "rows", "im2col")
-               or c[0] == "wide" and len(c[1]) == 5]
+ROW_BLOCKED = [c for c in VARIANTS if c[0] in ("s2d", "im2col") and len(c[1]) >= 4]
 
 
 @pytest.mark.parametrize("budget", [1, 3000])
 @pytest.mark.parametrize("case", ROW_BLOCKED, ids=_ids)
 def test_row_blocks_match_lax(case, budget, rng, monkeypatch):
-    # A tiny ROW_BLOCK_BYTES forces blocks of one row (3-D: nested blocks
+    # A tiny block budget forces blocks of one row (3-D: nested blocks
     # along the second axis); 3000 B gives 2-row blocks with a shifted last.
     from jaxconv.algorithms import taps
 
-    monkeypatch.setattr(taps, "ROW_BLOCK_BYTES", budget)
-    monkeypatch.setattr(taps, "IM2COL_BLOCK_BYTES", budget)
+    monkeypatch.setattr(taps, "BLOCK_MIN_BYTES", budget)
+    monkeypatch.setattr(taps, "BLOCK_MAX_BYTES", budget)
     _, xs, _, s, p, rd, g = case
     dn = DN[len(xs) - 2]
     f = lambda x, w: jl.conv_general_dilated(  # noqa: E731

@@ -53,15 +53,15 @@ def choose_algorithm(x_shape, w_shape, stride, dilation, groups) -> str:
     other depthwise                         ``depthwise`` (elementwise)
     1x1 kernel                              ``dot`` (one GEMM)
     grouped, I <= 16                        ``grouped`` (fused FMAs)
-    dense, I <= 4, rank >= 2                ``im2col`` (row blocks)
-    dense, some stride > 1 (undilated),     ``s2d`` (space-to-depth)
-    I < 32 (1-D: I < 128)
-    dense, some stride > 1, more channels   ``im2col`` (rank >= 2) or
-                                            ``taps`` (1-D, strided per-tap)
-    dense stride 1, all-tap GEMM output     ``alltaps`` (one GEMM)
-    <= 2 MiB
-    dense stride 1, I <= 32                 ``rows`` (row taps)
-    dense stride 1, I >= 33                 ``wide`` (GEMM per kernel row)
+    dense, rank >= 2, I <= 4                ``im2col`` (row blocks)
+    dense, rank >= 2, some stride > 1       ``s2d`` (space-to-depth)
+    (undilated), I < 32
+    dense, rank >= 2, stride 1, all-tap     ``alltaps`` (one GEMM)
+    GEMM output <= 2 MiB
+    dense, rank >= 2, otherwise             ``im2col`` (row blocks)
+    dense 1-D, stride 2+, I < 128           ``s2d``
+    dense 1-D, stride 1                     ``alltaps`` (small), ``rows``
+                                            (I <= 32), ``wide`` (I > 32)
     anything else                           ``taps`` (per-tap GEMMs; scan
                                             beyond 64 taps)
     ======================================  =============================
@@ -69,7 +69,9 @@ def choose_algorithm(x_shape, w_shape, stride, dilation, groups) -> str:
     lhs-dilated (transposed) convolutions are first split into sub-pixel
     phases (``_canonical._polyphase``), each one GEMM of the real inputs
     against the phase's taps (contributions zero-padded, never the input).
-    The dense forms run in blocks of output rows (``taps._row_blocks``).
+    ``im2col`` runs in blocks of output rows (``taps._row_blocks``), each
+    block zero-padded as it is read; the blocks take up to 80% of the
+    2x (input + output) memory bound, between 512 KiB and 2 MiB.
     The full-im2col ``"patches"`` algorithm is never chosen (``im2col`` is
     its row-blocked form).  ``"fft"`` and ``"winograd"`` are never chosen:
     they mix neighbouring inputs, so a NaN/Inf would not stay local.

@@ -10,22 +10,22 @@ that suits the problem (``taps_variant`` names it, from static shapes only):
 * ``"toeplitz"``: long 1-D depthwise kernels: blocked Toeplitz GEMMs;
 * ``"grouped"``: few input channels per group: the per-group products are
   unrolled into broadcast multiply-adds (no batched tiny GEMMs);
-* ``"im2col"``: dense kernels on at most ``IM2COL_MAX_I`` input channels
-  (RGB), and strided 2-D/3-D dense kernels too deep for space-to-depth: the
-  patch matrix in blocks of output rows, one deep GEMM per block;
+* ``"im2col"``: dense kernels of rank >= 2 — RGB first layers, strided
+  kernels too deep for space-to-depth, stride-1 kernels too big for
+  ``"alltaps"``: the patch matrix in blocks of output rows, one deep GEMM
+  of depth ``T * I`` per block, the zero padding applied to each block as
+  it is read;
 * ``"s2d"``: strided dense kernels on few input channels: space-to-depth
-  (stride phases folded into channels), then a stride-1 formulation below;
-  with more channels, ``"im2col"`` (2-D/3-D) or strided per-tap GEMMs
-  (``"taps"``, 1-D) are deep enough;
+  (stride phases folded into channels), then the stride-1 formulation of
+  the result; with more channels ``"im2col"`` (2-D/3-D) or strided per-tap
+  GEMMs (``"taps"``, 1-D) are deep enough;
 * ``"alltaps"``: small dense stride-1 problems (the GEMM output below fits
   ``ALLTAPS_MAX_BYTES``): one GEMM against every tap at once, then one fused
   sum of shifted slices — the fewest XLA kernels, so the fastest to compile;
-* ``"rows"``: dense stride-1 kernels with few input channels: the last-axis
-  taps concatenated along channels, one GEMM per kernel row;
-* ``"wide"``: dense stride-1 kernels with more input channels: one GEMM per
-  kernel row over the padded width against all of that row's taps at once
-  (``N = k_w * O``), then the shifted partial sums are added — no patch
-  tensor;
+* ``"rows"`` (1-D, few channels): the taps concatenated along channels, one
+  GEMM;
+* ``"wide"`` (1-D, more channels): one GEMM against all taps at once
+  (``N = k * O``), then the shifted partial sums are added;
 * ``"taps"``: the general per-tap einsum (a ``lax.scan`` for kernels with more
   than ``UNROLL_LIMIT`` taps, so compile time stays bounded).
 """
@@ -57,7 +57,6 @@ S2D_MAX_I = {1: 128, 2: 32}
 # Dense kernels on at most this many input channels (an RGB first layer):
 # im2col in blocks of output rows, one GEMM of depth T * I per block.
 IM2COL_MAX_I = 4
-IM2COL_BLOCK_BYTES = 1 << 21
 
 
 def taps_variant(x_shape, w_shape, stride, dilation, groups) -> str:
@@ -74,34 +73,49 @@ def taps_variant(x_shape, w_shape, stride, dilation, groups) -> str:
         return "dot"
     if groups > 1 and i <= GROUPED_MAX_I and t <= UNROLL_LIMIT:
         return "grouped"
-    if groups == 1 and i <= IM2COL_MAX_I and len(kernel) >= 2 and t <= UNROLL_LIMIT:
+    if groups > 1 or t > UNROLL_LIMIT:
+        return "taps"
+    s2d = (any(s > 1 and k > 1 for s, k in zip(stride, kernel))
+           and all(d == 1 for s, d in zip(stride, dilation) if s > 1)
+           and i < S2D_MAX_I[min(len(kernel), 2)])
+    stride1 = all(s == 1 for s in stride)
+    if len(kernel) >= 2:
+        if i <= IM2COL_MAX_I:
+            return "im2col"
+        if s2d:
+            return "s2d"
+        if stride1 and _alltaps_bytes(x_shape, w_shape) <= ALLTAPS_MAX_BYTES:
+            return "alltaps"
         return "im2col"
-    if (groups == 1 and any(s > 1 and k > 1 for s, k in zip(stride, kernel))
-            and all(d == 1 for s, d in zip(stride, dilation) if s > 1)
-            and t <= UNROLL_LIMIT and i < S2D_MAX_I[min(len(kernel), 2)]):
+    if s2d:
         return "s2d"
-    if (groups == 1 and len(kernel) >= 2 and t <= UNROLL_LIMIT
-            and any(s > 1 for s in stride)):
-        return "im2col"
-    if (groups == 1 and len(kernel) >= 1 and all(s == 1 for s in stride[-1:])
-            and kernel[-1] > 1 and t <= UNROLL_LIMIT):
-        if all(s == 1 for s in stride) and _alltaps_bytes(x_shape, w_shape) <= (
-                ALLTAPS_MAX_BYTES):
+    if stride1:
+        if _alltaps_bytes(x_shape, w_shape) <= ALLTAPS_MAX_BYTES:
             return "alltaps"
         return "rows" if i <= ROWS_MAX_I else "wide" if i <= WIDE_MAX_I else "taps"
     return "taps"
 
 
-def conv_taps(x, w, *, stride, dilation, groups, precision, acc_dtype):
-    """Shift-and-accumulate convolution on the canonical problem."""
-    variant = taps_variant(x.shape, w.shape, stride, dilation, groups)
+def conv_taps(x, w, *, stride, dilation, groups, precision, acc_dtype,
+              padding=None):
+    """Shift-and-accumulate convolution on the canonical problem.
+
+    ``padding`` (one ``(lo, hi)`` pair of non-negative ints per spatial axis,
+    or None) is zero padding still to apply to ``x``: the row-blocked dense
+    formulations pad each block as they read it (no padded copy of the
+    input: at 56x56x64 that copy alone is half the SPEC's 2x I/O memory
+    bound); the others pad first.
+    """
+    pads = _pads(padding, w.ndim - 2)
+    shape = _padded_shape(x.shape, pads)
+    variant = taps_variant(shape, w.shape, stride, dilation, groups)
     kw = dict(stride=stride, dilation=dilation, groups=groups, precision=precision,
               acc_dtype=acc_dtype)
-    if variant == "toeplitz":
-        return depthwise.conv_toeplitz_1d(x, w, precision=precision,
-                                          acc_dtype=acc_dtype)
+    if variant in ("im2col", "rows", "wide"):
+        return _dense_blocked(variant, x, w, pads, **kw)
     if variant == "depthwise":
-        return depthwise.conv_depthwise(x, w, **kw)
+        return depthwise.conv_depthwise(x, w, pads=pads, **kw)
+    x = _pad(x, pads)
     if variant == "grouped":
         if (len(w.shape) >= 4 and jnp.issubdtype(x.dtype, jnp.inexact)
                 and jnp.issubdtype(w.dtype, jnp.inexact)
@@ -112,17 +126,38 @@ def conv_taps(x, w, *, stride, dilation, groups, precision, acc_dtype):
                 x, w, tuple(stride), tuple(dilation), groups, precision,
                 np.dtype(acc_dtype))
         return _conv_grouped(x, w, **kw)
-    if variant == "im2col":
-        return _row_blocks(
-            lambda x, w: _conv_im2col(x, w, **kw), x, w, stride, dilation, acc_dtype,
-            temp_channels=w.shape[-1] + int(np.prod(w.shape[:-1])),
-            budget=IM2COL_BLOCK_BYTES)
-    if variant in ("alltaps", "rows", "wide"):
-        return _dense_stride1(x, w, **kw)
+    if variant == "toeplitz":
+        return depthwise.conv_toeplitz_1d(x, w, precision=precision,
+                                          acc_dtype=acc_dtype)
+    if variant == "alltaps":
+        return _conv_alltaps(x, w, **kw)
     if variant == "s2d":
         return finite_or(x, lambda: _conv_space_to_depth(x, w, **kw),
                          lambda: _conv_per_tap(x, w, force_scan=True, **kw))
     return _conv_per_tap(x, w, **kw)
+
+
+def _pads(padding, nd):
+    if padding is None:
+        return ((0, 0),) * nd
+    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    if len(pads) != nd or any(lo < 0 or hi < 0 for lo, hi in pads):
+        raise ValueError(f"`padding` (={padding!r}) must be {nd} non-negative "
+                         "(lo, hi) pairs.")
+    return pads
+
+
+def _padded_shape(shape, pads):
+    return (shape[0], *(n + lo + hi for n, (lo, hi) in zip(shape[1:-1], pads)),
+            shape[-1])
+
+
+def _pad(x, pads, skip_axis=None):
+    """Zero-pad the spatial axes of ``x`` (all but ``skip_axis``)."""
+    widths = [(0, 0)] + [(0, 0) if a == skip_axis else p for a, p in enumerate(pads)]
+    if all(p == (0, 0) for p in widths):
+        return x
+    return jnp.pad(x, widths + [(0, 0)])
 
 
 def _conv_per_tap(x, w, *, stride, dilation, groups, precision, acc_dtype,
@@ -147,7 +182,8 @@ def _conv_grouped(x, w, *, stride, dilation, groups, precision, acc_dtype):
     ``out[..., g, m] = sum_{t, i} x_t[..., g, i] * w[t, i, g, m]``: every
     term is a broadcast product, so XLA fuses the whole sum into one loop over
     the output instead of ``T`` batched ``I x M`` GEMMs (which have no
-    arithmetic intensity to speak of).
+    arithmetic intensity to speak of).  ``x`` is padded: applying the padding
+    per tap inside the loop (as the depthwise path does) ran 2-5x slower here.
     """
     del precision
     kernel = w.shape[:-2]
@@ -173,33 +209,37 @@ ROWS_MAX_I = 32
 WIDE_MAX_I = 4096
 
 
-def _dense_stride1(x, w, **kw):
-    """Dense stride-1 kernels (measured, BENCHMARKS.md).
+def _dense_blocked(variant, x, w, pads, **kw):
+    """The dense formulations in blocks of output rows, padding each block.
 
-    Small problems (every tap's GEMM output within ``ALLTAPS_MAX_BYTES``):
-    ``alltaps``, the fewest XLA kernels.  Otherwise, in row blocks: row taps
-    for ``I <= 32`` (deepen the GEMM), the wide GEMM (one per kernel row) up
-    to ``WIDE_MAX_I``, per-tap GEMMs beyond.
+    ``im2col`` (every dense kernel of rank >= 2 that is not ``alltaps`` or
+    ``s2d``): the tap slices are materialised and then stacked (XLA keeps
+    both), so a block holds ``2 * T * I + O`` values per output position.
+    ``rows`` / ``wide`` (1-D) run unblocked.  Blocks get ``BLOCK_IO_FRACTION``
+    of the SPEC's ``2 x (input + output)`` bound, between ``BLOCK_MIN_BYTES``
+    and ``BLOCK_MAX_BYTES``: larger blocks mean deeper GEMMs and fewer scan
+    steps (dense3 at 512 KiB: 0.86x of lax; at 2 MiB: 1.0x).
     """
-    i = w.shape[-2]
-    if (all(s == 1 for s in kw["stride"])
-            and _alltaps_bytes(x.shape, w.shape) <= ALLTAPS_MAX_BYTES):
-        return _conv_alltaps(x, w, **kw)
-    if i <= ROWS_MAX_I:
-        fn = _conv_rows
-    elif i <= WIDE_MAX_I:
-        fn = _conv_wide
-    else:
-        fn = _conv_per_tap
+    fn = {"im2col": _conv_im2col, "rows": _conv_rows, "wide": _conv_wide}[variant]
+    kernel = w.shape[:-2]
+    t = int(np.prod(kernel, dtype=np.int64))
+    i, o = w.shape[-2:]
+    temp_channels = o + 2 * t * i if variant == "im2col" else None
     tangent = None
-    if fn is _conv_wide:
-        # Input gradient as a scan of per-tap GEMMs (deep enough at I > 32):
-        # one input-sized carry instead of the unblocked wide form's k_w
-        # partial products (dense3_b8 gradient temporaries 5.1x -> 1.6x I/O).
+    if variant == "wide" or (variant == "im2col" and i > IM2COL_MAX_I):
+        # Input gradient as a scan of per-tap GEMMs (deep enough for I > 4):
+        # one input-sized carry instead of an unblocked patch matrix.
         def tangent(x, w):
             return _conv_per_tap(x, w, force_scan=True, **kw)
+    shape = _padded_shape(x.shape, pads)
+    out = out_spatial(shape, kernel, kw["stride"], kw["dilation"])
+    io = (x.size * x.dtype.itemsize
+          + shape[0] * int(np.prod(out)) * o * np.dtype(kw["acc_dtype"]).itemsize)
+    room = int(BLOCK_IO_FRACTION * 2 * io)
     return _row_blocks(lambda x, w: fn(x, w, **kw), x, w, kw["stride"],
-                       kw["dilation"], kw["acc_dtype"], tangent_fn=tangent)
+                       kw["dilation"], kw["acc_dtype"], pads=pads,
+                       temp_channels=temp_channels, room=room, tangent_fn=tangent,
+                       block_last=variant == "im2col")
 
 
 ALLTAPS_MAX_BYTES = 1 << 21
@@ -236,67 +276,98 @@ def _conv_alltaps(x, w, *, stride, dilation, groups, precision, acc_dtype):
     return acc
 
 
-ROW_BLOCK_BYTES = 1 << 19
-IMAGE_BLOCK_BYTES = 1 << 22
+# Block temporaries: BLOCK_IO_FRACTION of the 2 x (input + output) bound,
+# clipped to [BLOCK_MIN_BYTES, BLOCK_MAX_BYTES] (below the minimum the scan
+# steps cost more than they save; above the maximum blocks leave the cache).
+BLOCK_IO_FRACTION = 0.8
+BLOCK_MIN_BYTES = 1 << 19
+BLOCK_MAX_BYTES = 1 << 21
 
 
-def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0, *,
-                temp_channels=None, budget=None, tangent_fn=None):
-    """``fn(x, w)`` computed in blocks of output rows (spatial axis ``axis``).
+def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0, *, pads,
+                temp_channels=None, room=0, tangent_fn=None, block_last=False):
+    """``fn(pad(x), w)`` computed in blocks of output rows (spatial axis ``axis``).
 
-    The dense formulations build temporaries of ``k_w`` times the output
-    (``wide``) or one kernel row of patches (``rows``); computing ``R``
-    output rows at a time in a ``lax.scan`` (each from its input rows plus
-    the kernel's halo, written into the output in place) keeps them to about
-    ``budget`` bytes (default ``ROW_BLOCK_BYTES``; the SPEC's temporaries
-    goal) and in cache.  ``temp_channels`` is the number of ``acc_dtype``
-    values ``fn`` holds per output position (default ``(k_w + 1) * O``).  The last
-    block is shifted back to end at the last row (its overlap is recomputed
-    identically).  Problems whose temporaries fit one block run unblocked;
-    when a single row is still too big (3-D), each row is blocked along the
-    next axis (never the last one, which the formulations shift along).
+    The dense formulations build temporaries of ``temp_channels`` values per
+    output position (default ``(k_w + 1) * O``); computing ``R`` output rows
+    at a time in a ``lax.scan`` keeps them to a block budget of ``room``
+    bytes clipped to ``[BLOCK_MIN_BYTES, BLOCK_MAX_BYTES]``, and in cache.
+    Each step reads its input rows plus the kernel's halo and writes its
+    rows into the output in place; the last block is shifted back to end at
+    the last row (its overlap is recomputed identically).  Problems whose
+    temporaries fit one block run unblocked; when a single row is still too
+    big, each row is blocked along the next axis.  The last axis is blocked
+    only with ``block_last`` (``im2col``, which does not shift along it;
+    ``rows`` / ``wide`` do).
+
+    Padding: ``x`` is unpadded and ``pads`` its zero padding.  A block is
+    read as ``x[c : c + L]`` with ``c`` clamped into the input, zero-padded
+    like the whole axis and re-sliced at ``u - c + lo``, where ``u`` is its
+    first row in unpadded coordinates: away from the edges that is the
+    block itself; at an edge the zeros added are exactly the axis padding.
+    So no padded copy of the input is ever made.
 
     Derivatives: a ``custom_jvp`` whose tangent is
     ``tangent_fn(tx, w) + blocked(x, tw)`` (``fn`` is bilinear;
     ``tangent_fn`` defaults to ``fn`` unblocked).  The input tangent is not
     blocked: reverse mode would transpose the scan into a full-size input
     cotangent per block.  The kernel tangent is blocked: its transpose
-    accumulates only a kernel-sized cotangent, and the per-block GEMMs keep
-    the gradient's temporaries bounded like the forward's; batched problems
-    whose single image fits ``IMAGE_BLOCK_BYTES`` use one image per block
-    (deeper GEMMs than row blocks).
+    accumulates only a kernel-sized cotangent; batched problems whose single
+    image's temporaries fit in ``room`` use one image per step (deeper
+    GEMMs than row blocks).
     """
     kernel = w.shape[:-2]
-    if axis >= len(kernel) - 1:
-        return fn(x, w)
-    out = out_spatial(x.shape, kernel, stride, dilation)
+    blockable = len(kernel) - (0 if block_last else 1)
+    if axis >= blockable:
+        return fn(_pad(x, pads), w)
+    shape = _padded_shape(x.shape, pads)
+    out = out_spatial(shape, kernel, stride, dilation)
     h = out[axis]
     o = w.shape[-1]
     itemsize = np.dtype(acc_dtype).itemsize
     if temp_channels is None:
         temp_channels = (kernel[-1] + 1) * o
-    budget = ROW_BLOCK_BYTES if budget is None else budget
+    budget = min(BLOCK_MAX_BYTES, max(BLOCK_MIN_BYTES, room))
     row_bytes = x.shape[0] * int(np.prod(out)) // h * temp_channels * itemsize
     r = max(1, budget // row_bytes)
-    block_fn = fn
-    if r == 1 and row_bytes > budget and axis + 2 < len(kernel):
+    inner = tuple((0, 0) if a == axis else p for a, p in enumerate(pads))
+
+    def block_fn(xb, w):  # xb: padded along ``axis`` only
+        return fn(_pad(xb, inner), w)
+
+    if r == 1 and row_bytes > budget and axis + 1 < blockable:
         def block_fn(xb, w):
             return _row_blocks(fn, xb, w, stride, dilation, acc_dtype, axis + 1,
-                               temp_channels=temp_channels, budget=budget,
-                               tangent_fn=tangent_fn)
+                               pads=inner, temp_channels=temp_channels, room=room,
+                               tangent_fn=tangent_fn, block_last=block_last)
     if h <= r:
-        return block_fn(x, w)
+        return fn(_pad(x, pads), w)
     nb = -(-h // r)
     r = -(-h // nb)  # balance the blocks
     s0, k0, d0 = stride[axis], kernel[axis], dilation[axis]
+    lo, hi = pads[axis]
+    n_in = x.shape[1 + axis]
     rows_in = (r - 1) * s0 + (k0 - 1) * d0 + 1
+    take_rows = min(rows_in, n_in)
     starts = np.minimum(np.arange(nb) * r, h - r).astype(np.int32)
 
-    def blocked(x, w):
+    def read_block(x, start):
+        u = start * s0 - lo  # the block's first row, unpadded coordinates
+        if lo == hi == 0:
+            return lax.dynamic_slice_in_dim(x, u, rows_in, axis=1 + axis)
+        c = jnp.clip(u, 0, n_in - take_rows)
+        xb = lax.dynamic_slice_in_dim(x, c, take_rows, axis=1 + axis)
+        widths = [(0, 0)] * x.ndim
+        widths[1 + axis] = (lo, hi)
+        xb = jnp.pad(xb, widths)
+        return lax.dynamic_slice_in_dim(xb, u - c + lo, rows_in, axis=1 + axis)
+
+    def blocked(x, w, remat=False):
+        bf = jax.checkpoint(block_fn) if remat else block_fn
+
         def step(acc, start):
             zero = jnp.zeros((), jnp.int32)
-            xb = lax.dynamic_slice_in_dim(x, start * s0, rows_in, axis=1 + axis)
-            yb = block_fn(xb, w).astype(acc.dtype)
+            yb = bf(read_block(x, start), w).astype(acc.dtype)
             idx = [zero] * acc.ndim
             idx[1 + axis] = start
             return lax.dynamic_update_slice(acc, yb, idx), None
@@ -304,20 +375,28 @@ def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0, *,
         init = jnp.zeros((x.shape[0], *out, o), acc_dtype)
         return lax.scan(step, init, jnp.asarray(starts))[0]
 
-    f = jax.custom_jvp(blocked)
+    f = jax.custom_jvp(lambda x, w: blocked(x, w))
 
     def _jvp(primals, tangents):
         (x, w), (tx, tw) = primals, tangents
         zero = jax.custom_derivatives.SymbolicZero
         tfn = fn if tangent_fn is None else tangent_fn
-        terms = [tfn(tx, w)] if not isinstance(tx, zero) else []
+        terms = [tfn(_pad(tx, pads), w)] if not isinstance(tx, zero) else []
         if not isinstance(tw, zero):
-            if x.shape[0] > 1 and row_bytes * h // x.shape[0] <= IMAGE_BLOCK_BYTES:
+            # Rematerialised: linearising would otherwise hoist each step's
+            # patches (they depend on x alone) out of the scan as stacked
+            # residuals, the whole patch matrix at once (dense3_b8 gradient:
+            # 3.7x I/O); with remat only the input blocks are kept.
+            if x.shape[0] > 1 and row_bytes * h // x.shape[0] <= room:
                 # One image per step: deeper GEMMs than row blocks (dense3_b8
                 # kernel gradient 52 -> 35 ms), same bounded temporaries.
-                terms.append(lax.map(lambda xi: fn(xi[None], tw)[0], x))
+                @jax.checkpoint
+                def per_image(xi, tw):
+                    return fn(_pad(xi[None], pads), tw)[0]
+
+                terms.append(lax.map(lambda xi: per_image(xi, tw), x))
             else:
-                terms.append(blocked(x, tw))
+                terms.append(blocked(x, tw, remat=True))
         y = blocked(x, w)
         if not terms:
             return y, jnp.zeros_like(y)
@@ -339,7 +418,7 @@ def _conv_im2col(x, w, *, stride, dilation, groups, precision, acc_dtype):
     block; concatenating on the channel axis instead costs a select per
     element) and contracted with the ``(T * I, O)`` kernel.  Exact per window
     (no structural zeros), so NaN/Inf stay local; ``_row_blocks`` keeps the
-    patch matrix to ``IM2COL_BLOCK_BYTES``.
+    patch matrix within its block budget.
     """
     del groups
     kernel = w.shape[:-2]
@@ -482,10 +561,7 @@ def _conv_space_to_depth(x, w, *, stride, dilation, groups, precision, acc_dtype
     new_stride = tuple(1 if a in x_axes else s for a, s in enumerate(stride))
     sub = dict(stride=new_stride, dilation=dilation, groups=groups,
                precision=precision, acc_dtype=acc_dtype)
-    if new_stride[-1] == 1 and ws.shape[nd - 1] > 1:
-        y = _dense_stride1(xs, ws, **sub)
-    else:
-        y = _conv_per_tap(xs, ws, **sub)
+    y = conv_taps(xs, ws, **sub)
     return lax.slice(y, (0,) * y.ndim, (y.shape[0], *out, y.shape[-1]))
 
 

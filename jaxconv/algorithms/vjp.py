@@ -36,21 +36,28 @@ from .._taps import tap_offsets, tap_slice
 from ._common import flat_taps, out_spatial
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
-def depthwise_with_fast_kernel_grad(x, w, stride, dilation, groups, acc_dtype):
-    """``depthwise._depthwise_unrolled`` with the derivative rule above."""
+@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
+def depthwise_with_fast_kernel_grad(x, w, stride, dilation, groups, acc_dtype, pads):
+    """``depthwise._depthwise_unrolled`` with the derivative rule above.
+
+    ``pads``: the zero padding of ``x`` (applied per tap in the forward; the
+    kernel tangent's row scan reads a padded copy).
+    """
     from .depthwise import _depthwise_unrolled
 
-    return _depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype)
+    return _depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads)
 
 
 @depthwise_with_fast_kernel_grad.defjvp
-def _depthwise_jvp(stride, dilation, groups, acc_dtype, primals, tangents):
+def _depthwise_jvp(stride, dilation, groups, acc_dtype, pads, primals, tangents):
+    from .taps import _pad
+
     x, w = primals
     tx, tw = tangents
-    y = depthwise_with_fast_kernel_grad(x, w, stride, dilation, groups, acc_dtype)
-    ty = depthwise_with_fast_kernel_grad(tx, w, stride, dilation, groups, acc_dtype)
-    ty = ty + _rowscan(x, tw, stride, dilation, groups, acc_dtype)
+    args = (stride, dilation, groups, acc_dtype, pads)
+    y = depthwise_with_fast_kernel_grad(x, w, *args)
+    ty = depthwise_with_fast_kernel_grad(tx, w, *args)
+    ty = ty + _rowscan(_pad(x, pads), tw, stride, dilation, groups, acc_dtype)
     return y, ty
 
 
