@@ -319,6 +319,7 @@ def test_row_blocks_match_lax(case, budget, rng, monkeypatch):
 
     monkeypatch.setattr(taps, "BLOCK_MIN_BYTES", budget)
     monkeypatch.setattr(taps, "BLOCK_MAX_BYTES", budget)
+    monkeypatch.setattr(taps, "BLOCK_IO_FRACTION", 0)  # rows nest below ``budget``
     _, xs, _, s, p, rd, g = case
     dn = DN[len(xs) - 2]
     f = lambda x, w: jl.conv_general_dilated(  # noqa: E731

@@ -281,7 +281,7 @@ def _conv_alltaps(x, w, *, stride, dilation, groups, precision, acc_dtype):
 # steps cost more than they save; above the maximum blocks leave the cache).
 BLOCK_IO_FRACTION = 0.8
 BLOCK_MIN_BYTES = 1 << 19
-BLOCK_MAX_BYTES = 1 << 21
+BLOCK_MAX_BYTES = 1 << 22
 
 
 def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0, *, pads,
@@ -295,8 +295,9 @@ def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0, *, pads,
     Each step reads its input rows plus the kernel's halo and writes its
     rows into the output in place; the last block is shifted back to end at
     the last row (its overlap is recomputed identically).  Problems whose
-    temporaries fit one block run unblocked; when a single row is still too
-    big, each row is blocked along the next axis.  The last axis is blocked
+    temporaries fit one block run unblocked; when a single row is more than
+    ``room`` (the memory bound, not just the cache), each row is blocked
+    along the next axis.  The last axis is blocked
     only with ``block_last`` (``im2col``, which does not shift along it;
     ``rows`` / ``wide`` do).
 
@@ -335,7 +336,7 @@ def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0, *, pads,
     def block_fn(xb, w):  # xb: padded along ``axis`` only
         return fn(_pad(xb, inner), w)
 
-    if r == 1 and row_bytes > budget and axis + 1 < blockable:
+    if r == 1 and row_bytes > max(budget, room) and axis + 1 < blockable:
         def block_fn(xb, w):
             return _row_blocks(fn, xb, w, stride, dilation, acc_dtype, axis + 1,
                                pads=inner, temp_channels=temp_channels, room=room,
