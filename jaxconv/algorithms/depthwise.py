@@ -174,16 +174,22 @@ def toeplitz_applies(x_shape, w_shape, stride, dilation, groups) -> bool:
     )
 
 
-def _toeplitz_gemm(x, w, precision, acc_dtype, block):
-    """The blocked Toeplitz product on ``x (N, P, C)``, ``w (K, C)``."""
+def _toeplitz_gemm(x, w, precision, acc_dtype, block, pads=((0, 0),)):
+    """The blocked Toeplitz product on ``x (N, P, C)``, ``w (K, C)``.
+
+    ``pads``: the zero padding of ``x``, folded into the one copy that
+    reblocks it (no separately padded input).
+    """
+    (pad_lo, pad_hi), = pads
     n, p, c = x.shape
+    p += pad_lo + pad_hi
     k = w.shape[0]
     b = block
     lo = p - k + 1
     nb = -(-lo // b)                      # output blocks
     m_blocks = -(-(b + k - 1) // b)       # input blocks per output block
     total = (nb + m_blocks - 1) * b
-    x = jnp.pad(x, ((0, 0), (0, max(0, total - p)), (0, 0)))[:, :total]
+    x = jnp.pad(x, ((0, 0), (pad_lo, pad_hi + max(0, total - p)), (0, 0)))[:, :total]
     xb = jnp.transpose(x, (2, 0, 1)).reshape(c, n, nb + m_blocks - 1, b)
     # w zero-padded so that w_pad[B - 1 + j] = w[j] for every j in [-(B-1), M*B).
     w_pad = jnp.pad(w.T, ((0, 0), (b - 1, m_blocks * b - k + b)))
@@ -215,11 +221,13 @@ def _toeplitz_gemm(x, w, precision, acc_dtype, block):
     return jnp.transpose(y, (1, 2, 0))
 
 
-def conv_toeplitz_1d(x, w, *, precision, acc_dtype, block=TOEPLITZ_BLOCK):
+def conv_toeplitz_1d(x, w, *, precision, acc_dtype, block=TOEPLITZ_BLOCK,
+                     pads=((0, 0),)):
     """Depthwise 1-D correlation ``x (N, P, C)``, ``w (K, 1, C)`` as GEMMs.
 
-    When an input is non-finite the exact per-tap formulation runs instead
-    (``lax.cond``), so NaN/Inf stay local to the windows that hold them.
+    ``pads``: zero padding of ``x`` still to apply.  When an input is
+    non-finite the exact per-tap formulation runs instead (``lax.cond``), so
+    NaN/Inf stay local to the windows that hold them.
     """
     from .taps import finite_or
 
@@ -227,7 +235,7 @@ def conv_toeplitz_1d(x, w, *, precision, acc_dtype, block=TOEPLITZ_BLOCK):
     wk = w.reshape(k, w.shape[-1])
     c = x.shape[-1]
     return finite_or(
-        x, lambda: _toeplitz_gemm(x, wk, precision, acc_dtype, block),
+        x, lambda: _toeplitz_gemm(x, wk, precision, acc_dtype, block, pads),
         lambda: conv_depthwise(x, w, stride=(1,), dilation=(1,), groups=c,
-                               precision=precision, acc_dtype=acc_dtype),
+                               precision=precision, acc_dtype=acc_dtype, pads=pads),
     )

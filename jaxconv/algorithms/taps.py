@@ -115,6 +115,9 @@ def conv_taps(x, w, *, stride, dilation, groups, precision, acc_dtype,
         return _dense_blocked(variant, x, w, pads, **kw)
     if variant == "depthwise":
         return depthwise.conv_depthwise(x, w, pads=pads, **kw)
+    if variant == "toeplitz":
+        return depthwise.conv_toeplitz_1d(x, w, precision=precision,
+                                          acc_dtype=acc_dtype, pads=pads)
     x = _pad(x, pads)
     if variant == "grouped":
         if (len(w.shape) >= 4 and jnp.issubdtype(x.dtype, jnp.inexact)
@@ -126,9 +129,6 @@ def conv_taps(x, w, *, stride, dilation, groups, precision, acc_dtype,
                 x, w, tuple(stride), tuple(dilation), groups, precision,
                 np.dtype(acc_dtype))
         return _conv_grouped(x, w, **kw)
-    if variant == "toeplitz":
-        return depthwise.conv_toeplitz_1d(x, w, precision=precision,
-                                          acc_dtype=acc_dtype)
     if variant == "alltaps":
         return _conv_alltaps(x, w, **kw)
     if variant == "s2d":
