@@ -312,10 +312,10 @@ def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0, *, pads,
     ``tangent_fn(tx, w) + blocked(x, tw)`` (``fn`` is bilinear;
     ``tangent_fn`` defaults to ``fn`` unblocked).  The input tangent is not
     blocked: reverse mode would transpose the scan into a full-size input
-    cotangent per block.  The kernel tangent is blocked: its transpose
-    accumulates only a kernel-sized cotangent; batched problems whose single
-    image's temporaries fit in ``room`` use one image per step (deeper
-    GEMMs than row blocks).
+    cotangent per block.  The kernel tangent is blocked like the forward
+    (rows of every image — never one image per step, which would all-gather
+    a batch-sharded input) and rematerialised, so its transpose keeps only
+    ``x`` and the block starts and accumulates a kernel-sized cotangent.
     """
     kernel = w.shape[:-2]
     blockable = len(kernel) - (0 if block_last else 1)
@@ -364,11 +364,15 @@ def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0, *, pads,
         return lax.dynamic_slice_in_dim(xb, u - c + lo, rows_in, axis=1 + axis)
 
     def blocked(x, w, remat=False):
-        bf = jax.checkpoint(block_fn) if remat else block_fn
+        def compute(x, start, w):
+            return block_fn(read_block(x, start), w)
+
+        if remat:  # residuals: x itself (loop-invariant) and the block starts
+            compute = jax.checkpoint(compute)
 
         def step(acc, start):
             zero = jnp.zeros((), jnp.int32)
-            yb = bf(read_block(x, start), w).astype(acc.dtype)
+            yb = compute(x, start, w).astype(acc.dtype)
             idx = [zero] * acc.ndim
             idx[1 + axis] = start
             return lax.dynamic_update_slice(acc, yb, idx), None
@@ -384,20 +388,13 @@ def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0, *, pads,
         tfn = fn if tangent_fn is None else tangent_fn
         terms = [tfn(_pad(tx, pads), w)] if not isinstance(tx, zero) else []
         if not isinstance(tw, zero):
-            # Rematerialised: linearising would otherwise hoist each step's
+            # Rematerialised: linearising would otherwise hoist each block's
             # patches (they depend on x alone) out of the scan as stacked
             # residuals, the whole patch matrix at once (dense3_b8 gradient:
-            # 3.7x I/O); with remat only the input blocks are kept.
-            if x.shape[0] > 1 and row_bytes * h // x.shape[0] <= room:
-                # One image per step: deeper GEMMs than row blocks (dense3_b8
-                # kernel gradient 52 -> 35 ms), same bounded temporaries.
-                @jax.checkpoint
-                def per_image(xi, tw):
-                    return fn(_pad(xi[None], pads), tw)[0]
-
-                terms.append(lax.map(lambda xi: per_image(xi, tw), x))
-            else:
-                terms.append(blocked(x, tw, remat=True))
+            # 3.7x I/O); with remat only the input blocks are kept.  Blocks
+            # are rows of every image, never images: a scan over the batch
+            # axis would all-gather a batch-sharded input.
+            terms.append(blocked(x, tw, remat=True))
         y = blocked(x, w)
         if not terms:
             return y, jnp.zeros_like(y)

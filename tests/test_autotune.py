@@ -1,0 +1,185 @@
+"""``algorithm="autotune"``: every candidate is exact, the choice is cached.
+
+The autotuner times the exact ``taps`` formulations of a problem once and
+keeps the fastest in memory and in a JSON file (atomic writes; an unreadable
+file is ignored with a warning).  These tests check each candidate against
+lax, the cache's life cycle, and that a cached choice is used without
+timing anything again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import assert_close
+from jax import lax
+
+import jaxconv
+from jaxconv import lax as jl
+from jaxconv.algorithms import autotune, taps
+
+HI = lax.Precision.HIGHEST
+DN = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
+
+# (x shape, w shape, stride, padding, rhs_dilation, groups)
+PROBLEMS = [
+    ((1, 9, 8, 5), (3, 3, 5, 4), (1, 1), "SAME", (1, 2), 1),
+    ((2, 11, 10, 6), (3, 2, 6, 4), (2, 2), "SAME", (1, 1), 1),
+    ((2, 13, 7), (3, 7, 5), (1,), [(2, 1)], (2,), 1),
+    ((1, 8, 8, 6), (3, 3, 2, 6), (1, 1), "SAME", (1, 1), 3),
+    ((1, 9, 9, 4), (3, 3, 1, 8), (2, 1), "SAME", (1, 1), 4),
+    ((1, 140, 2), (70, 1, 2), (1,), "SAME", (1,), 2),
+]
+
+
+def _ids(p):
+    return f"{p[0]}-{p[1]}-s{p[2]}-g{p[5]}"
+
+
+def _lax(p):
+    xs, ws, s, pad, rd, g = p
+    return lambda x, w: lax.conv_general_dilated(  # noqa: E731
+        x, w, s, pad, rhs_dilation=rd, dimension_numbers=DN[len(xs) - 2],
+        feature_group_count=g, precision=HI)
+
+
+def _args(p, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(p[0]), rng.standard_normal(p[1])
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXCONV_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(autotune, "_MEMORY", {})
+    monkeypatch.setattr(autotune, "REPEATS", 1)
+
+
+def _canonical(p):
+    """The padded canonical problem of ``p`` and its zero padding."""
+    xs, ws, s, pad, rd, _ = p
+    pads = jaxconv.shapes.resolve_padding(pad, xs[1:-1], ws[:-2], stride=s,
+                                          dilation=rd)
+    return xs, pads
+
+
+@pytest.mark.parametrize("problem", PROBLEMS, ids=_ids)
+def test_every_candidate_matches_lax(problem):
+    xs, ws, s, _, rd, g = problem
+    _, pads = _canonical(problem)
+    shape = taps._padded_shape(xs, pads)
+    names = autotune.candidates(shape, ws, s, rd, g)
+    assert taps.taps_variant(shape, ws, s, rd, g) in names or names == ["taps"]
+    x, w = _args(problem)
+    want = _lax(problem)(x, w)
+    for name in names:
+        got = jax.jit(lambda x, w, name=name: taps.conv_taps(
+            x, w, stride=s, dilation=rd, groups=g, precision=HI,
+            acc_dtype=jnp.float64, padding=pads, variant=name))(x, w)
+        try:
+            assert_close(got, want)
+        except AssertionError as e:
+            raise AssertionError(f"candidate {name!r}: {e}") from None
+
+
+def test_candidates_name_the_alternatives():
+    dense = autotune.candidates((1, 58, 58, 64), (3, 3, 64, 64), (1, 1), (1, 1), 1)
+    assert set(dense) == {"taps", "im2col", "alltaps", "rows", "wide"}
+    strided = autotune.candidates((1, 57, 57, 16), (3, 3, 16, 32), (2, 2), (1, 1), 1)
+    assert "s2d" in strided and "alltaps" not in strided
+    assert autotune.candidates((1, 9, 9, 4), (3, 3, 1, 4), (1, 1), (1, 1), 4) == [
+        "depthwise"]
+    assert autotune.candidates((1, 9, 9, 4), (1, 1, 4, 4), (1, 1), (1, 1), 1) == ["dot"]
+
+
+@pytest.mark.parametrize("problem", PROBLEMS[:3], ids=_ids)
+def test_autotune_matches_lax_and_gradients(problem):
+    xs, ws, s, pad, rd, g = problem
+    f = lambda x, w: jl.conv_general_dilated(  # noqa: E731
+        x, w, s, pad, rhs_dilation=rd, dimension_numbers=DN[len(xs) - 2],
+        feature_group_count=g, precision=HI, algorithm="autotune")
+    x, w = _args(problem)
+    assert_close(jax.jit(f)(x, w), _lax(problem)(x, w))
+    loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))  # noqa: E731
+    for a, b in zip(jax.grad(loss(f), (0, 1))(x, w),
+                    jax.grad(loss(_lax(problem)), (0, 1))(x, w)):
+        assert_close(a, b)
+
+
+def test_choice_is_cached_on_disk_and_reused(tmp_path, monkeypatch):
+    problem = PROBLEMS[0]
+    x, w = _args(problem)
+    f = lambda x, w: jl.conv_general_dilated(  # noqa: E731
+        x, w, (1, 1), "SAME", rhs_dilation=(1, 2), dimension_numbers=DN[2],
+        algorithm="autotune")
+    jax.jit(f)(x, w)
+    path = tmp_path / "autotune.json"
+    data = json.loads(path.read_text())
+    assert data["version"] == autotune.CACHE_VERSION
+    (choice,) = data["choices"].values()
+    assert choice in autotune.candidates((1, 11, 12, 5), (3, 3, 5, 4), (1, 1),
+                                         (1, 2), 1)
+    assert [p.name for p in tmp_path.iterdir()] == ["autotune.json"]  # no temp files
+
+    # A new process (empty memory cache) reads the file and times nothing.
+    monkeypatch.setattr(autotune, "_MEMORY", {})
+
+    def no_timing(*a):
+        raise AssertionError("a cached problem was timed again")
+
+    monkeypatch.setattr(autotune, "_time", no_timing)
+    assert_close(jax.jit(f)(x, w), _lax(problem)(x, w))
+    assert autotune._MEMORY and list(autotune._MEMORY.values()) == [choice]
+
+
+def test_corrupt_cache_is_ignored_with_a_warning(tmp_path):
+    path = tmp_path / "autotune.json"
+    path.write_text("{not json")
+    x, w = _args(PROBLEMS[0])
+    with pytest.warns(RuntimeWarning, match="unreadable autotune cache"):
+        y = jl.conv_general_dilated(x, w, (1, 1), "SAME", rhs_dilation=(1, 2),
+                                    dimension_numbers=DN[2], algorithm="autotune")
+    assert_close(y, _lax(PROBLEMS[0])(x, w))
+    assert len(json.loads(path.read_text())["choices"]) == 1  # rewritten
+
+
+def test_empty_cache_dir_keeps_choices_in_memory(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXCONV_CACHE_DIR", "")
+    assert autotune.cache_path() is None
+    x, w = _args(PROBLEMS[0])
+    jl.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN[2],
+                            algorithm="autotune")
+    assert len(autotune._MEMORY) == 1 and not os.listdir(tmp_path)
+
+
+def test_unwritable_cache_warns(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("JAXCONV_CACHE_DIR", str(blocker / "sub"))
+    x, w = _args(PROBLEMS[0])
+    with pytest.warns(RuntimeWarning, match="could not write the autotune cache"):
+        y = jl.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN[2],
+                                    algorithm="autotune")
+    assert y.shape == (1, 9, 8, 4)
+
+
+def test_autotune_keeps_nonfinite_values_local():
+    x, w = _args(PROBLEMS[0])
+    x[0, 4, 4, 1] = np.nan
+    kw = dict(rhs_dilation=(1, 2), dimension_numbers=DN[2])
+    ours = jl.conv_general_dilated(x, w, (1, 1), "SAME", algorithm="autotune", **kw)
+    theirs = lax.conv_general_dilated(x, w, (1, 1), "SAME", **kw)
+    np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(theirs))
+
+
+def test_friendly_ops_and_layers_accept_autotune():
+    x, w = _args(PROBLEMS[0])
+    y = jaxconv.conv(x, w, padding="SAME", dilation=(1, 2), algorithm="autotune")
+    assert_close(y, _lax(PROBLEMS[0])(x, w))
+    with pytest.raises(ValueError, match="'autotune'"):
+        jaxconv.conv(x, w, algorithm="fastest")
