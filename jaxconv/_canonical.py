@@ -101,7 +101,7 @@ def conv_canonical(
         )
     # "taps" pads inside its row blocks (no padded copy of the input) when
     # the padding is plain zeros around undilated input.
-    late_pad = (algorithm in ("auto", "taps") and batch_group_count == 1
+    late_pad = (algorithm in ("auto", "taps", "autotune") and batch_group_count == 1
                 and all(d == 1 for d in lhs_dilation)
                 and all(lo >= 0 and hi >= 0 for lo, hi in padding))
     pending = tuple(padding) if late_pad else None
@@ -124,17 +124,25 @@ def conv_canonical(
     if 0 in shape or w.shape[-2] == 0:
         # lax returns an empty (or, with no input features, all-zero) result.
         return jnp.zeros(shape, out_dtype)
-    if algorithm == "auto":
+    kw = dict(stride=tuple(stride), dilation=tuple(rhs_dilation), groups=groups,
+              precision=precision, acc_dtype=acc_dtype)
+    variant = None
+    if algorithm == "autotune":
+        from .algorithms import autotune
+
+        zero = ((0, 0),) * len(kernel)
+        variant = autotune.choose(x, w, pads=pending or zero, **kw)
+        algorithm = "taps"
+    elif algorithm == "auto":
         algorithm = choose_algorithm(x_shape, w.shape, stride, rhs_dilation, groups)
     if _PLAN_LOG is not None:
         name = algorithm
         if algorithm == "taps":
-            name += "/" + taps_variant(x_shape, w.shape, stride, rhs_dilation, groups)
+            name += "/" + (variant or taps_variant(x_shape, w.shape, stride,
+                                                   rhs_dilation, groups))
         _PLAN_LOG.append(name)
-    kw = dict(stride=tuple(stride), dilation=tuple(rhs_dilation), groups=groups,
-              precision=precision, acc_dtype=acc_dtype)
-    if pending is not None and algorithm == "taps":
-        res = conv_taps(x, w, padding=pending, **kw)
+    if algorithm == "taps":
+        res = conv_taps(x, w, padding=pending, variant=variant, **kw)
     else:
         if pending is not None:
             x = pad_and_dilate(x, padding, lhs_dilation)
@@ -144,7 +152,7 @@ def conv_canonical(
     return res.astype(out_dtype)
 
 
-POLYPHASE_ALGORITHMS = ("auto", "taps")
+POLYPHASE_ALGORITHMS = ("auto", "taps", "autotune")
 
 
 def _polyphase(x, w, *, padding, lhs_dilation, rhs_dilation, feature_group_count,

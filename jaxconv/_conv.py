@@ -318,7 +318,9 @@ def conv(
         ``"circular"`` or ``"symmetric"``, or one per spatial axis.
       data_format: ``"channels_last"`` or ``"channels_first"``.
       algorithm: ``"auto"``, ``"direct"``, ``"patches"``, ``"taps"``,
-        ``"fft"`` or ``"winograd"`` (see ``jaxconv.algorithms``).
+        ``"fft"``, ``"winograd"`` or ``"autotune"`` (time the exact
+        formulations once per shape, cache the fastest; see
+        ``jaxconv.algorithms``).
       precision: as in ``jax.lax`` (``None``, a ``Precision`` or a pair).
       preferred_element_type: accumulation and output dtype.
 

@@ -235,8 +235,9 @@ def conv_general_dilated(
       precision: as in ``jax.lax`` (``None``, ``Precision``, string or pair).
       preferred_element_type: accumulation/output dtype (e.g. int8 -> int32).
       out_sharding: optional output sharding, applied as a sharding constraint.
-      algorithm: ``"auto"``, ``"direct"``, ``"patches"`` or ``"taps"``
-        (see ``jaxconv.algorithms``).
+      algorithm: ``"auto"``, ``"direct"``, ``"patches"``, ``"taps"``,
+        ``"fft"``, ``"winograd"`` or ``"autotune"`` (see
+        ``jaxconv.algorithms``).
 
     Returns:
       The convolution, rank ``n + 2`` in the layout of ``dimension_numbers[2]``.

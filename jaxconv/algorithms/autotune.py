@@ -99,7 +99,7 @@ def _load(path) -> dict[str, str]:
                 and isinstance(data.get("choices"), dict)):
             raise ValueError("unexpected layout")
         return {str(k): str(v) for k, v in data["choices"].items()}
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return {}
     except (OSError, ValueError) as e:
         warnings.warn(f"jaxconv: ignoring the unreadable autotune cache {path!r} "

@@ -1,4 +1,5 @@
-"""The algorithm registry and the ``"auto"`` choice.
+"""The algorithm registry and the ``"auto"`` choice (``"autotune"``, the
+measured alternative, lives in ``autotune.py``).
 
 ``"auto"`` looks only at static shapes (never at timings taken while tracing)
 and only ever picks an *exact* algorithm — one whose output at a position
@@ -81,15 +82,16 @@ def choose_algorithm(x_shape, w_shape, stride, dilation, groups) -> str:
 
 
 def get_algorithm(name: str, x_shape, w_shape, stride, dilation, groups):
-    """The algorithm function for ``name`` (resolving ``"auto"``)."""
-    if name == "auto":
+    """The algorithm function for ``name`` (resolving ``"auto"``; the
+    ``"autotune"`` choice is made in ``_canonical.conv_canonical``)."""
+    if name in ("auto", "autotune"):
         name = choose_algorithm(x_shape, w_shape, stride, dilation, groups)
     return ALGORITHMS[name]
 
 
 def check_algorithm(algorithm) -> str:
     """Validate the ``algorithm`` argument of every conv op."""
-    valid = ("auto", *ALGORITHMS)
+    valid = ("auto", *ALGORITHMS, "autotune")
     if not isinstance(algorithm, str) or algorithm not in valid:
         raise ValueError(
             f"`algorithm` (={algorithm!r}) must be one of "

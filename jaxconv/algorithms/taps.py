@@ -97,18 +97,21 @@ def taps_variant(x_shape, w_shape, stride, dilation, groups) -> str:
 
 
 def conv_taps(x, w, *, stride, dilation, groups, precision, acc_dtype,
-              padding=None):
+              padding=None, variant=None):
     """Shift-and-accumulate convolution on the canonical problem.
 
     ``padding`` (one ``(lo, hi)`` pair of non-negative ints per spatial axis,
     or None) is zero padding still to apply to ``x``: the row-blocked dense
     formulations pad each block as they read it (no padded copy of the
     input: at 56x56x64 that copy alone is half the SPEC's 2x I/O memory
-    bound); the others pad first.
+    bound), the depthwise loop pads each tap; the others pad first.
+    ``variant`` overrides ``taps_variant`` (the autotuner's candidates,
+    ``autotune.candidates``, are the ones valid for the problem).
     """
     pads = _pads(padding, w.ndim - 2)
     shape = _padded_shape(x.shape, pads)
-    variant = taps_variant(shape, w.shape, stride, dilation, groups)
+    if variant is None:
+        variant = taps_variant(shape, w.shape, stride, dilation, groups)
     kw = dict(stride=stride, dilation=dilation, groups=groups, precision=precision,
               acc_dtype=acc_dtype)
     if variant in ("im2col", "rows", "wide"):
@@ -224,7 +227,12 @@ def _dense_blocked(variant, x, w, pads, **kw):
     kernel = w.shape[:-2]
     t = int(np.prod(kernel, dtype=np.int64))
     i, o = w.shape[-2:]
-    temp_channels = o + 2 * t * i if variant == "im2col" else None
+    # Values held per output position: im2col, the tap slices and their
+    # stack plus the GEMM output; wide, every kernel row's k_w partial
+    # outputs (XLA keeps them all for the one fused add) plus the sum; rows,
+    # one kernel row of concatenated taps plus every row's GEMM output.
+    temp_channels = {"im2col": o + 2 * t * i, "wide": (t + 1) * o,
+                     "rows": kernel[-1] * i + (t // kernel[-1] + 1) * o}[variant]
     tangent = None
     if variant == "wide" or (variant == "im2col" and i > IM2COL_MAX_I):
         # Input gradient as a scan of per-tap GEMMs (deep enough for I > 4):
