@@ -54,13 +54,10 @@ def choose_algorithm(x_shape, w_shape, stride, dilation, groups) -> str:
     other depthwise                         ``depthwise`` (elementwise)
     1x1 kernel                              ``dot`` (one GEMM)
     grouped, I <= 16                        ``grouped`` (fused FMAs)
-    dense, rank >= 2, I <= 4                ``im2col`` (row blocks)
-    dense, rank >= 2, some stride > 1       ``s2d`` (space-to-depth)
-    (undilated), I < 32
-    dense, rank >= 2, stride 1, all-tap     ``alltaps`` (one GEMM)
-    GEMM output <= 2 MiB
+    dense, rank >= 2, I > 4, stride 1,      ``alltaps`` (one GEMM)
+    all-tap GEMM output <= 2 MiB
     dense, rank >= 2, otherwise             ``im2col`` (row blocks)
-    dense 1-D, stride 2+, I < 128           ``s2d``
+    dense 1-D, stride 2+, I < 128           ``s2d`` (space-to-depth)
     dense 1-D, stride 1                     ``alltaps`` (small), ``rows``
                                             (I <= 32), ``wide`` (I > 32)
     anything else                           ``taps`` (per-tap GEMMs; scan

@@ -10,15 +10,14 @@ that suits the problem (``taps_variant`` names it, from static shapes only):
 * ``"toeplitz"``: long 1-D depthwise kernels: blocked Toeplitz GEMMs;
 * ``"grouped"``: few input channels per group: the per-group products are
   unrolled into broadcast multiply-adds (no batched tiny GEMMs);
-* ``"im2col"``: dense kernels of rank >= 2 — RGB first layers, strided
-  kernels too deep for space-to-depth, stride-1 kernels too big for
-  ``"alltaps"``: the patch matrix in blocks of output rows, one deep GEMM
-  of depth ``T * I`` per block, the zero padding applied to each block as
-  it is read;
-* ``"s2d"``: strided dense kernels on few input channels: space-to-depth
-  (stride phases folded into channels), then the stride-1 formulation of
-  the result; with more channels ``"im2col"`` (2-D/3-D) or strided per-tap
-  GEMMs (``"taps"``, 1-D) are deep enough;
+* ``"im2col"``: dense kernels of rank >= 2 (all but the small stride-1
+  ones below): the patch matrix in blocks of output rows, one deep GEMM of
+  depth ``T * I`` per block, the zero padding applied to each block as it
+  is read;
+* ``"s2d"``: strided 1-D dense kernels on fewer than 128 channels:
+  space-to-depth (stride phases folded into channels), then the stride-1
+  formulation of the result; with more channels strided per-tap GEMMs
+  (``"taps"``) are deep enough;
 * ``"alltaps"``: small dense stride-1 problems (the GEMM output below fits
   ``ALLTAPS_MAX_BYTES``): one GEMM against every tap at once, then one fused
   sum of shifted slices — the fewest XLA kernels, so the fastest to compile;
@@ -47,13 +46,13 @@ GROUPED_MAX_I = 16
 # and input channel: beyond this many, plain autodiff (bounded carries and
 # compile time).  group32 (3x3, 8 channels per group) has 72.
 GROUPED_RULE_MAX_TERMS = 128
-# Space-to-depth only pays when the GEMMs would be shallow (K = I): measured
-# (BENCHMARKS.md) per-tap strided GEMMs at 0.8-1.0x lax from I = 32 on 2-D
-# problems (s2d 0.5-0.9x), s2d ahead below that and on 1-D problems up to
-# I = 64.  Indexed by min(rank, 2).  Strided 2-D/3-D convs with more channels
-# use row-blocked im2col (1.0-1.35x, within the 2x I/O memory bound; unrolled
-# per-tap GEMMs held every tap's output at once: 1.22x of the bound).
-S2D_MAX_I = {1: 128, 2: 32}
+# Space-to-depth (1-D only) deepens the GEMMs of strided kernels on few
+# channels: s2d 0.56x vs per-tap 0.43x of lax on a 64-channel 1-D conv;
+# from 128 channels strided per-tap GEMMs are deep enough (wav1d).  On 2-D
+# problems row-blocked im2col beat it at every width measured (112x112x16
+# -> 32 3x3 s2: 0.80x vs 0.55x of lax, temporaries 0.48x vs 1.35x of the
+# 2x I/O bound), so 2-D/3-D strided kernels use im2col.
+S2D_MAX_I = 128
 # Dense kernels on at most this many input channels (an RGB first layer):
 # im2col in blocks of output rows, one GEMM of depth T * I per block.
 IM2COL_MAX_I = 4
@@ -75,19 +74,14 @@ def taps_variant(x_shape, w_shape, stride, dilation, groups) -> str:
         return "grouped"
     if groups > 1 or t > UNROLL_LIMIT:
         return "taps"
-    s2d = (any(s > 1 and k > 1 for s, k in zip(stride, kernel))
-           and all(d == 1 for s, d in zip(stride, dilation) if s > 1)
-           and i < S2D_MAX_I[min(len(kernel), 2)])
     stride1 = all(s == 1 for s in stride)
     if len(kernel) >= 2:
-        if i <= IM2COL_MAX_I:
-            return "im2col"
-        if s2d:
-            return "s2d"
-        if stride1 and _alltaps_bytes(x_shape, w_shape) <= ALLTAPS_MAX_BYTES:
+        if (i > IM2COL_MAX_I and stride1
+                and _alltaps_bytes(x_shape, w_shape) <= ALLTAPS_MAX_BYTES):
             return "alltaps"
         return "im2col"
-    if s2d:
+    (s,), (k,), (d,) = stride, kernel, dilation
+    if s > 1 and k > 1 and d == 1 and i < S2D_MAX_I:
         return "s2d"
     if stride1:
         if _alltaps_bytes(x_shape, w_shape) <= ALLTAPS_MAX_BYTES:
