@@ -54,8 +54,9 @@ def choose_algorithm(x_shape, w_shape, stride, dilation, groups) -> str:
     other depthwise                         ``depthwise`` (elementwise)
     1x1 kernel                              ``dot`` (one GEMM)
     grouped, I <= 16                        ``grouped`` (fused FMAs)
-    dense, rank >= 2, I > 4, stride 1,      ``alltaps`` (one GEMM)
-    all-tap GEMM output <= 2 MiB
+    dense, rank >= 2, I > 4, stride 1,      ``alltaps`` (one GEMM;
+    all-tap GEMM output <= 2 MiB, or        row blocks when big)
+    2-D with I <= 64
     dense, rank >= 2, otherwise             ``im2col`` (row blocks)
     dense 1-D, stride 2+, I < 128           ``s2d`` (space-to-depth)
     dense 1-D, stride 1                     ``alltaps`` (small), ``rows``

@@ -10,17 +10,18 @@ that suits the problem (``taps_variant`` names it, from static shapes only):
 * ``"toeplitz"``: long 1-D depthwise kernels: blocked Toeplitz GEMMs;
 * ``"grouped"``: few input channels per group: the per-group products are
   unrolled into broadcast multiply-adds (no batched tiny GEMMs);
-* ``"im2col"``: dense kernels of rank >= 2 (all but the small stride-1
-  ones below): the patch matrix in blocks of output rows, one deep GEMM of
-  depth ``T * I`` per block, the zero padding applied to each block as it
-  is read;
+* ``"im2col"``: dense kernels of rank >= 2 (but ``"alltaps"`` below): the
+  patch matrix in blocks of output rows, one deep GEMM of depth ``T * I``
+  per block, the zero padding applied to each block as it is read;
 * ``"s2d"``: strided 1-D dense kernels on fewer than 128 channels:
   space-to-depth (stride phases folded into channels), then the stride-1
   formulation of the result; with more channels strided per-tap GEMMs
   (``"taps"``) are deep enough;
-* ``"alltaps"``: small dense stride-1 problems (the GEMM output below fits
-  ``ALLTAPS_MAX_BYTES``): one GEMM against every tap at once, then one fused
-  sum of shifted slices — the fewest XLA kernels, so the fastest to compile;
+* ``"alltaps"``: dense stride-1 kernels whose all-tap GEMM output fits
+  ``ALLTAPS_MAX_BYTES`` (unblocked: the fewest XLA kernels, so the fastest
+  to compile), and 2-D ones on 5 to ``ALLTAPS_MAX_I`` input channels (in row
+  blocks): one GEMM against every tap at once, then one fused sum of
+  shifted slices;
 * ``"rows"`` (1-D, few channels): the taps concatenated along channels, one
   GEMM;
 * ``"wide"`` (1-D, more channels): one GEMM against all taps at once
@@ -76,8 +77,9 @@ def taps_variant(x_shape, w_shape, stride, dilation, groups) -> str:
         return "taps"
     stride1 = all(s == 1 for s in stride)
     if len(kernel) >= 2:
-        if (i > IM2COL_MAX_I and stride1
-                and _alltaps_bytes(x_shape, w_shape) <= ALLTAPS_MAX_BYTES):
+        if i > IM2COL_MAX_I and stride1 and (
+                (i <= ALLTAPS_MAX_I and len(kernel) == 2)
+                or _alltaps_bytes(x_shape, w_shape) <= ALLTAPS_MAX_BYTES):
             return "alltaps"
         return "im2col"
     (s,), (k,), (d,) = stride, kernel, dilation
@@ -108,7 +110,8 @@ def conv_taps(x, w, *, stride, dilation, groups, precision, acc_dtype,
         variant = taps_variant(shape, w.shape, stride, dilation, groups)
     kw = dict(stride=stride, dilation=dilation, groups=groups, precision=precision,
               acc_dtype=acc_dtype)
-    if variant in ("im2col", "rows", "wide"):
+    small = _alltaps_bytes(shape, w.shape) <= ALLTAPS_MAX_BYTES
+    if variant in ("im2col", "rows", "wide") or (variant == "alltaps" and not small):
         return _dense_blocked(variant, x, w, pads, **kw)
     if variant == "depthwise":
         return depthwise.conv_depthwise(x, w, pads=pads, **kw)
@@ -209,15 +212,17 @@ WIDE_MAX_I = 4096
 def _dense_blocked(variant, x, w, pads, **kw):
     """The dense formulations in blocks of output rows, padding each block.
 
-    ``im2col`` (every dense kernel of rank >= 2 that is not ``alltaps`` or
-    ``s2d``): the tap slices are materialised and then stacked (XLA keeps
-    both), so a block holds ``2 * T * I + O`` values per output position.
-    ``rows`` / ``wide`` (1-D) run unblocked.  Blocks get ``BLOCK_IO_FRACTION``
+    ``im2col``: the tap slices are materialised and then stacked (XLA keeps
+    both), so a block holds ``2 * T * I + O`` values per output position;
+    ``alltaps``: every tap's GEMM output and the sum, ``(T + 1) * O``.
+    ``rows`` / ``wide`` (1-D, or autotuner candidates) hold their partial
+    outputs.  Blocks get ``BLOCK_IO_FRACTION``
     of the SPEC's ``2 x (input + output)`` bound, between ``BLOCK_MIN_BYTES``
     and ``BLOCK_MAX_BYTES``: larger blocks mean deeper GEMMs and fewer scan
     steps (dense3 at 512 KiB: 0.86x of lax; at 2 MiB: 1.0x).
     """
-    fn = {"im2col": _conv_im2col, "rows": _conv_rows, "wide": _conv_wide}[variant]
+    fn = {"im2col": _conv_im2col, "rows": _conv_rows, "wide": _conv_wide,
+          "alltaps": _conv_alltaps}[variant]
     kernel = w.shape[:-2]
     t = int(np.prod(kernel, dtype=np.int64))
     i, o = w.shape[-2:]
@@ -226,9 +231,10 @@ def _dense_blocked(variant, x, w, pads, **kw):
     # outputs (XLA keeps them all for the one fused add) plus the sum; rows,
     # one kernel row of concatenated taps plus every row's GEMM output.
     temp_channels = {"im2col": o + 2 * t * i, "wide": (t + 1) * o,
+                     "alltaps": (t + 1) * o,
                      "rows": kernel[-1] * i + (t // kernel[-1] + 1) * o}[variant]
     tangent = None
-    if variant == "wide" or (variant == "im2col" and i > IM2COL_MAX_I):
+    if variant in ("wide", "alltaps") or (variant == "im2col" and i > IM2COL_MAX_I):
         # Input gradient as a scan of per-tap GEMMs (deep enough for I > 4):
         # one input-sized carry instead of an unblocked patch matrix.
         def tangent(x, w):
@@ -245,6 +251,14 @@ def _dense_blocked(variant, x, w, pads, **kw):
 
 
 ALLTAPS_MAX_BYTES = 1 << 21
+# Beyond ALLTAPS_MAX_BYTES, stride-1 kernels on up to this many input
+# channels still use alltaps, in row blocks: measured against row-blocked
+# im2col (ratios to lax, same process): 112x112x32 -> 32 3x3 1.12 vs 0.74,
+# 2x56x56x64 -> 64 1.17 vs 1.01, 56x56x64 -> 128 0.83 vs 0.76; at 128
+# channels im2col wins (28x28x128 dilated 0.85 vs 0.55, 8x28x28x128 0.88
+# vs 0.50: the GEMM output is T * O wide where the patches are T * I deep).
+# 2-D only: 3-D (vol3d) ran 0.64x against im2col's 1.69x.
+ALLTAPS_MAX_I = 64
 
 
 def _alltaps_bytes(x_shape, w_shape) -> int:
