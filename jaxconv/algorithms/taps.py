@@ -152,12 +152,11 @@ def _padded_shape(shape, pads):
             shape[-1])
 
 
-def _pad(x, pads, skip_axis=None):
-    """Zero-pad the spatial axes of ``x`` (all but ``skip_axis``)."""
-    widths = [(0, 0)] + [(0, 0) if a == skip_axis else p for a, p in enumerate(pads)]
-    if all(p == (0, 0) for p in widths):
+def _pad(x, pads):
+    """Zero-pad the spatial axes of ``x (N, *S, C)`` by ``pads``."""
+    if all(p == (0, 0) for p in pads):
         return x
-    return jnp.pad(x, widths + [(0, 0)])
+    return jnp.pad(x, [(0, 0), *pads, (0, 0)])
 
 
 def _conv_per_tap(x, w, *, stride, dilation, groups, precision, acc_dtype,
@@ -216,10 +215,10 @@ def _dense_blocked(variant, x, w, pads, **kw):
     both), so a block holds ``2 * T * I + O`` values per output position;
     ``alltaps``: every tap's GEMM output and the sum, ``(T + 1) * O``.
     ``rows`` / ``wide`` (1-D, or autotuner candidates) hold their partial
-    outputs.  Blocks get ``BLOCK_IO_FRACTION``
-    of the SPEC's ``2 x (input + output)`` bound, between ``BLOCK_MIN_BYTES``
-    and ``BLOCK_MAX_BYTES``: larger blocks mean deeper GEMMs and fewer scan
-    steps (dense3 at 512 KiB: 0.86x of lax; at 2 MiB: 1.0x).
+    outputs.  Blocks get ``BLOCK_IO_FRACTION`` of the SPEC's
+    ``2 x (input + output)`` bound, between ``BLOCK_MIN_BYTES`` and
+    ``BLOCK_MAX_BYTES``: larger blocks mean deeper GEMMs and fewer scan steps
+    (dense3 im2col at 512 KiB: 0.86x of lax; at 2 MiB: 1.0x, one A/B run).
     """
     fn = {"im2col": _conv_im2col, "rows": _conv_rows, "wide": _conv_wide,
           "alltaps": _conv_alltaps}[variant]
@@ -313,9 +312,8 @@ def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0, *, pads,
     the last row (its overlap is recomputed identically).  Problems whose
     temporaries fit one block run unblocked; when a single row is more than
     ``room`` (the memory bound, not just the cache), each row is blocked
-    along the next axis.  The last axis is blocked
-    only with ``block_last`` (``im2col``, which does not shift along it;
-    ``rows`` / ``wide`` do).
+    along the next axis.  The last axis is blocked only with ``block_last``
+    (``im2col``, which does not shift along it; the other forms do).
 
     Padding: ``x`` is unpadded and ``pads`` its zero padding.  A block is
     read as ``x[c : c + L]`` with ``c`` clamped into the input, zero-padded
