@@ -26,7 +26,7 @@ import numpy as np
 from jax import lax
 
 from ._taps import tap_offsets, valid_out_size
-from .algorithms._common import contract_tap, matmul
+from .algorithms._common import contract_tap, matmul, padded_shape
 from .algorithms.select import ALGORITHMS, choose_algorithm
 from .algorithms.taps import UNROLL_LIMIT, conv_taps, taps_variant
 
@@ -106,8 +106,7 @@ def conv_canonical(
                 and all(lo >= 0 and hi >= 0 for lo, hi in padding))
     pending = tuple(padding) if late_pad else None
     if late_pad:
-        x_shape = (x.shape[0], *(n + lo + hi for n, (lo, hi)
-                                 in zip(x.shape[1:-1], padding)), x.shape[-1])
+        x_shape = padded_shape(x.shape, pending)
     else:
         x = pad_and_dilate(x, padding, lhs_dilation)
         x_shape = x.shape

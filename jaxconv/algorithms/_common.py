@@ -1,4 +1,5 @@
-"""Pieces shared by the algorithms: output sizes and the per-tap contraction."""
+"""Pieces shared by the algorithms: output sizes, zero padding, the per-tap
+contraction."""
 
 from __future__ import annotations
 
@@ -18,6 +19,31 @@ def out_spatial(x_shape, kernel, stride, dilation) -> tuple[int, ...]:
         valid_out_size(n, k, s, d)
         for n, k, s, d in zip(x_shape[1:-1], kernel, stride, dilation)
     )
+
+
+def zero_pads(padding, nd: int) -> tuple[tuple[int, int], ...]:
+    """``padding`` (None, or one non-negative ``(lo, hi)`` pair per spatial
+    axis) as a tuple of int pairs; None means no padding."""
+    if padding is None:
+        return ((0, 0),) * nd
+    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    if len(pads) != nd or any(lo < 0 or hi < 0 for lo, hi in pads):
+        raise ValueError(f"`padding` (={padding!r}) must be {nd} non-negative "
+                         "(lo, hi) pairs.")
+    return pads
+
+
+def padded_shape(shape, pads) -> tuple[int, ...]:
+    """The shape of ``(N, *S, C)`` after zero-padding its spatial axes."""
+    return (shape[0], *(n + lo + hi for n, (lo, hi) in zip(shape[1:-1], pads)),
+            shape[-1])
+
+
+def pad_spatial(x, pads):
+    """Zero-pad the spatial axes of ``x (N, *S, C)`` by ``pads``."""
+    if all(p == (0, 0) for p in pads):
+        return x
+    return jnp.pad(x, [(0, 0), *pads, (0, 0)])
 
 
 def is_depthwise(w_shape: Sequence[int], groups: int, channels: int) -> bool:

@@ -38,6 +38,7 @@ import numpy as np
 
 from . import depthwise
 from . import taps as _taps
+from ._common import padded_shape
 
 CACHE_VERSION = 1
 REPEATS = 7
@@ -156,7 +157,7 @@ def choose(x, w, *, stride, dilation, groups, pads, precision, acc_dtype) -> str
         if hit is not None:
             _MEMORY[key] = hit
             return hit
-    shape = _taps._padded_shape(x.shape, pads)
+    shape = padded_shape(x.shape, pads)
     names = candidates(shape, w.shape, stride, dilation, groups)
     if len(names) == 1:
         choice = names[0]

@@ -25,7 +25,7 @@ import numpy as np
 from jax import lax
 
 from .._taps import padded_tap_slice, tap_offsets, tap_slice
-from ._common import flat_taps, out_spatial
+from ._common import flat_taps, out_spatial, pad_spatial, padded_shape, zero_pads
 
 UNROLL_LIMIT = 64
 # Up to this many taps the zero padding is applied per tap inside the fused
@@ -64,12 +64,11 @@ def conv_depthwise(x, w, *, stride, dilation, groups, precision, acc_dtype,
     """
     del precision  # no matmul: products are exact in acc_dtype
     from . import vjp
-    from .taps import _pad, _pads
 
-    pads = _pads(pads, w.ndim - 2)
+    pads = zero_pads(pads, w.ndim - 2)
     t = int(np.prod(w.shape[:-2], dtype=np.int64))
     if t > UNROLL_LIMIT:
-        x = _pad(x, pads)
+        x = pad_spatial(x, pads)
         kernel = w.shape[:-2]
         out = out_spatial(x.shape, kernel, stride, dilation)
         return _depthwise_rows(x, w, kernel, out, stride, dilation, groups, acc_dtype)
@@ -81,13 +80,11 @@ def conv_depthwise(x, w, *, stride, dilation, groups, precision, acc_dtype,
 
 
 def _depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads):
-    from .taps import _pad, _padded_shape
-
     kernel = w.shape[:-2]
-    out = out_spatial(_padded_shape(x.shape, pads), kernel, stride, dilation)
+    out = out_spatial(padded_shape(x.shape, pads), kernel, stride, dilation)
     wt, t = flat_taps(w)
     if t > PAD_IN_LOOP_MAX_TAPS:
-        x, pads = _pad(x, pads), ((0, 0),) * len(kernel)
+        x, pads = pad_spatial(x, pads), ((0, 0),) * len(kernel)
 
     def taps_sum(product_in_pad):
         acc = None

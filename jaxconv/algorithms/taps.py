@@ -39,7 +39,16 @@ from jax import lax
 
 from .._taps import tap_offsets, tap_slice
 from . import depthwise
-from ._common import contract_tap, flat_taps, matmul, out_spatial, take
+from ._common import (
+    contract_tap,
+    flat_taps,
+    matmul,
+    out_spatial,
+    pad_spatial,
+    padded_shape,
+    take,
+    zero_pads,
+)
 
 UNROLL_LIMIT = 64
 GROUPED_MAX_I = 16
@@ -104,8 +113,8 @@ def conv_taps(x, w, *, stride, dilation, groups, precision, acc_dtype,
     ``variant`` overrides ``taps_variant`` (the autotuner's candidates,
     ``autotune.candidates``, are the ones valid for the problem).
     """
-    pads = _pads(padding, w.ndim - 2)
-    shape = _padded_shape(x.shape, pads)
+    pads = zero_pads(padding, w.ndim - 2)
+    shape = padded_shape(x.shape, pads)
     if variant is None:
         variant = taps_variant(shape, w.shape, stride, dilation, groups)
     kw = dict(stride=stride, dilation=dilation, groups=groups, precision=precision,
@@ -118,7 +127,7 @@ def conv_taps(x, w, *, stride, dilation, groups, precision, acc_dtype,
     if variant == "toeplitz":
         return depthwise.conv_toeplitz_1d(x, w, precision=precision,
                                           acc_dtype=acc_dtype, pads=pads)
-    x = _pad(x, pads)
+    x = pad_spatial(x, pads)
     if variant == "grouped":
         if (len(w.shape) >= 4 and jnp.issubdtype(x.dtype, jnp.inexact)
                 and jnp.issubdtype(w.dtype, jnp.inexact)
@@ -135,28 +144,6 @@ def conv_taps(x, w, *, stride, dilation, groups, precision, acc_dtype,
         return finite_or(x, lambda: _conv_space_to_depth(x, w, **kw),
                          lambda: _conv_per_tap(x, w, force_scan=True, **kw))
     return _conv_per_tap(x, w, **kw)
-
-
-def _pads(padding, nd):
-    if padding is None:
-        return ((0, 0),) * nd
-    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
-    if len(pads) != nd or any(lo < 0 or hi < 0 for lo, hi in pads):
-        raise ValueError(f"`padding` (={padding!r}) must be {nd} non-negative "
-                         "(lo, hi) pairs.")
-    return pads
-
-
-def _padded_shape(shape, pads):
-    return (shape[0], *(n + lo + hi for n, (lo, hi) in zip(shape[1:-1], pads)),
-            shape[-1])
-
-
-def _pad(x, pads):
-    """Zero-pad the spatial axes of ``x (N, *S, C)`` by ``pads``."""
-    if all(p == (0, 0) for p in pads):
-        return x
-    return jnp.pad(x, [(0, 0), *pads, (0, 0)])
 
 
 def _conv_per_tap(x, w, *, stride, dilation, groups, precision, acc_dtype,
@@ -238,7 +225,7 @@ def _dense_blocked(variant, x, w, pads, **kw):
         # one input-sized carry instead of an unblocked patch matrix.
         def tangent(x, w):
             return _conv_per_tap(x, w, force_scan=True, **kw)
-    shape = _padded_shape(x.shape, pads)
+    shape = padded_shape(x.shape, pads)
     out = out_spatial(shape, kernel, kw["stride"], kw["dilation"])
     io = (x.size * x.dtype.itemsize
           + shape[0] * int(np.prod(out)) * o * np.dtype(kw["acc_dtype"]).itemsize)
@@ -300,11 +287,11 @@ BLOCK_MAX_BYTES = 1 << 22
 
 
 def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0, *, pads,
-                temp_channels=None, room=0, tangent_fn=None, block_last=False):
+                temp_channels, room, tangent_fn=None, block_last=False):
     """``fn(pad(x), w)`` computed in blocks of output rows (spatial axis ``axis``).
 
     The dense formulations build temporaries of ``temp_channels`` values per
-    output position (default ``(k_w + 1) * O``); computing ``R`` output rows
+    output position (``_dense_blocked`` counts them); computing ``R`` output rows
     at a time in a ``lax.scan`` keeps them to a block budget of ``room``
     bytes clipped to ``[BLOCK_MIN_BYTES, BLOCK_MAX_BYTES]``, and in cache.
     Each step reads its input rows plus the kernel's halo and writes its
@@ -334,21 +321,19 @@ def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0, *, pads,
     kernel = w.shape[:-2]
     blockable = len(kernel) - (0 if block_last else 1)
     if axis >= blockable:
-        return fn(_pad(x, pads), w)
-    shape = _padded_shape(x.shape, pads)
+        return fn(pad_spatial(x, pads), w)
+    shape = padded_shape(x.shape, pads)
     out = out_spatial(shape, kernel, stride, dilation)
     h = out[axis]
     o = w.shape[-1]
     itemsize = np.dtype(acc_dtype).itemsize
-    if temp_channels is None:
-        temp_channels = (kernel[-1] + 1) * o
     budget = min(BLOCK_MAX_BYTES, max(BLOCK_MIN_BYTES, room))
     row_bytes = x.shape[0] * int(np.prod(out)) // h * temp_channels * itemsize
     r = max(1, budget // row_bytes)
     inner = tuple((0, 0) if a == axis else p for a, p in enumerate(pads))
 
     def block_fn(xb, w):  # xb: padded along ``axis`` only
-        return fn(_pad(xb, inner), w)
+        return fn(pad_spatial(xb, inner), w)
 
     if r == 1 and row_bytes > max(budget, room) and axis + 1 < blockable:
         def block_fn(xb, w):
@@ -356,7 +341,7 @@ def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0, *, pads,
                                pads=inner, temp_channels=temp_channels, room=room,
                                tangent_fn=tangent_fn, block_last=block_last)
     if h <= r:
-        return fn(_pad(x, pads), w)
+        return fn(pad_spatial(x, pads), w)
     nb = -(-h // r)
     r = -(-h // nb)  # balance the blocks
     s0, k0, d0 = stride[axis], kernel[axis], dilation[axis]
@@ -400,7 +385,7 @@ def _row_blocks(fn, x, w, stride, dilation, acc_dtype, axis=0, *, pads,
         (x, w), (tx, tw) = primals, tangents
         zero = jax.custom_derivatives.SymbolicZero
         tfn = fn if tangent_fn is None else tangent_fn
-        terms = [tfn(_pad(tx, pads), w)] if not isinstance(tx, zero) else []
+        terms = [tfn(pad_spatial(tx, pads), w)] if not isinstance(tx, zero) else []
         if not isinstance(tw, zero):
             # Rematerialised: linearising would otherwise hoist each block's
             # patches (they depend on x alone) out of the scan as stacked

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .._taps import tap_offsets, tap_slice
-from ._common import flat_taps, out_spatial
+from ._common import flat_taps, out_spatial, pad_spatial
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
@@ -50,14 +50,12 @@ def depthwise_with_fast_kernel_grad(x, w, stride, dilation, groups, acc_dtype, p
 
 @depthwise_with_fast_kernel_grad.defjvp
 def _depthwise_jvp(stride, dilation, groups, acc_dtype, pads, primals, tangents):
-    from .taps import _pad
-
     x, w = primals
     tx, tw = tangents
     args = (stride, dilation, groups, acc_dtype, pads)
     y = depthwise_with_fast_kernel_grad(x, w, *args)
     ty = depthwise_with_fast_kernel_grad(tx, w, *args)
-    ty = ty + _rowscan(_pad(x, pads), tw, stride, dilation, groups, acc_dtype)
+    ty = ty + _rowscan(pad_spatial(x, pads), tw, stride, dilation, groups, acc_dtype)
     return y, ty
 
 
