@@ -102,7 +102,9 @@ def make_args(case: Case, seed: int = 0):
     else:
         wshape = (case.kernel,) * nd + (case.c_in // case.groups, case.c_out)
     w = rng.standard_normal(wshape, np.float32) / np.sqrt(np.prod(wshape[:-1]))
-    return jnp.asarray(x), jnp.asarray(w)
+    # float32 by construction (SPEC section 5), also under JAX_ENABLE_X64:
+    # the float64 scale above would otherwise promote ``w``.
+    return jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32)
 
 
 def _gradient(f):
@@ -119,18 +121,24 @@ def _time_once(f, args) -> float:
 
 
 def interleaved(fa, fb, args, *, budget: float, min_reps: int, max_reps: int):
-    """Median seconds of ``fa(*args)`` and ``fb(*args)``, alternating calls."""
-    ta = [_time_once(fa, args)]
-    tb = [_time_once(fb, args)]
-    per = max(ta[0] + tb[0], 1e-6)
+    """Median seconds of ``fa(*args)`` and ``fb(*args)``, alternating calls.
+
+    One warm-up call of each is timed only to size the run and then
+    discarded: a first call pays for cold caches, page faults and waking the
+    thread pool, and with the few repetitions of ``--quick`` it would
+    otherwise be one of three to fifteen samples.  The order alternates
+    (a b, b a, ...) so that neither side always runs right after the other.
+    """
+    per = max(_time_once(fa, args) + _time_once(fb, args), 1e-6)
     reps = int(min(max_reps, max(min_reps, budget / per)))
-    for i in range(reps - 1):
+    ta, tb = [], []
+    for i in range(reps):
         if i % 2:
-            ta.append(_time_once(fa, args))
             tb.append(_time_once(fb, args))
+            ta.append(_time_once(fa, args))
         else:
-            tb.append(_time_once(fb, args))
             ta.append(_time_once(fa, args))
+            tb.append(_time_once(fb, args))
     return statistics.median(ta), statistics.median(tb)
 
 
@@ -168,7 +176,7 @@ def run_case(case: Case, direction: str, *, quick: bool) -> dict:
     cj = jax.jit(fj).lower(*args).compile()
     cl = jax.jit(fl).lower(*args).compile()
     out = jax.eval_shape(fl, *args)
-    budget, reps = (0.6, (3, 15)) if quick else (3.0, (7, 101))
+    budget, reps = (0.6, (5, 41)) if quick else (3.0, (7, 101))
     tj, tl = interleaved(cj, cl, args, budget=budget, min_reps=reps[0],
                          max_reps=reps[1])
     return {
