@@ -187,6 +187,85 @@ def test_toeplitz_block_sizes(rng):
         assert_close(got, ref)
 
 
+def test_hankel_block_sizes_and_padding(rng):
+    # The block-Hankel form on its own, any block size, padding folded in.
+    x = jnp.asarray(rng.standard_normal((2, 97, 5)))
+    w = jnp.asarray(rng.standard_normal((33, 1, 5)))
+    ref = lax.conv_general_dilated(x, w, (1,), [(7, 12)], dimension_numbers=DN[1],
+                                   feature_group_count=5, precision=HI)
+    for block in (1, 16, 33, 200):
+        got = jax.jit(depthwise._hankel_gemm, static_argnums=(2, 3, 4, 5))(
+            x, w.reshape(33, 5), HI, x.dtype, block, ((7, 12),))
+        assert_close(got, ref)
+
+
+def test_hankel_rule():
+    # long1d (8192 x 32 channels, 1024 taps, SAME) takes the Hankel form;
+    # shorter kernels keep the scan (faster there), and so do few channels
+    # of a long signal (one channel's Hankel matrix would exceed the I/O).
+    same = ((511, 512),)
+    assert depthwise.hankel_applies((1, 8192, 32), 1024, same)
+    assert depthwise.hankel_applies((8, 1024, 32), 1024, same)
+    assert not depthwise.hankel_applies((1, 8192, 32), 256, ((127, 128),))
+    assert not depthwise.hankel_applies((1, 8192, 2), 1024, same)
+    # A kernel longer than the padded input: no output block, no Hankel.
+    assert not depthwise.hankel_applies((1, 100, 32), 1024, ((0, 0),))
+
+
+def test_hankel_path_values_gradients_and_locality(rng, monkeypatch):
+    # Force the Hankel form on a small problem (the rule keeps it for big ones).
+    monkeypatch.setattr(depthwise, "hankel_applies", lambda *a, **k: True)
+    x = rng.standard_normal((2, 300, 6))
+    w = rng.standard_normal((70, 1, 6))
+
+    def f(mod, **kw):
+        return jax.jit(lambda x, w: mod.conv_general_dilated(
+            x, w, (1,), [(20, 30)], dimension_numbers=DN[1], feature_group_count=6,
+            precision=HI, **kw))
+
+    fast, ref = f(jl, algorithm="taps"), f(lax)
+    assert_close(fast(x, w), ref(x, w))
+
+    def grads(g):
+        return jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(g(x, w))), (0, 1)))
+    for a, b in zip(grads(fast)(x, w), grads(ref)(x, w)):
+        assert_close(a, b)
+
+    x[0, 0, 0] = np.inf
+    x[1, 150, 3] = np.nan
+    got = np.asarray(fast(x, w))
+    direct = np.asarray(f(jl, algorithm="direct")(x, w))
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(direct))
+    fin = np.isfinite(direct)
+    assert_close(got[fin], direct[fin])
+
+
+def test_hankel_float32_accuracy_within_factor_of_lax(rng):
+    # One deep GEMM per channel sums its K products in one sequential run
+    # (XLA's CPU dot) where the scan added K / B partial sums: the
+    # tests/test_accuracy.py criterion, error <= 2 x max(lax's error,
+    # sqrt(K) u + u), on a problem the rule sends to the Hankel form
+    # (measured: 1.4e-6, ~11x lax's 1.2e-7 and 0.36 of the bound).
+    shape, k = (1, 4096, 64), 1024
+    assert depthwise.hankel_applies(shape, k, ((511, 512),))
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = (rng.standard_normal((k, 1, 64)) / np.sqrt(k)).astype(np.float32)
+
+    def conv(mod, x, w, **kw):
+        return np.asarray(mod.conv_general_dilated(
+            x, w, (1,), "SAME", dimension_numbers=DN[1], feature_group_count=64, **kw))
+
+    exact = conv(lax, x.astype(np.float64), w.astype(np.float64), precision=HI)
+    scale = np.abs(exact).max()
+
+    def err(y):
+        return np.abs(y.astype(np.float64) - exact).max() / scale
+
+    u = float(np.finfo(np.float32).eps) / 2
+    bound = 2.0 * max(err(conv(lax, x, w)), np.sqrt(k) * u + u)
+    assert err(conv(jl, x, w)) <= bound
+
+
 def test_long_kernel_depthwise_is_not_unrolled():
     # A 1024-tap kernel traces one scan step, not 1024 slices.
     x = jnp.ones((1, 2048, 2), jnp.float32)
