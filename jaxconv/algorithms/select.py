@@ -49,8 +49,9 @@ def choose_algorithm(x_shape, w_shape, stride, dilation, groups) -> str:
     ======================================  =============================
     problem                                 formulation
     ======================================  =============================
-    depthwise (I == 1), 1-D, stride 1,      ``toeplitz`` (blocked GEMMs)
-    >= 64 taps, multiplier 1
+    depthwise (I == 1), 1-D, stride 1,      ``toeplitz`` (blocked GEMMs;
+    >= 64 taps, multiplier 1                one block-Hankel GEMM per
+                                            channel from 512 taps)
     other depthwise                         ``depthwise`` (elementwise)
     1x1 kernel                              ``dot`` (one GEMM)
     grouped, I <= 16                        ``grouped`` (fused FMAs)

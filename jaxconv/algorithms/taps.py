@@ -7,7 +7,8 @@ that suits the problem (``taps_variant`` names it, from static shapes only):
 * ``"dot"``: a 1x1 kernel is one (strided) slice and one GEMM;
 * ``"depthwise"``: ``I == 1``: elementwise multiply-adds fused into one loop
   (``jaxconv.algorithms.depthwise``), memory-bound;
-* ``"toeplitz"``: long 1-D depthwise kernels: blocked Toeplitz GEMMs;
+* ``"toeplitz"``: long 1-D depthwise kernels: blocked Toeplitz GEMMs (a scan,
+  or one block-Hankel GEMM per channel, ``depthwise.hankel_applies``);
 * ``"grouped"``: few input channels per group: the per-group products are
   unrolled into broadcast multiply-adds (no batched tiny GEMMs);
 * ``"im2col"``: dense kernels of rank >= 2 (but ``"alltaps"`` below): the
