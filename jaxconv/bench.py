@@ -125,8 +125,8 @@ def interleaved(fa, fb, args, *, budget: float, min_reps: int, max_reps: int):
 
     One warm-up call of each is timed only to size the run and then
     discarded: a first call pays for cold caches, page faults and waking the
-    thread pool, and with the few repetitions of ``--quick`` it would
-    otherwise be one of three to fifteen samples.  The order alternates
+    thread pool, and with the few repetitions of ``--quick`` (5 at the
+    least) it would weigh on the median.  The order alternates
     (a b, b a, ...) so that neither side always runs right after the other.
     """
     per = max(_time_once(fa, args) + _time_once(fb, args), 1e-6)

@@ -104,8 +104,7 @@ def test_forward_temporaries_within_2x_io(case):
     assert temp <= bound, f"{case}: temp {temp} B > 2 x I/O = {bound} B"
 
 
-@pytest.mark.parametrize("case", _params(GRADIENT_CASES, "grad:"))
-def test_gradient_temporaries_within_2x_io(case):
+def _gradient_temp_and_bound(case):
     """Forward + backward (input and kernel gradients); I/O = x, w, dy, dx, dw."""
     f, x, w = _problem(case)
     y = jax.eval_shape(f, x, w)
@@ -114,7 +113,12 @@ def test_gradient_temporaries_within_2x_io(case):
         _, vjp = jax.vjp(f, x, w)
         return vjp(dy)
 
-    temp, bound = _temp_and_bound(grads, x, w, y)
+    return _temp_and_bound(grads, x, w, y)
+
+
+@pytest.mark.parametrize("case", _params(GRADIENT_CASES, "grad:"))
+def test_gradient_temporaries_within_2x_io(case):
+    temp, bound = _gradient_temp_and_bound(case)
     assert temp <= bound, f"{case} gradient: temp {temp} B > 2 x I/O = {bound} B"
 
 
@@ -123,14 +127,7 @@ def test_large_kernel_depthwise_gradient_keeps_no_per_step_residuals():
     input slice as a residual: 91x the bound.  With the row step
     rematerialised it is 3.5x: the padded input and its cotangent (SAME
     padding takes 28x28 to 58x58, 4.3x the input) are what remain."""
-    f, x, w = _problem("dw31")
-    y = jax.eval_shape(f, x, w)
-
-    def grads(x, w, dy):
-        _, vjp = jax.vjp(f, x, w)
-        return vjp(dy)
-
-    temp, bound = _temp_and_bound(grads, x, w, y)
+    temp, bound = _gradient_temp_and_bound("dw31")
     assert temp <= 4 * bound, f"dw31 gradient: temp {temp} B > 4 x {bound} B"
 
 
