@@ -118,9 +118,9 @@ def _depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads):
     # non-finite weights take the (2-3x slower) product of the padded slice.
     # Both branches rematerialised: a linearised ``lax.cond`` allocates the
     # residuals of both (causal1d's gradient: 1.67x -> 1.0x of the 2x I/O
-    # bound); with checkpoints they are ``x`` and ``w`` themselves.
-    fast = jax.checkpoint(lambda x, w: taps_sum(True, x, w))
-    safe = jax.checkpoint(lambda x, w: taps_sum(False, x, w))
+    # bound); with checkpoints they are ``x`` and the taps ``wt`` themselves.
+    fast = jax.checkpoint(lambda x, wt: taps_sum(True, x, wt))
+    safe = jax.checkpoint(lambda x, wt: taps_sum(False, x, wt))
     return lax.cond(jnp.all(jnp.isfinite(w)), lambda: fast(x, wt), lambda: safe(x, wt))
 
 
