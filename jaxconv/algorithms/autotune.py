@@ -1,14 +1,14 @@
 """Opt-in autotuning (``algorithm="autotune"``): time the candidates once, cache.
 
-``"auto"`` picks a ``taps`` formulation from static shapes by a rule measured
-on one 2-core CPU (``taps.taps_variant``).  On another machine — more cores,
+``"auto"`` picks a formulation from static shapes by a rule measured on
+2-core CPUs (``plan.choose``).  On another machine — more cores,
 a GPU, a different cache size — another formulation can be faster.  With
 ``algorithm="autotune"`` the first trace of a canonical problem (shapes,
 dtypes, stride, dilation, groups, padding) on a backend compiles every
-exact formulation that applies to it, times each on random data of that
-shape (medians of interleaved runs, outside the trace), and keeps the
-fastest.  The choice is cached in memory and on disk, so the timing happens
-once per problem and machine:
+exact formulation that applies to it (``plan.candidates``), times each on
+random data of that shape (medians of interleaved runs, outside the trace),
+and keeps the fastest.  The choice is cached in memory and on disk, so the
+timing happens once per problem and machine:
 
 * the cache file is ``$JAXCONV_CACHE_DIR/autotune.json`` (default
   ``~/.cache/jaxconv``); ``JAXCONV_CACHE_DIR=""`` keeps it in memory only;
@@ -25,6 +25,7 @@ of each new shape (about a second per candidate on a 2-core CPU).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -36,9 +37,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import depthwise
-from . import taps as _taps
-from ._common import padded_shape
+from .plan import Plan, candidates, execute
+from .problem import Problem
+from .profile import Profile
 
 CACHE_VERSION = 1
 REPEATS = 7
@@ -55,40 +56,13 @@ def cache_path() -> str | None:
     return os.path.join(root, "autotune.json")
 
 
-def candidates(x_shape, w_shape, stride, dilation, groups) -> list[str]:
-    """The ``taps`` formulations that compute this (padded) problem exactly."""
-    kernel = tuple(w_shape[:-2])
-    i = w_shape[-2]
-    t = int(np.prod(kernel, dtype=np.int64))
-    if i == 1 and groups == x_shape[-1]:
-        out = ["depthwise"]
-        if depthwise.toeplitz_applies(x_shape, w_shape, stride, dilation, groups):
-            out.append("toeplitz")
-        return out
-    if t == 1:
-        return ["dot"]
-    if groups > 1:
-        return ["grouped", "taps"] if i <= _taps.GROUPED_MAX_I else ["taps"]
-    out = ["taps"]
-    if t <= _taps.UNROLL_LIMIT:
-        out.append("im2col")
-        if all(s == 1 for s in stride):
-            out.append("alltaps")
-        if stride[-1] == 1 and kernel[-1] > 1:
-            out += ["rows", "wide"]
-        if (any(s > 1 and k > 1 for s, k in zip(stride, kernel))
-                and all(d == 1 for s, d in zip(stride, dilation) if s > 1)):
-            out.append("s2d")
-    return out
-
-
-def _key(x, w, stride, dilation, groups, pads, acc_dtype) -> str:
+def _key(problem: Problem, profile: Profile, precision) -> str:
     device = jax.devices()[0]
     return json.dumps([
         CACHE_VERSION, device.platform, getattr(device, "device_kind", ""),
-        list(x.shape), str(x.dtype), list(w.shape), str(w.dtype),
-        list(stride), list(dilation), groups, [list(p) for p in pads],
-        str(np.dtype(acc_dtype)),
+        profile.name, str(precision), *(
+            list(v) if isinstance(v, tuple) else v
+            for v in dataclasses.astuple(problem)),
     ])
 
 
@@ -142,37 +116,36 @@ def _time(fns, args) -> dict[str, float]:
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def choose(x, w, *, stride, dilation, groups, pads, precision, acc_dtype) -> str:
-    """The fastest ``taps`` formulation for this problem (cached).
+def choose(problem: Problem, profile: Profile, precision) -> Plan:
+    """The fastest exact plan for ``problem`` (cached by formulation name).
 
-    ``x`` and ``w`` may be tracers: only their shapes and dtypes are used;
-    the timing runs on random arrays, eagerly, outside any trace.
+    Only shapes and dtypes are used (the operands may be tracers): the
+    timing runs on random arrays, eagerly, outside any trace.
     """
-    key = _key(x, w, stride, dilation, groups, pads, acc_dtype)
-    if key in _MEMORY:
-        return _MEMORY[key]
+    plans = {p.formulation: p for p in candidates(problem, profile)}
+    key = _key(problem, profile, precision)
+    choice = _MEMORY.get(key)
     path = cache_path()
-    if path is not None:
-        hit = _load(path).get(key)
-        if hit is not None:
-            _MEMORY[key] = hit
-            return hit
-    shape = padded_shape(x.shape, pads)
-    names = candidates(shape, w.shape, stride, dilation, groups)
-    if len(names) == 1:
-        choice = names[0]
-    else:
-        kw = dict(stride=tuple(stride), dilation=tuple(dilation), groups=groups,
-                  precision=precision, acc_dtype=acc_dtype, padding=pads)
-        fns = {name: (lambda a, b, name=name: _taps.conv_taps(a, b, variant=name, **kw))
-               for name in names}
-        with jax.ensure_compile_time_eval():
-            rng = np.random.default_rng(0)
-            args = (jnp.asarray(rng.standard_normal(x.shape), x.dtype),
-                    jnp.asarray(rng.standard_normal(w.shape), w.dtype))
-            times = _time(fns, args)
-        choice = min(times, key=times.get)
+    if choice is None and path is not None:
+        choice = _load(path).get(key)
+    if choice not in plans:
+        if len(plans) == 1:
+            choice = next(iter(plans))
+        else:
+            fns = {name: (lambda a, b, plan=plan: execute(a, b, plan, precision))
+                   for name, plan in plans.items()}
+            with jax.ensure_compile_time_eval():
+                rng = np.random.default_rng(0)
+                args = (jnp.asarray(rng.standard_normal(problem.x_shape),
+                                    problem.dtype),
+                        jnp.asarray(rng.standard_normal(problem.w_shape),
+                                    problem.w_dtype))
+                times = _time(fns, args)
+            choice = min(times, key=times.get)
+        if path is not None:
+            _store(path, key, choice)
     _MEMORY[key] = choice
-    if path is not None:
-        _store(path, key, choice)
-    return choice
+    chosen = plans[choice]
+    return dataclasses.replace(chosen, reason=(
+        f"autotuned: fastest of {', '.join(plans)}" if len(plans) > 1
+        else f"autotune: the only exact formulation ({chosen.reason})"))

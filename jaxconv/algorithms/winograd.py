@@ -12,9 +12,9 @@ so rounding differs from the direct sum (F(4x4) more so) and a NaN/Inf input
 spreads to its whole tile.  ``"auto"`` therefore never picks it.
 
 Applies to 2-D, 3x3, stride-1, undilated kernels of a float or complex dtype.
-Every other problem (other ranks, kernel sizes, strides, dilations, integer
-dtypes) falls back to the exact ``"taps"`` algorithm, so ``algorithm=
-"winograd"`` accepts everything the other algorithms do.
+For every other problem (other ranks, kernel sizes, strides, dilations,
+integer dtypes) the plan uses the exact ``"auto"`` formulation instead, so
+``algorithm="winograd"`` accepts everything the other algorithms do.
 """
 
 from __future__ import annotations
@@ -76,10 +76,8 @@ def default_tile(dtype) -> int:
 def conv_winograd(x, w, *, stride, dilation, groups, precision, acc_dtype, tile=None):
     """Winograd convolution on the canonical problem (see the module docstring)."""
     if not winograd_applies(x.shape, w.shape, stride, dilation, x.dtype):
-        from .taps import conv_taps
-
-        return conv_taps(x, w, stride=stride, dilation=dilation, groups=groups,
-                         precision=precision, acc_dtype=acc_dtype)
+        raise ValueError(f"winograd does not apply to kernel {w.shape} with "
+                         f"stride {stride} and dilation {dilation}.")
     m = default_tile(acc_dtype) if tile is None else tile
     if m not in TRANSFORMS:
         raise ValueError(f"`tile` (={m}) must be 2 or 4.")

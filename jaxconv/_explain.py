@@ -1,0 +1,169 @@
+"""``jaxconv.explain``: which plan every convolution inside a function gets."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+from jax.extend.core import jaxprs_in_params
+
+from ._canonical import RECORDER, canonical_plan
+from .algorithms.plan import Plan
+
+# The primitive every jaxconv convolution binds (``jaxconv._primitive``), and
+# what its transposed roles are called in a report.
+PRIMITIVE = "jaxconv_conv"
+ROLE_NAMES = {"fwd": "", "lhs_t": " (input grad)", "rhs_t": " (kernel grad)"}
+
+
+def _dims(shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplainRow:
+    """One convolution traced inside the explained function.
+
+    Attributes:
+      op: what kind of convolution (``"conv"``, ``"depthwise conv"``,
+        ``"grouped conv"``, ``"transposed conv"``).
+      input_shape: the canonical (channels-last) input ``(N, *S, C)``.
+      kernel_shape: the canonical kernel ``(*K, I, O)``.
+      output_shape: ``(N, *out, O)``.
+      dtype: the input dtype.
+      profile: the profile the plan was made with.
+      formulation: the plan's label, e.g. ``"taps/depthwise"``.
+      loop_steps: sequential loop steps of the forward program.
+      temp_bytes: estimated temporaries.
+      reason: why this formulation.
+      plan: the full :class:`~jaxconv.algorithms.plan.Plan`.
+    """
+
+    op: str
+    input_shape: tuple
+    kernel_shape: tuple
+    output_shape: tuple
+    dtype: str
+    profile: str
+    formulation: str
+    loop_steps: int
+    temp_bytes: int
+    reason: str
+    plan: Plan
+
+    @classmethod
+    def of(cls, plan: Plan, role: str = "fwd") -> ExplainRow:
+        p = plan.problem
+        if p.transposed:
+            op = "transposed conv"
+        elif p.depthwise:
+            op = "depthwise conv"
+        elif p.groups > 1:
+            op = "grouped conv"
+        else:
+            op = "conv"
+        return cls(op + ROLE_NAMES[role], p.x_shape, p.w_shape, p.out_shape, p.dtype,
+                   plan.profile.name, plan.label, plan.loop_steps, plan.temp_bytes,
+                   plan.reason, plan)
+
+
+class Explanation(tuple):
+    """The rows of :func:`explain` (a tuple of :class:`ExplainRow`);
+    ``str()`` is a table."""
+
+    @property
+    def rows(self) -> tuple[ExplainRow, ...]:
+        return tuple(self)
+
+    def __str__(self) -> str:
+        header = ("op", "input", "kernel", "output", "dtype", "profile",
+                  "formulation", "loops", "temp", "reason")
+        table = [header] + [
+            (r.op, _dims(r.input_shape), _dims(r.kernel_shape), _dims(r.output_shape),
+             r.dtype, r.profile, r.formulation, str(r.loop_steps),
+             _size(r.temp_bytes), r.reason)
+            for r in self
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+        lines = []
+        for k, row in enumerate(table):
+            cells = [c.ljust(wd) for c, wd in zip(row[:-1], widths)]
+            lines.append("  ".join(cells + [row[-1]]).rstrip())
+            if k == 0:
+                lines.append("  ".join("-" * wd for wd in widths) + "  ------")
+        if not self:
+            lines.append("(no jaxconv convolution)")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Explanation({len(self)} rows)"
+
+
+def _walk(jaxpr, rows: list) -> None:
+    """Append a row for every ``jaxconv_conv`` equation, sub-jaxprs included."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == PRIMITIVE:
+            rows.append(_row(eqn))
+        for sub in jaxprs_in_params(eqn.params):
+            _walk(sub, rows)
+
+
+def _row(eqn) -> ExplainRow:
+    params = dict(eqn.params)
+    role = params.pop("role")
+    shape, dtype = params.pop("operand_shape"), params.pop("operand_dtype")
+    a, b = (jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars)
+    operand = jax.ShapeDtypeStruct(shape, dtype) if shape is not None else None
+    x, w = {"fwd": (a, b), "lhs_t": (operand, b), "rhs_t": (a, operand)}[role]
+    return ExplainRow.of(canonical_plan(x, w, **params), role)
+
+
+def explain(f: Callable, *args, **kwargs) -> Explanation:
+    """How jaxconv computes every convolution inside ``f(*args, **kwargs)``.
+
+    ``f`` is traced abstractly (``jax.make_jaxpr``: nothing is computed, so
+    ``args`` may be ``jax.ShapeDtypeStruct``\\ s) and every jaxconv
+    convolution in the trace reports its plan: one row per convolution, in
+    program order, gradients included (``jax.grad`` adds an input-gradient
+    and a kernel-gradient row per convolution, computed by differentiating
+    the forward's plan).  ``f`` can be one op, a Flax ``apply``, a
+    ``jaxconv.nn`` model or a ``jax.grad`` of any of them.
+
+    Args:
+      f: any function of arrays.
+      *args: its positional arguments (arrays or ``jax.ShapeDtypeStruct``).
+      **kwargs: its keyword arguments.
+
+    Returns:
+      An :class:`Explanation`: a tuple of :class:`ExplainRow` whose ``str()``
+      is a readable table (op, shapes, dtype, profile, formulation, loop
+      steps, estimated temporaries, reason).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxconv
+      >>> x = jax.ShapeDtypeStruct((1, 32, 32, 16), jnp.float32)
+      >>> w = jax.ShapeDtypeStruct((3, 3, 1, 16), jnp.float32)
+      >>> rows = jaxconv.explain(jaxconv.depthwise_conv, x, w)
+      >>> rows[0].formulation
+      'taps/depthwise'
+    """
+    log: list[Plan] = []
+    token = RECORDER.set(log)
+    try:
+        jaxpr = jax.make_jaxpr(lambda *a, **k: f(*a, **k))(*args, **kwargs)
+    finally:
+        RECORDER.reset(token)
+    rows: list[ExplainRow] = []
+    _walk(jaxpr.jaxpr, rows)
+    if not rows:  # convolutions traced inline (not bound as one equation)
+        rows = [ExplainRow.of(p) for p in log]
+    return Explanation(rows)

@@ -1,0 +1,198 @@
+"""GEMM formulations of a convolution: ``out = sum over taps t of slice_t(x) @ w[t]``.
+
+Each kernel tap contributes one strided slice of the input times that tap's
+``(I, O)`` weight matrix.  The formulations differ in how they hand that sum
+to the GEMM (the plan, ``plan.py``, picks one and its blocks):
+
+* ``"dot"``: a 1x1 kernel is one (strided) slice and one GEMM;
+* ``"taps"``: per-tap GEMMs summed (a ``lax.scan`` over taps beyond the
+  profile's unroll limit, so compile time stays bounded);
+* ``"alltaps"``: one GEMM against every tap at once (``N = T * O``), then
+  one fused sum of ``T`` shifted slices of its output;
+* ``"im2col"``: the patch matrix, one GEMM of depth ``T * I``;
+* ``"rows"``: the last-axis taps concatenated along channels, one GEMM per
+  row of taps;
+* ``"wide"``: one GEMM per row of taps against all last-axis taps, then
+  shifted partial sums.
+
+``alltaps``, ``im2col``, ``rows`` and ``wide`` run in the plan's row blocks
+(``blocks.row_blocks``), padding each block as they read it.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .._taps import tap_offsets, tap_slice
+from ._common import contract_tap, flat_taps, matmul, out_spatial, pad_spatial, take
+from .blocks import row_blocks
+
+BLOCKED = ("alltaps", "im2col", "rows", "wide")
+NAMES = ("dot", "taps", *BLOCKED)
+
+
+def run(x, w, plan, precision):
+    """Run the dense formulation ``plan.formulation`` on ``x`` (unpadded)."""
+    p = plan.problem
+    kw = dict(stride=p.stride, dilation=p.dilation, groups=p.groups,
+              precision=precision, acc_dtype=p.acc_dtype)
+    name = plan.formulation
+    if name in BLOCKED:
+        fn = {"im2col": conv_im2col, "rows": conv_rows, "wide": conv_wide,
+              "alltaps": conv_alltaps}[name]
+        tangent = None
+        if plan.param("input_tangent") == "taps-scan":
+            # Input gradient as a scan of per-tap GEMMs (deep enough when
+            # I is not tiny): one input-sized carry instead of an unblocked
+            # patch matrix.
+            def tangent(x, w):
+                return conv_per_tap(x, w, force_scan=True, **kw)
+        return row_blocks(lambda x, w: fn(x, w, **kw), x, w, plan.param("blocks"),
+                          stride=p.stride, dilation=p.dilation,
+                          acc_dtype=p.acc_dtype, pads=p.pads, tangent_fn=tangent)
+    x = pad_spatial(x, p.pads)
+    return conv_per_tap(x, w, force_scan=plan.param("scan", False), **kw)
+
+
+def conv_per_tap(x, w, *, stride, dilation, groups, precision, acc_dtype,
+                 force_scan=False):
+    """``sum_t slice_t(x) @ w[t]``, unrolled or (``force_scan``) in a scan."""
+    kernel = w.shape[:-2]
+    out = out_spatial(x.shape, kernel, stride, dilation)
+    wt, _ = flat_taps(w)
+    if force_scan:
+        return _taps_scan(x, wt, kernel, out, stride, dilation, groups,
+                          precision, acc_dtype)
+    acc = None
+    for i, tap in enumerate(tap_offsets(kernel)):
+        xs = tap_slice(x, tap, out, stride, dilation)
+        term = contract_tap(xs, wt[i], groups, precision, acc_dtype)
+        acc = term if acc is None else acc + term
+    return acc
+
+
+def _taps_scan(x, wt, kernel, out, stride, dilation, groups, precision, acc_dtype):
+    n, c = x.shape[0], x.shape[-1]
+    extent = tuple((o - 1) * s + 1 for o, s in zip(out, stride))
+    offsets = jnp.asarray(
+        np.array(list(tap_offsets(kernel)), dtype=np.int32).reshape(-1, len(kernel))
+        * np.array(dilation, dtype=np.int32)
+    )
+    steps = tuple(slice(None, None, s) for s in stride)
+
+    def step(acc, tap):
+        offset, wk = tap
+        zero = jnp.zeros((), jnp.int32)
+        start = (zero, *(offset[i] for i in range(len(kernel))), zero)
+        xs = lax.dynamic_slice(x, start, (n, *extent, c))[(slice(None), *steps)]
+        return acc + contract_tap(xs, wk, groups, precision, acc_dtype), None
+
+    init = jnp.zeros((n, *out, wt.shape[-1]), acc_dtype)
+    acc, _ = lax.scan(step, init, (offsets, wt))
+    return acc
+
+
+def conv_alltaps(x, w, *, stride, dilation, groups, precision, acc_dtype):
+    """Dense stride-1 kernels: one GEMM against every tap at once, then shifts.
+
+    ``y = x @ W`` with ``W (I, T*O)`` gives every tap's contribution at every
+    input position; output ``p`` sums ``y[p + tap*dilation, tap]`` over the
+    taps: one GEMM and one fused sum of ``T`` shifted slices, no patch tensor.
+    """
+    del groups
+    kernel = w.shape[:-2]
+    out = out_spatial(x.shape, kernel, stride, dilation)
+    i, o = w.shape[-2:]
+    wt, t = flat_taps(w)
+    wm = jnp.moveaxis(wt, 0, 1).reshape(i, t * o)
+    y = matmul(x, wm, precision, acc_dtype)
+    y = y.reshape(*y.shape[:-1], t, o)
+    acc = None
+    for k, tap in enumerate(tap_offsets(kernel)):
+        start = (0, *(a * d for a, d in zip(tap, dilation)), k, 0)
+        limit = (y.shape[0], *(a * d + n for a, d, n in zip(tap, dilation, out)),
+                 k + 1, o)
+        term = lax.slice(y, start, limit).reshape(y.shape[0], *out, o)
+        acc = term if acc is None else acc + term
+    return acc
+
+
+def conv_im2col(x, w, *, stride, dilation, groups, precision, acc_dtype):
+    """The patch matrix, then one GEMM of depth ``T * I``.
+
+    For few input channels (per-tap GEMMs of depth ``I = 3``, an RGB stem,
+    run far below the machine's GEMM rate) and strided kernels (one deep
+    GEMM instead of ``T`` strided ones whose outputs XLA keeps live
+    together).  The patches ``(..., T, I)`` are built by *stacking* the tap
+    slices on a new axis (XLA copies each slice as a block; concatenating on
+    the channel axis instead costs a select per element) and contracted with
+    the ``(T * I, O)`` kernel.  Exact per window (no structural zeros), so
+    NaN/Inf stay local; the row blocks keep the patch matrix within budget.
+    """
+    del groups
+    kernel = w.shape[:-2]
+    out = out_spatial(x.shape, kernel, stride, dilation)
+    cols = jnp.stack([tap_slice(x, tap, out, stride, dilation)
+                      for tap in tap_offsets(kernel)], axis=-2)
+    cols = cols.reshape(*cols.shape[:-2], -1)
+    return matmul(cols, w.reshape(-1, w.shape[-1]), precision, acc_dtype)
+
+
+def conv_rows(x, w, *, stride, dilation, groups, precision, acc_dtype):
+    """Row taps: the last-axis taps concatenated along channels, one GEMM per row.
+
+    Raises the GEMM depth from ``I`` to ``k_w * I`` (for few input channels)
+    while the patch tensor is only one kernel row's worth.
+    """
+    del groups
+    kernel = w.shape[:-2]
+    out = out_spatial(x.shape, kernel, stride, dilation)
+    kl = kernel[-1]
+    i, o = w.shape[-2:]
+    lead_k = kernel[:-1]
+    wr = w.reshape(*lead_k, kl * i, o)
+    acc = None
+    for tap in tap_offsets(lead_k):
+        cat = lax.concatenate(
+            [tap_slice(x, (*tap, j), out, stride, dilation) for j in range(kl)],
+            x.ndim - 1,
+        )
+        term = matmul(cat, take(wr, tap), precision, acc_dtype)
+        acc = term if acc is None else acc + term
+    return acc
+
+
+def conv_wide(x, w, *, stride, dilation, groups, precision, acc_dtype):
+    """Dense kernels: one GEMM per row of taps, over the whole padded width.
+
+    For each tap of the leading kernel axes, the input rows it touches are
+    multiplied by the ``(I, k_w * O)`` matrix of all last-axis taps at once;
+    the ``k_w`` partial outputs are then shifted along the last axis and
+    added.  Compared with per-tap GEMMs this multiplies ``k_w`` times fewer,
+    ``k_w`` times wider matrices; compared with im2col it builds no patch
+    tensor.
+    """
+    del groups
+    kernel = w.shape[:-2]
+    out = out_spatial(x.shape, kernel, stride, dilation)
+    kl, dl = kernel[-1], dilation[-1]
+    i, o = w.shape[-2:]
+    width = x.shape[-2]
+    lead_k = kernel[:-1]
+    wl = jnp.moveaxis(w, len(kernel) - 1, -2).reshape(*lead_k, i, kl * o)
+    acc = None
+    for tap in tap_offsets(lead_k):
+        rows = tap_slice(x, (*tap, 0), (*out[:-1], width), (*stride[:-1], 1),
+                         (*dilation[:-1], 1))  # (N, *out[:-1], W, I)
+        y = matmul(rows, take(wl, tap), precision, acc_dtype)
+        y = y.reshape(*y.shape[:-1], kl, o)
+        for j in range(kl):
+            start = [0] * y.ndim
+            limit = list(y.shape)
+            start[-3], limit[-3] = j * dl, j * dl + out[-1]
+            start[-2], limit[-2] = j, j + 1
+            term = lax.slice(y, start, limit).reshape(*y.shape[:-3], out[-1], o)
+            acc = term if acc is None else acc + term
+    return acc

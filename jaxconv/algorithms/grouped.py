@@ -1,0 +1,82 @@
+"""Grouped kernels with few input channels per group, as fused multiply-adds.
+
+``out[..., g, m] = sum_{t, i} x_t[..., g, i] * w[t, i, g, m]``: every term
+is a broadcast product, so XLA fuses the whole sum into one loop over the
+output instead of ``T`` batched ``I x M`` GEMMs (which have no arithmetic
+intensity to speak of).
+
+Derivatives (:func:`grouped_with_fast_kernel_grad`, a ``jax.custom_jvp``):
+the kernel tangent is ``rowscan`` (whose transpose accumulates elementwise
+instead of one XLA reduction per tap and channel), the input tangent a scan
+of per-tap batched GEMMs, whose transpose (the input gradient) is GEMMs
+accumulated into one carry; the transpose of the fused broadcast form would
+be a reduction per tap and channel, and unrolled taps would hold every GEMM
+output at once.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+
+from .._taps import tap_offsets, tap_slice
+from ._common import flat_taps, out_spatial, pad_spatial
+from .dense import conv_per_tap
+from .rowscan import rowscan
+
+
+def rule_applies(problem, profile) -> bool:
+    """Whether the custom derivative rule is used: rank >= 2, float operands,
+    and at most ``profile.grouped_rule_max_terms`` scan carries (one per tap
+    and input channel; beyond, plain autodiff bounds carries and compile
+    time)."""
+    p = problem
+    return (p.nd >= 2 and p.inexact
+            and p.taps * p.in_per_group <= profile.grouped_rule_max_terms)
+
+
+def run(x, w, plan, precision):
+    p = plan.problem
+    x = pad_spatial(x, p.pads)
+    args = (p.stride, p.dilation, p.groups, precision, p.acc_dtype)
+    if plan.param("kernel_grad") == "rowscan":
+        return grouped_with_fast_kernel_grad(x, w, *args)
+    return conv_grouped(x, w, *args)
+
+
+def conv_grouped(x, w, stride, dilation, groups, precision, acc_dtype):
+    """The fused broadcast multiply-add form on a padded ``x``."""
+    del precision
+    kernel = w.shape[:-2]
+    out = out_spatial(x.shape, kernel, stride, dilation)
+    wt, _ = flat_taps(w)
+    i, o = wt.shape[-2:]
+    m = o // groups
+    wt = wt.reshape(-1, i, groups, m).astype(acc_dtype)
+    acc = None
+    for t, tap in enumerate(tap_offsets(kernel)):
+        xs = tap_slice(x, tap, out, stride, dilation).astype(acc_dtype)
+        xs = xs.reshape(*xs.shape[:-1], groups, i)
+        shape = (1,) * (xs.ndim - 2) + (groups, m)
+        for j in range(i):
+            term = xs[..., j:j + 1] * wt[t, j].reshape(shape)
+            acc = term if acc is None else acc + term
+    return acc.reshape(*acc.shape[:-2], o)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
+def grouped_with_fast_kernel_grad(x, w, stride, dilation, groups, precision, acc_dtype):
+    """:func:`conv_grouped` with the derivative rule of the module docstring."""
+    return conv_grouped(x, w, stride, dilation, groups, precision, acc_dtype)
+
+
+@grouped_with_fast_kernel_grad.defjvp
+def _grouped_jvp(stride, dilation, groups, precision, acc_dtype, primals, tangents):
+    x, w = primals
+    tx, tw = tangents
+    args = (stride, dilation, groups, precision, acc_dtype)
+    y = grouped_with_fast_kernel_grad(x, w, *args)
+    ty = conv_per_tap(tx, w, stride=stride, dilation=dilation, groups=groups,
+                      precision=precision, acc_dtype=acc_dtype, force_scan=True)
+    return y, ty + rowscan(x, tw, stride, dilation, groups, acc_dtype)

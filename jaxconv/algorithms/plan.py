@@ -1,0 +1,349 @@
+"""The plan: how one convolution is computed, decided from static facts.
+
+``plan(problem, profile)`` is the whole ``"auto"`` rule: one function that
+reads top to bottom (:func:`choose`), over one :class:`~.problem.Problem`,
+with every threshold taken from the :class:`~.profile.Profile`.  It returns a
+:class:`Plan`: the formulation, its parameters (row blocks, loop steps,
+derivative rule, guard), estimated FLOPs and temporaries, and a one-line
+reason.  :func:`execute` runs a plan through the formulation registry;
+:func:`candidates` lists the exact formulations ``algorithm="autotune"``
+times; ``jaxconv.explain`` reports plans.
+
+Every formulation ``"auto"`` picks is *exact*: an output depends on the
+inputs and weights of its own window only, so NaN and Inf stay local, as
+with XLA's convolution (formulations that multiply structural zeros run
+behind a finiteness guard, ``guards.py``).  ``"fft"`` and ``"winograd"`` mix
+neighbouring inputs and are never chosen; ``"xla"`` (XLA's own convolution)
+is never chosen either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+
+from . import (
+    dense,
+    depthwise,
+    grouped,
+    polyphase,
+    space_to_depth,
+    toeplitz,
+)
+from ._common import pad_spatial
+from .blocks import blocking
+from .direct import conv_direct
+from .fft import conv_fft
+from .patches import conv_patches
+from .problem import Problem
+from .profile import Profile, current_profile
+from .winograd import conv_winograd, winograd_applies
+
+# The values of every conv op's ``algorithm=`` argument.
+ALGORITHMS = ("auto", "direct", "patches", "taps", "fft", "winograd", "autotune",
+              "xla")
+# What "auto" may choose: the shift-and-accumulate family of exact
+# formulations (``algorithm="taps"`` asks for the same choice).
+TAPS_FAMILY = ("dot", "taps", "alltaps", "im2col", "rows", "wide", "s2d",
+               "grouped", "depthwise", "toeplitz", "polyphase")
+
+
+def check_algorithm(algorithm) -> str:
+    """Validate the ``algorithm`` argument of every conv op."""
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        raise ValueError(
+            f"`algorithm` (={algorithm!r}) must be one of "
+            f"{', '.join(map(repr, ALGORITHMS))}."
+        )
+    return algorithm
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How one canonical convolution is computed (hashable).
+
+    Attributes:
+      formulation: the registry key (``"depthwise"``, ``"im2col"``, ...).
+      problem: the problem it solves.
+      profile: the profile it was planned with.
+      reason: one line saying why.
+      params: the formulation's parameters as ``(name, value)`` pairs; read
+        them with :meth:`param`.
+      inner: sub-plans (space-to-depth's stride-1 problem; the exact plan a
+        guarded formulation falls back to).
+      flops: estimated floating-point operations (a multiply-add is two).
+      temp_bytes: estimated temporaries beyond the input and output.
+      loop_steps: sequential loop steps of the forward program (0: none).
+    """
+
+    formulation: str
+    problem: Problem
+    profile: Profile
+    reason: str
+    params: tuple[tuple[str, object], ...] = ()
+    inner: tuple[Plan, ...] = ()
+    flops: int = 0
+    temp_bytes: int = 0
+    loop_steps: int = 0
+
+    def param(self, name: str, default=None):
+        """The parameter ``name``, or ``default``."""
+        return dict(self.params).get(name, default)
+
+    @property
+    def label(self) -> str:
+        """``"taps/<formulation>"`` for the shift-and-accumulate family, else
+        the algorithm's name (``"fft"``, ``"xla"``, ...)."""
+        if self.formulation in TAPS_FAMILY:
+            return "taps/" + self.formulation
+        return self.formulation
+
+    def __str__(self) -> str:
+        extra = ", ".join(f"{k}={v}" for k, v in self.params)
+        return f"{self.label}({extra}): {self.reason}"
+
+
+# --- the "auto" rule ------------------------------------------------------------
+
+
+def _alltaps_bytes(p: Problem) -> int:
+    """Float32 bytes of the all-tap GEMM output ``(N, *P, T, O)``."""
+    return math.prod(p.padded_shape[:-1]) * p.taps * p.out_channels * 4
+
+
+def choose(p: Problem, prof: Profile) -> tuple[str, str]:
+    """The formulation ``"auto"`` picks for ``p`` and why (static facts only)."""
+    t, i, g = p.taps, p.in_per_group, p.groups
+    if polyphase.applies(p):
+        phases = math.prod(p.lhs_dilation)
+        return "polyphase", (f"transposed (lhs dilation {_dims(p.lhs_dilation)}), "
+                             f"stride 1: {phases} sub-pixel phases on the real inputs")
+    if p.depthwise:
+        if toeplitz.applies(p, prof):
+            return "toeplitz", (f"1-D depthwise, {t} taps >= {prof.toeplitz_min_taps}: "
+                                "blocked Toeplitz GEMMs")
+        return "depthwise", "depthwise (I = 1): elementwise shift-and-accumulate"
+    if t == 1:
+        return "dot", "1x1 kernel: one GEMM"
+    if g > 1 and i <= prof.grouped_max_i and t <= prof.unroll_limit:
+        return "grouped", (f"{g} groups of I = {i} <= {prof.grouped_max_i}: fused "
+                           "broadcast multiply-adds")
+    if g > 1:
+        return "taps", f"{g} groups of I = {i}: per-tap grouped GEMMs"
+    if t > prof.unroll_limit:
+        return "taps", f"{t} taps > unroll limit {prof.unroll_limit}: per-tap GEMMs"
+    if p.nd >= 2:
+        if i > prof.im2col_max_i and p.stride1:
+            if _alltaps_bytes(p) <= prof.alltaps_max_bytes:
+                return "alltaps", ("dense stride 1, all-tap GEMM output <= "
+                                   f"{_mib(prof.alltaps_max_bytes)}: one GEMM")
+            if p.nd == 2 and i <= prof.alltaps_max_i:
+                return "alltaps", (f"dense 2-D stride 1, I = {i} <= "
+                                   f"{prof.alltaps_max_i}: one GEMM against all taps")
+        if i <= prof.im2col_max_i:
+            return "im2col", (f"dense, I = {i} <= {prof.im2col_max_i}: patch matrix, "
+                              "one GEMM of depth T*I")
+        why = "strided" if not p.stride1 else f"I = {i}"
+        return "im2col", f"dense, {why}: patch matrix, one GEMM of depth T*I"
+    (s,), (k,), (d,) = p.stride, p.kernel, p.dilation
+    if s > 1 and k > 1 and d == 1 and i < prof.s2d_max_i:
+        return "s2d", (f"1-D dense, stride {s}, I = {i} < {prof.s2d_max_i}: stride "
+                       "phases folded into channels")
+    if s == 1:
+        if _alltaps_bytes(p) <= prof.alltaps_max_bytes:
+            return "alltaps", ("1-D dense, all-tap GEMM output <= "
+                               f"{_mib(prof.alltaps_max_bytes)}: one GEMM")
+        if i <= prof.rows_max_i:
+            return "rows", f"1-D dense, I = {i} <= {prof.rows_max_i}: taps concatenated"
+        if i <= prof.wide_max_i:
+            return "wide", f"1-D dense, I = {i}: one GEMM against all taps"
+        return "taps", f"1-D dense, I = {i} > {prof.wide_max_i}: per-tap GEMMs"
+    return "taps", f"1-D dense, stride {s}, I = {i}: strided per-tap GEMMs"
+
+
+def plan(problem: Problem, profile: Profile | None = None,
+         algorithm: str = "auto") -> Plan:
+    """The plan for ``problem`` under ``profile`` (default: the active one).
+
+    ``algorithm`` is the op's argument: ``"auto"`` and ``"taps"`` apply
+    :func:`choose`; ``"direct"``, ``"patches"``, ``"fft"`` and
+    ``"winograd"`` plan that algorithm (``"winograd"`` only where it applies:
+    2-D 3x3 stride-1 undilated float kernels, else the ``"auto"`` plan).
+    ``"autotune"`` and ``"xla"`` are resolved before planning
+    (``jaxconv._canonical``).
+    """
+    profile = profile or current_profile()
+    if algorithm in ("direct", "patches", "fft"):
+        return Plan(algorithm, problem, profile, "requested", flops=problem.flops)
+    prefix = ""
+    if algorithm == "winograd":
+        if winograd_applies(problem.padded_shape, problem.w_shape, problem.stride,
+                            problem.dilation, problem.dtype):
+            return Plan("winograd", problem, profile, "requested",
+                        flops=problem.flops * 4 // 9)
+        prefix = "winograd does not apply; "
+    name, reason = choose(problem, profile)
+    return make_plan(problem, profile, name, prefix + reason)
+
+
+def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
+    """The plan of formulation ``name`` for ``p``: its parameters and costs."""
+    params: dict[str, object] = {}
+    inner: tuple[Plan, ...] = ()
+    temp, steps, flops = 0, 0, p.flops
+    itemsize = p.acc_itemsize
+    if name in dense.BLOCKED:
+        kernel, t, i, o = p.kernel, p.taps, p.in_per_group, p.out_channels
+        temp_channels = {"im2col": o + 2 * t * i, "wide": (t + 1) * o,
+                         "alltaps": (t + 1) * o,
+                         "rows": kernel[-1] * i + (t // kernel[-1] + 1) * o}[name]
+        levels: tuple = ()
+        if name != "alltaps" or _alltaps_bytes(p) > prof.alltaps_max_bytes:
+            room = int(prof.block_io_fraction * 2 * p.io_bytes)
+            levels = blocking(
+                (p.batch, *p.x_shape[1:]), p.pads, kernel, p.stride, p.dilation,
+                itemsize=itemsize, temp_channels=temp_channels, room=room,
+                min_bytes=prof.block_min_bytes, max_bytes=prof.block_max_bytes,
+                block_last=name == "im2col")
+        params["blocks"] = levels
+        rows = math.prod(p.out_spatial)
+        for axis, r, nb in levels:
+            rows = rows // p.out_spatial[axis] * r
+        temp = p.batch * rows * temp_channels * itemsize
+        steps = math.prod(nb for _, _, nb in levels) if levels else 0
+        if levels and (name in ("wide", "alltaps")
+                       or (name == "im2col" and i > prof.im2col_max_i)):
+            params["input_tangent"] = "taps-scan"
+    elif name in ("dot", "taps"):
+        if p.taps > prof.unroll_limit:
+            params["scan"] = True
+            steps = p.taps
+        temp = p.out_bytes
+    elif name == "s2d":
+        xs, ws, stride = space_to_depth.inner_shapes(p)
+        sub = dataclasses.replace(p, x_shape=xs, w_shape=ws, stride=stride,
+                                  pads=((0, 0),) * p.nd)
+        inner = (make_plan(sub, prof, *choose(sub, prof)),)
+        params["inner"] = inner[0].formulation
+        params["guard"] = "finite inputs"
+        temp, steps = inner[0].temp_bytes + sub.in_bytes, inner[0].loop_steps
+    elif name == "grouped":
+        rule = grouped.rule_applies(p, prof)
+        params["kernel_grad"] = "rowscan" if rule else "autodiff"
+        temp = p.out_bytes
+    elif name == "depthwise":
+        if p.taps <= prof.unroll_limit:
+            params["form"] = "unrolled"
+            params["pad_in_loop"] = pad_in_loop = p.taps <= prof.pad_in_loop_max_taps
+            params["kernel_grad"] = "rowscan" if p.nd >= 2 and p.inexact else "autodiff"
+            if pad_in_loop and any(pp != (0, 0) for pp in p.pads) and p.inexact:
+                params["guard"] = "finite weights"
+            if not pad_in_loop:
+                temp = p.in_bytes
+        elif depthwise.rows_scan_applies(p, prof):
+            params["form"] = "rows-scan"
+            steps = p.kernel[0]
+        else:
+            params["form"] = "taps-scan"
+            steps = p.taps
+    elif name == "toeplitz":
+        hankel = toeplitz.hankel_applies(p, prof)
+        params["form"] = "hankel" if hankel else "scan"
+        params["block"] = b = prof.toeplitz_block
+        params["guard"] = "finite inputs"
+        inner = (make_plan(p, prof, "depthwise", "exact fallback: non-finite input"),)
+        m_blocks = -(-(b + p.taps - 1) // b)
+        steps = p.channels if hankel else m_blocks
+        temp = 2 * p.in_bytes + (2 * p.batch * p.padded_shape[1] * m_blocks * itemsize
+                                 if hankel else p.out_bytes)
+    elif name == "polyphase":
+        counts = polyphase.phase_taps(p)
+        forms = [polyphase.phase_form(t, p.groups, p.in_per_group, p.inexact, prof)
+                 for t in counts]
+        params["phases"] = math.prod(p.lhs_dilation)
+        params["phase_forms"] = tuple(sorted(set(forms)))
+        steps = sum(t for t, f in zip(counts, forms) if f == "scan")
+        flops = (2 * math.prod(p.out_shape) * p.in_per_group * sum(counts)
+                 // max(1, math.prod(p.lhs_dilation)))
+        if "im2col|gemm" in forms or "im2col" in forms:
+            params["guard"] = "finite weights" if "im2col|gemm" in forms else None
+        temp = 2 * p.out_bytes
+    return Plan(name, p, prof, reason, tuple((k, v) for k, v in params.items()
+                                              if v is not None),
+                inner, flops, temp, steps)
+
+
+def candidates(problem: Problem, profile: Profile | None = None) -> list[Plan]:
+    """The exact formulations that compute ``problem`` (what autotune times).
+
+    One applicability rule with :func:`choose`: the choice of ``"auto"`` is
+    always among them.
+    """
+    p, prof = problem, profile or current_profile()
+    name, reason = choose(p, prof)
+    names = [name]
+    if p.depthwise and not p.transposed:
+        names = ["depthwise"] + (["toeplitz"] if toeplitz.applies(p, prof) else [])
+    elif p.transposed or p.taps == 1:
+        pass
+    elif p.groups > 1:
+        names = (["grouped", "taps"] if p.in_per_group <= prof.grouped_max_i
+                 else ["taps"])
+    else:
+        names = ["taps"]
+        if p.taps <= prof.unroll_limit:
+            names.append("im2col")
+            if p.stride1:
+                names.append("alltaps")
+            if p.stride[-1] == 1 and p.kernel[-1] > 1:
+                names += ["rows", "wide"]
+            if space_to_depth.applies(p):
+                names.append("s2d")
+    return [make_plan(p, prof, n, reason if n == name else "candidate")
+            for n in names]
+
+
+# --- the registry ----------------------------------------------------------------
+
+
+def _padded(fn):
+    """Adapt an algorithm taking a padded input to the registry signature."""
+    def run(x, w, plan, precision):
+        p = plan.problem
+        return fn(pad_spatial(x, p.pads), w, stride=p.stride, dilation=p.dilation,
+                  groups=p.groups, precision=precision, acc_dtype=p.acc_dtype)
+    return run
+
+
+REGISTRY = {
+    **{name: dense.run for name in dense.NAMES},
+    "s2d": space_to_depth.run,
+    "grouped": grouped.run,
+    "depthwise": depthwise.run,
+    "toeplitz": toeplitz.run,
+    "polyphase": polyphase.run,
+    "direct": _padded(conv_direct),
+    "patches": _padded(conv_patches),
+    "fft": _padded(conv_fft),
+    "winograd": _padded(conv_winograd),
+}
+
+
+def execute(x, w, plan: Plan, precision=None):
+    """Run ``plan`` on the unpadded input ``x`` and kernel ``w``.
+
+    Returns ``(N, *out, O)`` in the problem's ``acc_dtype``; the work is
+    named ``jaxconv.<formulation>`` in jaxprs, HLO and profiles.
+    """
+    with jax.named_scope(f"jaxconv.{plan.formulation}"):
+        return REGISTRY[plan.formulation](x, w, plan, precision)
+
+
+def _dims(values) -> str:
+    return "x".join(str(v) for v in values)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB"

@@ -1,0 +1,281 @@
+"""Transposed (lhs-dilated) convolutions as sub-pixel phases.
+
+A stride-1 convolution of an lhs-dilated input multiplies most taps by the
+inserted zeros.  Split by output phase, each phase is an ordinary
+convolution of the *undilated* input with a sub-kernel (:func:`run`), so no
+inserted zero is ever stored or multiplied.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .._taps import tap_offsets, valid_out_size
+from ._common import contract_tap, matmul
+from .guards import finite_or
+
+
+def applies(problem) -> bool:
+    """An lhs-dilated (transposed), stride-1 problem with a non-empty input."""
+    p = problem
+    return p.transposed and p.stride1 and 0 not in p.x_shape and 0 not in p.w_shape
+
+
+def phase_form(taps, groups, in_per_group, inexact, profile) -> str:
+    """How one phase of ``taps`` taps is computed.
+
+    ``"scan"`` (beyond the unroll limit), ``"gemm"`` (one GEMM against all
+    taps, for dense phases of at most ``profile.phase_gemm_max_taps`` taps),
+    ``"im2col"`` (dense, integer weights), ``"im2col|gemm"`` (dense float
+    weights: phase patches when every weight is finite, else ``gemm``), or
+    ``"taps"`` (per-tap products on the real inputs).
+    """
+    if taps > profile.unroll_limit:
+        return "scan"
+    if groups == 1 and in_per_group > 1:
+        if taps <= profile.phase_gemm_max_taps:
+            return "gemm"
+        return "im2col|gemm" if inexact else "im2col"
+    return "taps"
+
+
+def phase_specs(problem):
+    """The sub-pixel phases of a transposed problem, from its shapes alone.
+
+    Returns ``(lo_out, per_axis, qmax)``: the output sizes, for each axis and
+    phase ``r`` either ``(None, Q)`` (no tap meets a real input) or
+    ``((tap start, stop, step), (lo, hi) padding, dilation, Q)``, and the
+    largest phase size per axis.
+    """
+    p = problem
+    dil_shape = [(n - 1) * s + 1 for n, s in zip(p.x_shape[1:-1], p.lhs_dilation)]
+    lo_out = [valid_out_size(n + lo + hi, k, 1, d)
+              for n, (lo, hi), k, d in zip(dil_shape, p.pads, p.kernel, p.dilation)]
+    per_axis = []
+    for a in range(p.nd):
+        s, (lo, _), k, d = p.lhs_dilation[a], p.pads[a], p.kernel[a], p.dilation[a]
+        n, total = p.x_shape[1 + a], lo_out[a]
+        phases = []
+        for r in range(s):
+            q = -(-(total - r) // s) if total > r else 0
+            taps = [t for t in range(k) if (r + t * d - lo) % s == 0]
+            if not taps or q == 0:
+                phases.append((None, q))
+                continue
+            step = taps[1] - taps[0] if len(taps) > 1 else 1
+            e0 = (r + taps[0] * d - lo) // s
+            d2 = step * d // s
+            span = d2 * (len(taps) - 1) + 1
+            pad = (-e0, q - 1 + e0 + span - n)
+            phases.append(((taps[0], taps[-1] + 1, step), pad, d2, q))
+        per_axis.append(phases)
+    qmax = [-(-t // s) for t, s in zip(lo_out, p.lhs_dilation)]
+    return lo_out, per_axis, qmax
+
+
+def phase_taps(problem):
+    """The number of taps of every non-empty phase, in phase order."""
+    _, per_axis, _ = phase_specs(problem)
+    out = []
+    for combo in np.ndindex(*problem.lhs_dilation):
+        specs = [per_axis[a][r] for a, r in enumerate(combo)]
+        if all(sp[0] is not None for sp in specs):
+            out.append(math.prod(len(range(*sp[0])) for sp in specs))
+    return out
+
+
+def run(x, w, plan, precision):
+    """Stride-1 conv of an lhs-dilated input as ``prod(s)`` sub-pixel convs.
+
+    (Transposed convolutions, arXiv 1603.07285 / 1609.05158.)  Along an axis
+    with lhs dilation ``s``, output ``o = q*s + r`` only meets the taps ``k``
+    with ``(r + k*D - lo) % s == 0``; those taps form a sub-kernel (every
+    ``s/gcd(D, s)``-th tap, dilation ``D/gcd(D, s)``) applied to the
+    *undilated* input with its own padding.  Each phase is a sum of per-tap
+    products computed on the real inputs only, the *contributions* zero-padded
+    (``_phase_taps``); the phases are interleaved at the end.  Neither an
+    inserted zero nor a padding zero is ever multiplied by a non-finite
+    weight (``_phase_im2col`` multiplies padding zeros only under a
+    finite-weights ``lax.cond``), so a NaN/Inf weight only reaches the
+    outputs where it meets a real input, as in XLA.  Returns ``acc_dtype``.
+    """
+    p = plan.problem
+    profile = plan.profile
+    nd = p.nd
+    acc_dtype = p.acc_dtype
+    lo_out, per_axis, qmax = phase_specs(p)
+    n_b, o = x.shape[0], w.shape[-1]
+    if 0 in lo_out:
+        return jnp.zeros((n_b, *lo_out, o), acc_dtype)
+    ys = []
+    for combo in np.ndindex(*p.lhs_dilation):
+        specs = [per_axis[a][r] for a, r in enumerate(combo)]
+        if any(sp[0] is None for sp in specs):
+            y = jnp.zeros((n_b, *(sp[-1] for sp in specs), o), acc_dtype)
+        else:
+            sub = w[tuple(slice(*sp[0]) for sp in specs)]
+            y = _phase_taps(x, sub, specs, p.groups, precision, acc_dtype, profile)
+        pads = [(0, 0)] + [(0, qm - sp[-1]) for qm, sp in zip(qmax, specs)] + [(0, 0)]
+        ys.append(jnp.pad(y, pads))
+    # Interleave by stacking each phase axis right after its Q axis, innermost
+    # axis first: (N, Q_1, s_1, ..., Q_d, s_d, O), a free reshape away from
+    # the output (XLA writes the phase sums straight into it).
+    for a in reversed(range(nd)):
+        s_a = p.lhs_dilation[a]
+        ys = [jnp.stack(ys[i:i + s_a], axis=2 + a) for i in range(0, len(ys), s_a)]
+    full = (q * s for q, s in zip(qmax, p.lhs_dilation))
+    y = ys[0].reshape(n_b, *full, o)
+    return y[(slice(None), *(slice(0, t) for t in lo_out))]
+
+
+def _phase_taps(x, sub, specs, groups, precision, acc_dtype, profile):
+    """One sub-pixel phase: ``sum_t pad(x[real range of t] @ sub[t])``.
+
+    ``specs[a] = (tap slice, (lo, hi) padding, dilation, Q)`` per spatial axis.
+    Tap ``t`` at output ``j`` reads input ``j + e0 + t*D`` (``e0 = -lo``); only
+    the outputs whose input is real are computed, the rest of the
+    contribution is zero padding (never a product with a padding zero).
+    Kernels beyond the profile's unroll limit run in a ``lax.scan`` over a
+    padded input whose out-of-range products are dropped by a ``where``
+    (``phase_form`` names the choice).
+    """
+    n_sp = x.shape[1:-1]
+    e0 = [-sp[1][0] for sp in specs]
+    d2 = [sp[2] for sp in specs]
+    q = [sp[3] for sp in specs]
+    kernel = sub.shape[:-2]
+    o = sub.shape[-1]
+    wt = sub.reshape(-1, *sub.shape[-2:])
+    form = phase_form(wt.shape[0], groups, wt.shape[-2],
+                      jnp.issubdtype(wt.dtype, jnp.inexact), profile)
+    if form == "scan":
+        return _phase_taps_scan(x, wt, kernel, e0, d2, q, groups, precision, acc_dtype)
+    args = (x, wt, kernel, e0, d2, q, precision, acc_dtype)
+    if form == "gemm":
+        return _phase_gemm(*args)
+    if form == "im2col":
+        return _phase_im2col(*args)
+    if form == "im2col|gemm":
+        return finite_or(wt, lambda: _phase_im2col(*args), lambda: _phase_gemm(*args))
+    acc = None
+    for k, ranges, pads in _tap_ranges(kernel, e0, d2, q, n_sp):
+        xs = x[(slice(None), *(slice(lo, hi) for lo, hi in ranges))]
+        acc = _add_padded(acc, contract_tap(xs, wt[k], groups, precision, acc_dtype),
+                          pads)
+    if acc is None:
+        return jnp.zeros((x.shape[0], *q, o), acc_dtype)
+    return acc
+
+
+def _tap_ranges(kernel, e0, d2, q, n_sp):
+    """``(tap index, input ranges, output pads)`` of every tap with real inputs.
+
+    Tap ``t`` at phase output ``j`` reads input ``j + e0 + t*D``; only the
+    outputs ``[lo, hi)`` whose input exists are computed (input range
+    ``[off + lo, off + hi)``), the rest is zero padding ``(lo, q - hi)``.
+    """
+    for k, tap in enumerate(tap_offsets(kernel)):
+        ranges, pads = [], []
+        for a in range(len(kernel)):
+            off = e0[a] + tap[a] * d2[a]
+            lo, hi = max(0, -off), min(q[a], n_sp[a] - off)
+            if hi <= lo:
+                break
+            ranges.append((off + lo, off + hi))
+            pads.append((lo, q[a] - hi))
+        else:
+            yield k, ranges, pads
+
+
+def _add_padded(acc, term, pads):
+    """``acc + pad(term)`` over the spatial axes (``acc`` may be None)."""
+    if any(p != (0, 0) for p in pads):
+        term = jnp.pad(term, [(0, 0), *pads, (0, 0)])
+    return term if acc is None else acc + term
+
+
+def _phase_gemm(x, wt, kernel, e0, d2, q, precision, acc_dtype):
+    """A dense phase as one GEMM against all its taps, then shifted sums.
+
+    ``y = x @ [w_0 ... w_T]`` multiplies every *real* input by every tap;
+    tap ``t``'s contribution to output ``j`` is ``y[j + e0 + t*D, t]`` where
+    that input exists, zero padding elsewhere (the ``_phase_taps`` rule).
+    Compared with per-tap GEMMs on input slices this copies no input
+    slices and runs one GEMM of ``T * O`` columns (faster); its GEMM output
+    is ``T`` times the phase, hence only for phases of at most
+    ``profile.phase_gemm_max_taps`` taps (and as the exact fallback of
+    ``_phase_im2col``).
+    """
+    n_sp = x.shape[1:-1]
+    t, i, o = wt.shape
+    y = matmul(x, jnp.moveaxis(wt, 0, 1).reshape(i, t * o), precision, acc_dtype)
+    y = y.reshape(*y.shape[:-1], t, o)
+    acc = None
+    for k, ranges, pads in _tap_ranges(kernel, e0, d2, q, n_sp):
+        term = lax.slice(y, (0, *(lo for lo, _ in ranges), k, 0),
+                         (x.shape[0], *(hi for _, hi in ranges), k + 1, o))
+        acc = _add_padded(acc, term.reshape(*term.shape[:-2], o), pads)
+    if acc is None:
+        return jnp.zeros((x.shape[0], *q, o), acc_dtype)
+    return acc
+
+
+def _phase_im2col(x, wt, kernel, e0, d2, q, precision, acc_dtype):
+    """A dense phase as im2col: the taps' real-input slices, zero-padded to the
+    phase's outputs, stacked on a new axis and contracted in one GEMM of depth
+    ``T * I``.  Its GEMM output is the phase itself (``_phase_gemm``'s is
+    ``T`` times larger), so the phases fit the 2x I/O memory bound.  The
+    padding zeros meet the weights, so this runs only when every weight is
+    finite (a NaN/Inf weight must reach only the outputs where it meets a
+    real input: ``_phase_gemm`` then).
+    """
+    n_sp = x.shape[1:-1]
+    t, i, o = wt.shape
+    cols = []
+    zero = jnp.zeros((), x.dtype)
+    for tap in tap_offsets(kernel):
+        # Output j of this tap reads input j + off: pad (-off, q - n + off)
+        # moves input i to output i - off, zeros where no input exists, and
+        # crops (negative widths) what falls outside the q outputs.
+        offs = [e0[a] + tap[a] * d2[a] for a in range(len(kernel))]
+        widths = [(-f, qa - n + f, 0) for f, qa, n in zip(offs, q, n_sp)]
+        cols.append(lax.pad(x, zero, [(0, 0, 0), *widths, (0, 0, 0)]))
+    cols = jnp.stack(cols, axis=-2)
+    cols = cols.reshape(*cols.shape[:-2], t * i)
+    return matmul(cols, wt.reshape(t * i, o), precision, acc_dtype)
+
+
+def _phase_taps_scan(x, wt, kernel, e0, d2, q, groups, precision, acc_dtype):
+    nd = x.ndim - 2
+    n_sp = x.shape[1:-1]
+    # Pad so that every tap's window of Q outputs is in range.
+    lo_pad = [max(0, -e) for e in e0]
+    hi_pad = [max(0, qa - 1 + e + (k - 1) * d - (n - 1))
+              for qa, e, k, d, n in zip(q, e0, kernel, d2, n_sp)]
+    xp = jnp.pad(x, [(0, 0)] + list(zip(lo_pad, hi_pad)) + [(0, 0)])
+    taps = np.array(list(tap_offsets(kernel)), dtype=np.int32).reshape(-1, nd)
+    offs = jnp.asarray(taps * np.array(d2, np.int32) + np.array(e0, np.int32))
+    positions = [lax.broadcasted_iota(jnp.int32, (1, *q, 1), 1 + a) for a in range(nd)]
+
+    def step(acc, tap):
+        off, wk = tap
+        zero = jnp.zeros((), jnp.int32)
+        start = (zero, *(off[a] + lo_pad[a] for a in range(nd)), zero)
+        xs = lax.dynamic_slice(xp, start, (x.shape[0], *q, x.shape[-1]))
+        term = contract_tap(xs, wk, groups, precision, acc_dtype)
+        real = None
+        for a in range(nd):
+            src = positions[a] + off[a]
+            ok = (src >= 0) & (src < n_sp[a])
+            real = ok if real is None else real & ok
+        return acc + jnp.where(real, term, jnp.zeros((), acc_dtype)), None
+
+    init = jnp.zeros((x.shape[0], *q, wt.shape[-1]), acc_dtype)
+    acc, _ = lax.scan(step, init, (offs, wt))
+    return acc
+
+

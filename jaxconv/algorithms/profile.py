@@ -1,0 +1,202 @@
+"""Profiles: every tuning constant of the ``"auto"`` plan, in one record.
+
+A :class:`Profile` is a frozen record of the thresholds the plan
+(``jaxconv.algorithms.plan``) compares a problem against: how many kernel
+taps are unrolled before a loop takes over, how large a temporary may grow
+before the work is cut into blocks, from how many taps a long 1-D depthwise
+kernel becomes GEMMs, and so on.  Nothing else in the library holds a tuning
+constant, so moving jaxconv to another machine is a matter of another
+profile.
+
+Presets are named after the backends: ``"cpu"``, ``"gpu"`` and ``"tpu"``.
+The active profile is, in order of precedence:
+
+1. the one set by :func:`use_profile` (a context manager; thread- and
+   task-local), e.g. to plan for another platform when exporting;
+2. the preset named by the environment variable ``JAXCONV_PROFILE``;
+3. the preset of ``jax.default_backend()``.
+
+The ``cpu`` constants were measured on 2-core x86-64 hosts (the figures are
+in BENCHMARKS.md).  The ``gpu`` and ``tpu`` presets start from the same
+constants with a larger workspace; the plan reads nothing else from them
+yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import os
+from collections.abc import Iterator
+
+import jax
+
+_MiB = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """The tuning constants of one platform (hashable: a jit static argument).
+
+    Attributes:
+      name: the preset this profile derives from (``"cpu"``, ``"gpu"``,
+        ``"tpu"``).
+      unroll_limit: kernels with more taps than this run their taps in a
+        ``lax.scan`` (bounded compile time) instead of unrolled.
+      im2col_max_i: dense kernels of rank >= 2 on at most this many input
+        channels (an RGB stem) build the patch matrix (``"im2col"``).
+      alltaps_max_bytes: a dense stride-1 kernel whose all-tap GEMM output
+        fits in this many bytes runs ``"alltaps"`` unblocked.
+      alltaps_max_i: beyond ``alltaps_max_bytes``, 2-D stride-1 kernels on
+        at most this many input channels still run ``"alltaps"`` (in row
+        blocks); wider ones build patches.
+      rows_max_i: 1-D stride-1 dense kernels on at most this many input
+        channels concatenate their taps along channels (``"rows"``).
+      wide_max_i: up to this many, one GEMM against all taps (``"wide"``);
+        beyond, per-tap GEMMs.
+      s2d_max_i: strided 1-D dense kernels on fewer input channels fold the
+        stride phases into channels (``"s2d"``).
+      block_io_fraction: a row block's temporaries may take this fraction of
+        the ``2 x (input + output)`` memory bound ...
+      block_min_bytes: ... but at least this many bytes ...
+      block_max_bytes: ... and at most this many (cache-sized blocks).
+      grouped_max_i: grouped kernels with at most this many input channels per
+        group run as fused broadcast multiply-adds (``"grouped"``).
+      grouped_rule_max_terms: the grouped kernel-gradient rule keeps one scan
+        carry per tap and input channel; beyond this many, plain autodiff.
+      pad_in_loop_max_taps: depthwise kernels of at most this many taps apply
+        the zero padding inside the fused loop; larger ones pad once.
+      toeplitz_min_taps: 1-D depthwise kernels with at least this many taps
+        become blocked Toeplitz GEMMs (``"toeplitz"``).
+      toeplitz_block: the Toeplitz block size ``B``.
+      hankel_min_taps: from this many taps the Toeplitz product is one
+        block-Hankel GEMM per channel instead of a scan over kernel blocks.
+      phase_gemm_max_taps: a transposed-conv phase with at most this many taps
+        is one GEMM against all of them; more build phase patches.
+      workspace_bytes: the temporaries a conv may use beyond the
+        ``2 x (input + output)`` bound (``JAXCONV_WORKSPACE_MB`` overrides).
+    """
+
+    name: str = "cpu"
+    unroll_limit: int = 64
+    im2col_max_i: int = 4
+    alltaps_max_bytes: int = 2 * _MiB
+    alltaps_max_i: int = 64
+    rows_max_i: int = 32
+    wide_max_i: int = 4096
+    s2d_max_i: int = 128
+    block_io_fraction: float = 0.8
+    block_min_bytes: int = _MiB // 2
+    block_max_bytes: int = 4 * _MiB
+    grouped_max_i: int = 16
+    grouped_rule_max_terms: int = 128
+    pad_in_loop_max_taps: int = 9
+    toeplitz_min_taps: int = 64
+    toeplitz_block: int = 64
+    hankel_min_taps: int = 512
+    phase_gemm_max_taps: int = 2
+    workspace_bytes: int = 64 * _MiB
+
+    def replace(self, **changes) -> Profile:
+        """A copy with some constants changed (e.g. for an experiment).
+
+        Example:
+          >>> from jaxconv import get_profile
+          >>> get_profile("cpu").replace(unroll_limit=16).unroll_limit
+          16
+        """
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, Profile] = {
+    "cpu": Profile(),
+    "gpu": Profile(name="gpu", workspace_bytes=256 * _MiB),
+    "tpu": Profile(name="tpu", workspace_bytes=256 * _MiB),
+}
+_BACKENDS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}
+_ACTIVE: contextvars.ContextVar[Profile | None] = contextvars.ContextVar(
+    "jaxconv_profile", default=None)
+
+
+def get_profile(name: str | Profile) -> Profile:
+    """The preset called ``name`` (``"cpu"``, ``"gpu"`` or ``"tpu"``).
+
+    ``JAXCONV_WORKSPACE_MB``, when set, replaces the preset's workspace.  A
+    :class:`Profile` passes through unchanged.
+
+    Raises:
+      ValueError: ``name`` is not a preset, or ``JAXCONV_WORKSPACE_MB`` is not
+        a non-negative number.
+
+    Example:
+      >>> from jaxconv import get_profile
+      >>> get_profile("gpu").name
+      'gpu'
+    """
+    if isinstance(name, Profile):
+        return name
+    key = name.lower() if isinstance(name, str) else name
+    if key not in PRESETS:
+        raise ValueError(f"`profile` (={name!r}) must be one of "
+                         f"{', '.join(map(repr, PRESETS))} or a jaxconv.Profile.")
+    profile = PRESETS[key]
+    mb = os.environ.get("JAXCONV_WORKSPACE_MB")
+    if mb:
+        try:
+            value = float(mb)
+        except ValueError:
+            value = -1.0
+        if not value >= 0:
+            raise ValueError(f"`JAXCONV_WORKSPACE_MB` (={mb!r}) must be a "
+                             "non-negative number of MiB.")
+        profile = profile.replace(workspace_bytes=int(value * _MiB))
+    return profile
+
+
+def current_profile() -> Profile:
+    """The profile convolutions are planned with right now.
+
+    ``use_profile`` wins over ``JAXCONV_PROFILE``, which wins over the preset
+    of ``jax.default_backend()``.
+
+    Example:
+      >>> from jaxconv import current_profile, use_profile
+      >>> with use_profile("tpu"):
+      ...     current_profile().name
+      'tpu'
+    """
+    active = _ACTIVE.get()
+    if active is not None:
+        return active
+    env = os.environ.get("JAXCONV_PROFILE")
+    if env:
+        return get_profile(env)
+    return get_profile(_BACKENDS.get(jax.default_backend(), "cpu"))
+
+
+@contextlib.contextmanager
+def use_profile(profile: str | Profile) -> Iterator[Profile]:
+    """Plan every convolution inside the ``with`` block with ``profile``.
+
+    ``profile`` is a preset name (``"cpu"``, ``"gpu"``, ``"tpu"``) or a
+    :class:`Profile` (e.g. ``get_profile("cpu").replace(unroll_limit=16)``).
+    The profile only changes *how* a convolution is computed, never its
+    result beyond floating-point rounding.  It is read when a function is
+    traced: a function jitted outside the block keeps its compiled plan.
+
+    Raises:
+      ValueError: ``profile`` is not a preset name or a ``Profile``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> with jaxconv.use_profile("gpu"):
+      ...     jaxconv.conv(jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 4))).shape
+      (1, 6, 6, 4)
+    """
+    token = _ACTIVE.set(get_profile(profile))
+    try:
+        yield _ACTIVE.get()
+    finally:
+        _ACTIVE.reset(token)
