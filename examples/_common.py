@@ -1,10 +1,12 @@
-"""Helpers shared by the examples: quick mode, output directory, progress bar."""
+"""Helpers shared by the examples: quick mode, output directory, figures.
+
+Progress bars come from ``jaxconv._progress`` (drawn only on a terminal).
+"""
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 
 try:  # run from a checkout without `pip install -e .`: use the checkout
     import jaxconv  # noqa: F401
@@ -22,41 +24,16 @@ def output_dir(default: str = "example-output") -> str:
     return path
 
 
-def pyplot():
-    """matplotlib.pyplot with a non-interactive backend, or exit with a hint."""
-    try:
-        import matplotlib
+def subplots(nrows: int = 1, ncols: int = 1, **figure_kw):
+    """A bare ``matplotlib.figure.Figure`` and its axes, or exit with a hint.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    No pyplot: matplotlib's global backend is left as it is, so importing an
+    example's functions into a notebook keeps its inline plots.  Save with
+    ``fig.savefig(path)``.
+    """
+    try:
+        from matplotlib.figure import Figure
     except ImportError:
         sys.exit('this example needs matplotlib: pip install -e ".[examples]"')
-    return plt
-
-
-class Progress:
-    """A one-line text progress bar: ``with Progress(n) as bar: bar.update(...)``."""
-
-    def __init__(self, total: int, label: str = "epoch", width: int = 30):
-        self.total, self.label, self.width = total, label, width
-        self.count, self.start = 0, time.perf_counter()
-
-    def __enter__(self):
-        return self
-
-    def update(self, info: str = "") -> None:
-        self.count += 1
-        done = int(self.width * self.count / self.total)
-        bar = "#" * done + "-" * (self.width - done)
-        secs = time.perf_counter() - self.start
-        end = "\n" if self.count == self.total else ""
-        sys.stdout.write(
-            f"\r{self.label} {self.count:>3}/{self.total} [{bar}] {secs:5.1f}s {info}"
-            + end
-        )
-        sys.stdout.flush()
-
-    def __exit__(self, *exc):
-        if self.count < self.total:
-            sys.stdout.write("\n")
-        return False
+    fig = Figure(**figure_kw)
+    return fig, fig.subplots(nrows, ncols)

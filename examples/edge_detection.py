@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import QUICK, output_dir, pyplot  # noqa: E402
+from _common import QUICK, output_dir, subplots  # noqa: E402
 
 import jaxconv  # noqa: E402
 
@@ -84,7 +84,6 @@ def main() -> None:
     print(f"separable Sobel x equals the 3x3 kernel: max |diff| = "
           f"{float(jnp.max(jnp.abs(gx_sep - gx))):.2e}")
 
-    plt = pyplot()
     panels = [
         (gray, "grayscale input", "gray"), (gx, "Sobel x", "RdBu"),
         (gy, "Sobel y", "RdBu"), (magnitude, "edge magnitude", "magma"),
@@ -93,7 +92,7 @@ def main() -> None:
         (np.clip(np.abs(np.asarray(lap_rgb)) * 4, 0, 1), "depthwise Laplacian |RGB|",
          None),
     ]
-    fig, axes = plt.subplots(2, 4, figsize=(13, 7))
+    fig, axes = subplots(2, 4, figsize=(13, 7))
     for ax in axes.flat:
         ax.axis("off")
     for ax, (img, title, cmap) in zip(axes.flat, panels):

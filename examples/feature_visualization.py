@@ -22,7 +22,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from _common import QUICK, output_dir, pyplot  # noqa: E402
+from _common import QUICK, output_dir, subplots  # noqa: E402
 from train_digits import accuracy, build_model, load_digits, train  # noqa: E402
 
 from jaxconv import nn  # noqa: E402
@@ -79,8 +79,7 @@ def main() -> None:
     print(f"class logits after ascent: {np.round(digit_scores, 1)}")
     print(f"the network classifies the class pictures as {preds.tolist()}")
 
-    plt = pyplot()
-    fig, axes = plt.subplots(2, 10, figsize=(14, 3.4))
+    fig, axes = subplots(2, 10, figsize=(14, 3.4))
     for ax in axes.flat:
         ax.axis("off")
     for i, c in enumerate(channels):

@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import QUICK, output_dir, pyplot  # noqa: E402
+from _common import QUICK, output_dir, subplots  # noqa: E402
 
 from jaxconv import nn, shapes  # noqa: E402
 
@@ -70,8 +70,7 @@ def main() -> None:
           f"of the weights and {s_bottle.total_flops / s_plain.total_flops:.0%} of "
           f"the FLOPs, with two more non-linearities")
 
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    fig, axes = subplots(1, 3, figsize=(13, 4))
     names = [r[0] for r in rows]
     for ax, col, title in zip(axes, (1, 2, 3),
                               ("receptive field (px)", "weights", "MFLOPs")):

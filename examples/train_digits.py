@@ -24,9 +24,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from _common import QUICK, Progress  # noqa: E402
+from _common import QUICK  # noqa: E402
 
 from jaxconv import nn  # noqa: E402
+from jaxconv._progress import Progress  # noqa: E402
 
 
 def load_digits(seed: int = 0):
@@ -82,7 +83,8 @@ def train(model, data, *, epochs: int, batch_size: int = 64, lr: float = 3e-3,
 
     rng = np.random.default_rng(seed)
     steps = max(1, len(x_train) // batch_size)
-    with Progress(epochs) as bar:
+    shown = None if verbose else False  # None: drawn when stderr is a terminal
+    with Progress(desc="epoch", total=epochs, enabled=shown) as bar:
         for _ in range(epochs):
             order = rng.permutation(len(x_train))
             losses = []
@@ -92,9 +94,11 @@ def train(model, data, *, epochs: int, batch_size: int = 64, lr: float = 3e-3,
                 params, opt_state, loss = step(params, opt_state, x_train[idx],
                                                y_train[idx], sub)
                 losses.append(loss)
-            if verbose:
-                bar.update(f"loss {float(np.mean(losses)):.4f}  "
-                           f"test acc {accuracy(model, params, x_test, y_test):.4f}")
+            info = None
+            if bar.enabled:  # a terminal: the test accuracy after each epoch
+                info = (f"loss {float(np.mean(losses)):.4f}  "
+                        f"test acc {accuracy(model, params, x_test, y_test):.4f}")
+            bar.update(1, info)
     return params
 
 

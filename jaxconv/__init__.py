@@ -1,6 +1,6 @@
 """jaxconv: convolutions for JAX, written in JAX."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from . import lax as lax
 from . import nn as nn
@@ -27,6 +27,12 @@ from ._conv import (
 from ._conv import (
     separable_conv as separable_conv,
 )
+from ._explain import explain as explain
+from .algorithms.plan import Plan as Plan
+from .algorithms.profile import Profile as Profile
+from .algorithms.profile import current_profile as current_profile
+from .algorithms.profile import get_profile as get_profile
+from .algorithms.profile import use_profile as use_profile
 from .padding import pad as pad
 from .patches import fold as fold
 from .patches import unfold as unfold
@@ -55,3 +61,5 @@ __all__ += [
     "global_max_pool", "global_avg_pool", "adaptive_avg_pool", "adaptive_max_pool",
 ]  # fmt: skip
 __all__ += ["correlate", "convolve", "match_template"]
+__all__ += ["explain", "Plan", "Profile", "use_profile", "current_profile",
+            "get_profile"]

@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 
 from . import nn
+from ._args import check_data_format
 
 __all__ = ["LayerSpecError", "parse_layers", "parse_shape"]
 
@@ -143,7 +144,7 @@ def _count(tokens: list[str], i: int, layer: str, what: str) -> int:
     return v
 
 
-def _parse_one(text: str) -> nn.Layer:
+def _parse_one(text: str, fmt: str) -> nn.Layer:
     tokens = text.split()
     name, args = tokens[0].lower(), tokens[1:]
     if name == "conv":
@@ -151,7 +152,8 @@ def _parse_one(text: str) -> nn.Layer:
             raise LayerSpecError(f"{text!r}: missing kernel size (e.g. conv 3x3 32)")
         kernel = _size(args[0], f"{text!r}: kernel size")
         features = _count(args, 1, repr(text), "output channels")
-        return nn.Conv(features, kernel, **_options(args[2:], repr(text), conv=True))
+        opts = _options(args[2:], repr(text), conv=True)
+        return nn.Conv(features, kernel, data_format=fmt, **opts)
     if name in ("dconv", "depthwise", "dwconv"):
         if not args:
             raise LayerSpecError(f"{text!r}: missing kernel size (e.g. dconv 3x3)")
@@ -164,7 +166,8 @@ def _parse_one(text: str) -> nn.Layer:
         opts = _options(rest, repr(text), conv=True)
         if "groups" in opts:
             raise LayerSpecError(f"{text!r}: depthwise conv takes no groups option")
-        return nn.DepthwiseConv(kernel, channel_multiplier=mult, **opts)
+        return nn.DepthwiseConv(kernel, channel_multiplier=mult, data_format=fmt,
+                                **opts)
     if name in ("tconv", "deconv", "convtranspose"):
         if not args:
             raise LayerSpecError(
@@ -177,22 +180,23 @@ def _parse_one(text: str) -> nn.Layer:
             "SAME", "VALID"
         ):
             raise LayerSpecError(f"{text!r}: tconv padding must be same, valid or pN")
-        return nn.ConvTranspose(features, kernel, **opts)
+        return nn.ConvTranspose(features, kernel, data_format=fmt, **opts)
     if name in ("maxpool", "avgpool", "pool"):
         if not args:
             raise LayerSpecError(f"{text!r}: missing window size (e.g. {name} 2)")
         window = _size(args[0], f"{text!r}: window size")
         opts = _options(args[1:], repr(text), conv=False)
         cls = nn.AvgPool if name == "avgpool" else nn.MaxPool
-        return cls(window, **opts)
+        return cls(window, data_format=fmt, **opts)
     if name in ("gap", "globalavgpool", "gmp", "globalmaxpool", "flatten"):
         if args:
             raise LayerSpecError(f"{text!r}: {name} takes no arguments")
         if name == "flatten":
             return nn.Flatten()
-        return nn.GlobalMaxPool() if name in ("gmp", "globalmaxpool") else (
-            nn.GlobalAvgPool()
+        pool = nn.GlobalMaxPool if name in ("gmp", "globalmaxpool") else (
+            nn.GlobalAvgPool
         )
+        return pool(data_format=fmt)
     if name in ("dense", "linear", "fc"):
         features = _count(args, 0, repr(text), "output size")
         if len(args) > 1:
@@ -224,13 +228,15 @@ def _parse_one(text: str) -> nn.Layer:
     )
 
 
-def parse_layers(text: str) -> nn.Sequential:
+def parse_layers(text: str, *, data_format: str = "channels_last") -> nn.Sequential:
     """Parse a comma-separated layer list into a :class:`jaxconv.nn.Sequential`.
 
     Args:
       text: e.g. ``"conv 3x3 32 same, relu, maxpool 2, gap, dense 10"``; the
         language is described in this module's docstring and in
         ``jaxconv shapes --help``.
+      data_format: ``"channels_last"`` or ``"channels_first"``, given to every
+        conv and pooling layer.
 
     Returns:
       The model.
@@ -244,7 +250,11 @@ def parse_layers(text: str) -> nn.Sequential:
       Conv(features=32, kernel_size=(3, 3), stride=2, padding='SAME', ...)
       >>> model.summary((28, 28, 1)).output_shape
       (10,)
+      >>> parse_layers("conv 3x3 8", data_format="channels_first").summary(
+      ...     (1, 28, 28)).output_shape
+      (8, 26, 26)
     """
+    fmt = check_data_format(data_format)
     pieces = [p.strip() for p in text.replace(";", ",").split(",")]
     if not any(pieces):
         raise LayerSpecError("the layer list is empty")
@@ -252,5 +262,5 @@ def parse_layers(text: str) -> nn.Sequential:
     for i, piece in enumerate(pieces):
         if not piece:
             raise LayerSpecError(f"layer {i + 1} is empty (two commas in a row?)")
-        layers.append(_parse_one(piece))
+        layers.append(_parse_one(piece, fmt))
     return nn.Sequential(layers)

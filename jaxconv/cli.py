@@ -47,13 +47,20 @@ the layer language (layers separated by commas, arguments by spaces):
   per axis: 3x5, s1x2. Defaults as jaxconv.conv: valid padding, stride 1.
 
   --input is one example's shape without the batch axis, channels last
-  (HxWxC; L x C for 1-D, DxHxWxC for 3-D).
+  (HxWxC; L x C for 1-D, DxHxWxC for 3-D); with --channels-first it is read
+  in PyTorch's order (CxHxW) and every layer uses channels first.
+
+  FLOPs count a multiply-add as 2 (as jaxconv.shapes.conv_flops) and a
+  pooling window element as 1; --macs counts the multiply-accumulates of the
+  conv and dense layers instead (their FLOPs / 2; pooling and activations 0).
 
 examples:
   jaxconv shapes "{example}" --input 28x28x1
   jaxconv shapes "conv 7x7 64 s2 p3, maxpool 3 s2 p1, conv 1x1 256" --input 224x224x3
   jaxconv shapes "conv 3 64 causal d2, conv 3 64 causal d4, gap, dense 1" --input 1000x1
   jaxconv shapes "dconv 3x3 same, conv 1x1 64, tconv 4x4 32 s2 p1" --input 16x16x32
+  jaxconv shapes "conv 3x3 64 p1, maxpool 2, gap, dense 10" --input 3x32x32 \\
+      --channels-first --macs
 """
 
 _DEMO_EPILOG = """\
@@ -61,7 +68,7 @@ writes (to --out, default ./jaxconv-demo):
   input.png          the photo (colour and grayscale)
   kernels.png        edge (Sobel x/y, Laplacian), blur (box, Gaussian) and
                      sharpen kernels applied to the grayscale photo
-  colour_blur.png    a depthwise Gaussian blur and a multi-channel edge kernel
+  colour.png         a depthwise Gaussian blur and a multi-channel edge kernel
                      applied to the colour photo
   stack_layerN.png   activation maps of a small random conv stack
 
@@ -91,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_MAIN_EPILOG.format(example=_EXAMPLE),
         formatter_class=fmt,
     )
+    p.add_argument("--version", action="version", version=_version_line(),
+                   help="print the jaxconv and jax versions and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     s = sub.add_parser(
         "shapes",
@@ -103,7 +112,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("layers", help='layer list, e.g. "conv 3x3 32 same, relu, gap"')
     s.add_argument("--input", "-i", required=True, metavar="SHAPE",
-                   help="one example's shape, e.g. 28x28x1 (channels last)")
+                   help="one example's shape without the batch axis, e.g. "
+                   "28x28x1 (channels last) or 1x28x28 with --channels-first")
+    s.add_argument("--channels-first", action="store_true",
+                   help="read --input as CxHxW (PyTorch's order) and build every "
+                   "layer channels first")
+    s.add_argument("--macs", action="store_true",
+                   help="count multiply-accumulates (MACs) instead of FLOPs "
+                   "(a multiply-add is 2 FLOPs or 1 MAC)")
     d = sub.add_parser(
         "demo",
         help="convolve a bundled photo and write activation-map PNGs",
@@ -129,12 +145,96 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _version_line() -> str:
+    import jax
+
+    from . import __version__
+
+    return f"jaxconv {__version__} (jax {jax.__version__})"
+
+
+# --------------------------------------------------------------------------
+# shapes
+# --------------------------------------------------------------------------
+
+# Sizes that are channel counts far more often than spatial sizes: an RGB(A)
+# or grayscale image written in PyTorch's CxHxW order starts with one.
+_FEW_CHANNELS = 4
+_SPATIAL_LOOKING = 8
+
+
+def layout_warning(shape: tuple[int, ...], channels_first: bool) -> str | None:
+    """A warning when ``shape`` looks written in the other channel order.
+
+    ``3x224x224`` read channels last means a 3-pixel-high image with 224
+    channels: the habit of PyTorch's ``CxHxW``.  Warn when the channel axis
+    is much larger than a spatial axis that looks like a channel count.
+
+    Args:
+      shape: one example's shape, as given to ``--input``.
+      channels_first: whether ``--channels-first`` was passed.
+
+    Returns:
+      The warning text, or ``None`` when the order looks right.
+
+    Example:
+      >>> layout_warning((3, 224, 224), False) is not None
+      True
+      >>> layout_warning((224, 224, 3), False) is None
+      True
+    """
+    if len(shape) < 2:
+        return None
+    chan, edge = (shape[0], shape[-1]) if channels_first else (shape[-1], shape[0])
+    if edge > _FEW_CHANNELS or chan < _SPATIAL_LOOKING:
+        return None
+    text = "x".join(map(str, shape))
+    if channels_first:
+        return (f"--input {text} is read channels first: {chan} channels and a "
+                f"last spatial size of {edge}; drop --channels-first if {edge} is "
+                "the channel count")
+    return (f"--input {text} is read channels last: {chan} channels and a first "
+            f"spatial size of {edge}; pass --channels-first if {edge} is the "
+            "channel count (PyTorch's CxHxW order)")
+
+
+def _macs(model, summary):
+    """``summary`` with multiply-accumulates in place of FLOPs."""
+    import dataclasses
+
+    from . import nn
+
+    mac_layers = (nn.Conv, nn.ConvTranspose, nn.DepthwiseConv, nn.Dense)
+    rows = tuple(
+        row._replace(flops=row.flops // 2 if isinstance(layer, mac_layers) else 0)
+        for layer, row in zip(model.layers, summary.rows, strict=True)
+    )
+    return dataclasses.replace(summary, rows=rows)
+
+
 def _shapes(args) -> int:
     from ._layerspec import parse_layers, parse_shape
 
+    fmt = "channels_first" if args.channels_first else "channels_last"
     shape = parse_shape(args.input)
-    model = parse_layers(args.layers)
-    print(model.summary(shape))
+    model = parse_layers(args.layers, data_format=fmt)
+    summary = model.summary(shape)
+    if args.macs:
+        summary = _macs(model, summary)
+        head, _, rest = str(summary).partition("\n")
+        # " MACs" has the width of "FLOPs": the right-aligned column stays put.
+        table = head.replace("FLOPs", " MACs", 1) + "\n" + rest
+        note = ("MACs: multiply-accumulates of the conv and dense layers; "
+                "pooling and activations count 0")
+    else:
+        table = str(summary)
+        note = ("FLOPs: a multiply-add counts 2, a pooling window element 1 "
+                "(--macs counts multiply-accumulates)")
+    warning = layout_warning(shape, args.channels_first)
+    print(table)
+    print(note)
+    if warning is not None:
+        print(f"jaxconv shapes: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -170,35 +270,36 @@ def _load_image(path: str | None, size: int):
         raise _UsageError("jaxconv demo: needs Pillow (pip install pillow)") from None
     if size < 8:
         raise _UsageError(f"jaxconv demo: --size (={size}) must be at least 8")
-    if path is None:
-        from importlib import resources
+    from importlib import resources
 
-        source = resources.files("jaxconv") / "data" / "astronaut.png"
-        name = "astronaut.png (bundled, public domain, NASA)"
-    else:
-        source, name = path, path
+    bundled = resources.files("jaxconv") / "data" / "astronaut.png"
+    name = "astronaut.png (bundled, public domain, NASA)" if path is None else path
     try:
-        with (source.open("rb") if path is None else open(source, "rb")) as f:
-            img = Image.open(f)
-            img.load()
+        with bundled.open("rb") if path is None else open(path, "rb") as f:
+            with Image.open(f) as opened:
+                img = opened.convert("RGB")  # reads the pixels
     except OSError as err:
         why = err.strerror or str(err).split(":")[0]
         raise _UsageError(f"jaxconv demo: cannot read image {name!r}: {why}") from None
-    img = img.convert("RGB")
     scale = size / max(img.size)
     if scale < 1:
         img = img.resize((max(1, round(img.width * scale)),
-                          max(1, round(img.height * scale))), Image.LANCZOS)
+                          max(1, round(img.height * scale))),
+                         Image.Resampling.LANCZOS)
     return np.asarray(img, np.float32) / 255.0, name
 
 
-def _save_grid(plt, path, images, titles, suptitle, cmap="gray", cols=None):
+def _save_grid(path, images, titles, suptitle, cmap="gray", cols=None):
     import math
+
+    # A bare Figure, not pyplot: the demo must not switch matplotlib's global
+    # backend (that would turn off inline plots in the caller's notebook).
+    from matplotlib.figure import Figure
 
     cols = cols or min(len(images), 4)
     rows = math.ceil(len(images) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows + 0.4),
-                             squeeze=False)
+    fig = Figure(figsize=(3 * cols, 3 * rows + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, title in zip(axes.flat, images, titles):
@@ -208,7 +309,6 @@ def _save_grid(plt, path, images, titles, suptitle, cmap="gray", cols=None):
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.88, wspace=0.05,
                         hspace=0.2)
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return path
 
 
@@ -230,10 +330,7 @@ def run_demo(*, image: str | None = None, out: str = "jaxconv-demo",
       ...     run_demo(out=d, size=64)
     """
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.figure  # noqa: F401 - checked here, used by _save_grid
     except ImportError:
         print('jaxconv demo: needs matplotlib; install it with '
               'pip install "jaxconv[examples]"', file=sys.stderr)
@@ -252,7 +349,7 @@ def run_demo(*, image: str | None = None, out: str = "jaxconv-demo",
     gray = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
     print(f"image: {name}, {rgb.shape[1]}x{rgb.shape[0]} pixels")
 
-    written.append(_save_grid(plt, os.path.join(out, "input.png"), [rgb, gray],
+    written.append(_save_grid(os.path.join(out, "input.png"), [rgb, gray],
                               ["colour", "grayscale"], "input"))
 
     # Classic kernels: one conv per kernel size, all kernels as output channels.
@@ -270,7 +367,7 @@ def run_demo(*, image: str | None = None, out: str = "jaxconv-demo",
     images = [np.clip(maps[k], 0, 1) if k in ("box_blur_5x5", "gaussian_5x5",
                                               "sharpen") else maps[k]
               for k in order]
-    written.append(_save_grid(plt, os.path.join(out, "kernels.png"), images,
+    written.append(_save_grid(os.path.join(out, "kernels.png"), images,
                               order, "edge, blur and sharpen kernels (grayscale)"))
 
     # Colour: a depthwise blur (groups = 3) and a multi-channel edge kernel
@@ -286,7 +383,7 @@ def run_demo(*, image: str | None = None, out: str = "jaxconv-demo",
                          padding_mode="reflect")
     magnitude = jnp.hypot(edges[..., 0], edges[..., 1])
     written.append(_save_grid(
-        plt, os.path.join(out, "colour.png"),
+        os.path.join(out, "colour.png"),
         [rgb, np.clip(np.asarray(blurred), 0, 1), np.asarray(magnitude)],
         ["colour", "depthwise Gaussian blur", "RGB Sobel magnitude"],
         "multi-channel kernels on the colour image"))
@@ -306,7 +403,7 @@ def run_demo(*, image: str | None = None, out: str = "jaxconv-demo",
             n_conv += 1
             chans = [np.asarray(h[..., c]) for c in range(h.shape[-1])]
             written.append(_save_grid(
-                plt, os.path.join(out, f"stack_layer{n_conv}.png"), chans,
+                os.path.join(out, f"stack_layer{n_conv}.png"), chans,
                 [f"channel {c}" for c in range(len(chans))],
                 f"random conv stack, layer {n_conv} (conv 3x3 + relu), "
                 f"{h.shape[1]}x{h.shape[0]}", cmap="magma"))
