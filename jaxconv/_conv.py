@@ -84,6 +84,7 @@ from ._args import (
     positive_tuple,
 )
 from ._canonical import conv_canonical
+from ._typing import Padding, Size
 from .algorithms.select import check_algorithm
 from .padding import normalize_padding_mode, pad
 
@@ -96,9 +97,6 @@ __all__ = [
     "depthwise_conv",
     "separable_conv",
 ]
-
-Padding = Any  # str | int | Sequence[int | tuple[int, int]]
-IntOrSeq = Any  # int | Sequence[int]
 
 
 # --- the static plan and the one jitted runner ---------------------------------
@@ -285,9 +283,9 @@ def conv(
     x: jax.Array,
     w: jax.Array,
     *,
-    stride: IntOrSeq = 1,
+    stride: Size = 1,
     padding: Padding = "VALID",
-    dilation: IntOrSeq = 1,
+    dilation: Size = 1,
     groups: int = 1,
     padding_mode: str | Sequence[str] = "zeros",
     data_format: str = "channels_last",
@@ -450,10 +448,10 @@ def conv_transpose(
     x: jax.Array,
     w: jax.Array,
     *,
-    stride: IntOrSeq = 1,
+    stride: Size = 1,
     padding: Padding = 0,
-    output_padding: IntOrSeq = 0,
-    dilation: IntOrSeq = 1,
+    output_padding: Size = 0,
+    dilation: Size = 1,
     groups: int = 1,
     output_shape: Sequence[int] | None = None,
     data_format: str = "channels_last",
@@ -561,9 +559,9 @@ def depthwise_conv(
     x: jax.Array,
     w: jax.Array,
     *,
-    stride: IntOrSeq = 1,
+    stride: Size = 1,
     padding: Padding = "VALID",
-    dilation: IntOrSeq = 1,
+    dilation: Size = 1,
     padding_mode: str | Sequence[str] = "zeros",
     data_format: str = "channels_last",
     algorithm: str = "auto",
@@ -619,9 +617,9 @@ def separable_conv(
     w_depthwise: jax.Array,
     w_pointwise: jax.Array,
     *,
-    stride: IntOrSeq = 1,
+    stride: Size = 1,
     padding: Padding = "VALID",
-    dilation: IntOrSeq = 1,
+    dilation: Size = 1,
     padding_mode: str | Sequence[str] = "zeros",
     data_format: str = "channels_last",
     algorithm: str = "auto",

@@ -33,7 +33,6 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +41,7 @@ from jax import lax
 from . import shapes
 from ._args import _is_sequence, check_data_format, positive_tuple
 from ._taps import tap_offsets, tap_slice, valid_out_size
+from ._typing import Padding
 
 __all__ = ["unfold", "fold"]
 
@@ -115,7 +115,7 @@ def unfold(
     kernel_size: int | Sequence[int],
     *,
     stride: int | Sequence[int] = 1,
-    padding: Any = 0,
+    padding: Padding = 0,
     dilation: int | Sequence[int] = 1,
     data_format: str = "channels_last",
 ) -> jax.Array:
@@ -185,7 +185,7 @@ def fold(
     kernel_size: int | Sequence[int],
     *,
     stride: int | Sequence[int] = 1,
-    padding: Any = 0,
+    padding: Padding = 0,
     dilation: int | Sequence[int] = 1,
     data_format: str = "channels_last",
 ) -> jax.Array:

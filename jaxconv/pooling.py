@@ -56,6 +56,7 @@ from jax import lax
 from . import shapes
 from ._args import _is_sequence, check_data_format, check_nonnegative, positive_tuple
 from ._taps import tap_slice
+from ._typing import Padding
 
 __all__ = [
     "max_pool",
@@ -279,7 +280,7 @@ def max_pool(
     window_shape: int | Sequence[int],
     *,
     stride: int | Sequence[int] | None = None,
-    padding: Any = "VALID",
+    padding: Padding = "VALID",
     dilation: int | Sequence[int] = 1,
     ceil_mode: bool = False,
     data_format: str = "channels_last",
@@ -323,7 +324,7 @@ def min_pool(
     window_shape: int | Sequence[int],
     *,
     stride: int | Sequence[int] | None = None,
-    padding: Any = "VALID",
+    padding: Padding = "VALID",
     dilation: int | Sequence[int] = 1,
     ceil_mode: bool = False,
     data_format: str = "channels_last",
@@ -363,7 +364,7 @@ def sum_pool(
     window_shape: int | Sequence[int],
     *,
     stride: int | Sequence[int] | None = None,
-    padding: Any = "VALID",
+    padding: Padding = "VALID",
     dilation: int | Sequence[int] = 1,
     ceil_mode: bool = False,
     data_format: str = "channels_last",
@@ -424,7 +425,7 @@ def avg_pool(
     window_shape: int | Sequence[int],
     *,
     stride: int | Sequence[int] | None = None,
-    padding: Any = "VALID",
+    padding: Padding = "VALID",
     dilation: int | Sequence[int] = 1,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
@@ -480,7 +481,7 @@ def lp_pool(
     window_shape: int | Sequence[int],
     *,
     stride: int | Sequence[int] | None = None,
-    padding: Any = "VALID",
+    padding: Padding = "VALID",
     dilation: int | Sequence[int] = 1,
     ceil_mode: bool = False,
     data_format: str = "channels_last",

@@ -26,6 +26,7 @@ from ._args import (
     positive_tuple,
     shape_tuple,
 )
+from ._typing import Padding, Size
 
 __all__ = [
     "ReceptiveField",
@@ -42,9 +43,6 @@ __all__ = [
     "solve_output_padding",
     "solve_padding",
 ]
-
-Padding = Any  # str | int | Sequence[int | tuple[int, int]]
-IntOrSeq = Any  # int | Sequence[int]
 
 
 def _string_pair(mode: str, n: int, k: int, s: int, d: int) -> tuple[int, int]:
@@ -90,10 +88,10 @@ def _int_or_pair(padding, expected: str) -> tuple[int, int]:
 def resolve_padding(
     padding: Padding,
     in_shape: Sequence[int],
-    kernel_shape: IntOrSeq,
+    kernel_shape: Size,
     *,
-    stride: IntOrSeq = 1,
-    dilation: IntOrSeq = 1,
+    stride: Size = 1,
+    dilation: Size = 1,
 ) -> tuple[tuple[int, int], ...]:
     """Every padding form of the library as explicit ``(lo, hi)`` pairs.
 
@@ -216,12 +214,12 @@ def _per_axis_sizes(fn, shape, kernel, names, **per_axis):
 
 def conv_output_shape(
     in_shape: Sequence[int],
-    kernel_shape: IntOrSeq,
+    kernel_shape: Size,
     *,
-    stride: IntOrSeq = 1,
+    stride: Size = 1,
     padding: Padding = 0,
-    dilation: IntOrSeq = 1,
-    lhs_dilation: IntOrSeq = 1,
+    dilation: Size = 1,
+    lhs_dilation: Size = 1,
 ) -> tuple[int, ...]:
     """Spatial output shape of an N-d convolution.
 
@@ -351,12 +349,12 @@ def conv_transpose_output_size(
 
 def conv_transpose_output_shape(
     in_shape: Sequence[int],
-    kernel_shape: IntOrSeq,
+    kernel_shape: Size,
     *,
-    stride: IntOrSeq = 1,
+    stride: Size = 1,
     padding: Padding = 0,
-    output_padding: IntOrSeq = 0,
-    dilation: IntOrSeq = 1,
+    output_padding: Size = 0,
+    dilation: Size = 1,
 ) -> tuple[int, ...]:
     """Spatial output shape of an N-d transposed convolution.
 
@@ -468,11 +466,11 @@ def pool_output_size(
 
 def pool_output_shape(
     in_shape: Sequence[int],
-    window_shape: IntOrSeq,
+    window_shape: Size,
     *,
-    stride: IntOrSeq | None = None,
+    stride: Size | None = None,
     padding: Padding = 0,
-    dilation: IntOrSeq = 1,
+    dilation: Size = 1,
     ceil_mode: bool = False,
 ) -> tuple[int, ...]:
     """Spatial output shape of an N-d pooling: :func:`pool_output_size` per axis.
@@ -711,7 +709,7 @@ def _channels(in_channels: int, out_channels: int, groups: int) -> int:
 
 
 def conv_params(
-    kernel_shape: IntOrSeq,
+    kernel_shape: Size,
     in_channels: int,
     out_channels: int,
     *,
@@ -750,13 +748,13 @@ def conv_params(
 
 def conv_flops(
     in_shape: Sequence[int],
-    kernel_shape: IntOrSeq,
+    kernel_shape: Size,
     in_channels: int,
     out_channels: int,
     *,
-    stride: IntOrSeq = 1,
+    stride: Size = 1,
     padding: Padding = 0,
-    dilation: IntOrSeq = 1,
+    dilation: Size = 1,
     groups: int = 1,
     batch: int = 1,
 ) -> int:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from .. import shapes as _shapes
 from .._args import check_data_format, check_positive, ntuple, positive_tuple
 from .._conv import conv, conv_transpose
+from .._typing import Padding
 from ..algorithms.select import check_algorithm
 from ..padding import normalize_padding_mode
 from ._base import (
@@ -88,7 +89,7 @@ class Conv(Layer):
     features: int
     kernel_size: int | Sequence[int]
     stride: int | Sequence[int] = 1
-    padding: Any = "VALID"
+    padding: Padding = "VALID"
     dilation: int | Sequence[int] = 1
     groups: int = 1
     padding_mode: Any = "zeros"
@@ -170,7 +171,7 @@ class DepthwiseConv(Layer):
     kernel_size: int | Sequence[int]
     channel_multiplier: int = 1
     stride: int | Sequence[int] = 1
-    padding: Any = "VALID"
+    padding: Padding = "VALID"
     dilation: int | Sequence[int] = 1
     padding_mode: Any = "zeros"
     data_format: str = "channels_last"
@@ -231,7 +232,7 @@ class ConvTranspose(Layer):
     features: int
     kernel_size: int | Sequence[int]
     stride: int | Sequence[int] = 1
-    padding: Any = 0
+    padding: Padding = 0
     output_padding: int | Sequence[int] = 0
     dilation: int | Sequence[int] = 1
     groups: int = 1
