@@ -23,7 +23,7 @@ The number of spatial axes is ``w.ndim - 2``; every axis of ``x`` before the
 spatial and channel axes is a batch axis (zero or more), flattened for the
 core and restored on the way out.
 
-Decisions where the SPEC is silent:
+Conventions (where the reference libraries differ or say nothing):
 
 * ``x`` and ``w`` are promoted to their common dtype (``jnp.result_type``, as
   Flax does; PyTorch would refuse mixed dtypes).  ``preferred_element_type``

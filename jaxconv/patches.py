@@ -18,7 +18,7 @@ Layouts:
   (tap-major, channel-minor), the order of a flattened ``(*kernel, C)`` HWIO
   kernel, so ``unfold(x, k) @ w.reshape(-1, C_out)`` is a VALID convolution.
 
-Decisions where the SPEC is silent: the number of spatial axes is the length
+Conventions: the number of spatial axes is the length
 of ``kernel_size`` (or of ``output_size`` in ``fold``) when one is a sequence;
 when both are ints, ``unfold`` assumes one batch axis (``x.ndim - 2`` spatial
 axes, as PyTorch), channels-last ``fold`` takes ``cols.ndim - 2`` and

@@ -13,7 +13,7 @@ strided slices (:func:`jaxconv._taps.tap_slice`) and combined pairwise.  Max,
 min and sum over a box window are separable, so an ``k1 x k2`` window costs
 ``k1 + k2`` slices, not ``k1 * k2``; never ``lax.reduce_window``.
 
-Decisions where the SPEC is silent:
+Conventions (where the reference libraries differ or say nothing):
 
 * ``window_shape`` (``output_size`` for adaptive pools) given as an int means
   ``x.ndim - 2`` spatial axes: exactly one batch axis, as in PyTorch.  Global

@@ -18,7 +18,7 @@ those), and the result is
 
 ``correlate`` conjugates ``in2``: ``correlate(a, v) == convolve(a, conj(flip(v)))``.
 
-Decisions where SciPy or the SPEC are silent:
+Conventions where SciPy says nothing:
 
 - ``boundary`` (from ``scipy.signal.correlate2d``/``convolve2d``) sets how
   ``in1`` is extended past its edges, on every axis: ``"fill"``/``"pad"``

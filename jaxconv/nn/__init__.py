@@ -15,7 +15,7 @@ Shapes, parameter counts, FLOPs and receptive fields come from
 :mod:`jaxconv.shapes` only, never from running the model, so
 ``Sequential.summary`` is instant for any input size.
 
-Conventions where the spec is silent:
+Conventions (where the reference libraries differ or say nothing):
 
 * Initialisation follows Flax's defaults: kernels LeCun-normal
   (``jax.nn.initializers.lecun_normal``, fan-in = ``prod(kernel) * C_in /
