@@ -168,7 +168,7 @@ def conv_canonical(
         x = pad_and_dilate(x, padding, lhs_dilation)
         if batch_group_count > 1:
             x = batch_groups_to_feature_groups(x, batch_group_count)
-    if problem.empty or problem.in_per_group == 0:
+    if chosen.formulation == "empty":
         # lax returns an empty (or, with no input features, all-zero) result.
         return jnp.zeros((x.shape[0], *problem.out_shape[1:]), out_dtype)
     res = execute(x, w, chosen, precision)

@@ -1,6 +1,6 @@
 """Fast paths of the "taps" algorithm against the simple paths and jax.lax.
 
-Each formulation ``taps_variant`` can pick (dot, depthwise, toeplitz, grouped,
+Each formulation the plan can pick (dot, depthwise, toeplitz, grouped,
 space-to-depth, im2col, all-taps GEMM, row taps, wide GEMM, per-tap scan) is
 exercised on a small problem that selects it, and compared with
 ``algorithm="direct"`` (the textbook reference) and with ``jax.lax`` — values,
@@ -18,9 +18,13 @@ import pytest
 from conftest import assert_close
 from jax import lax
 
+import jaxconv
 from jaxconv import lax as jl
-from jaxconv.algorithms import depthwise
-from jaxconv.algorithms.taps import taps_variant
+from jaxconv.algorithms import plan as planning
+from jaxconv.algorithms import toeplitz
+from jaxconv.algorithms.problem import Problem
+
+CPU = jaxconv.get_profile("cpu")
 
 HI = lax.Precision.HIGHEST
 
@@ -56,19 +60,19 @@ DN = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC"),
 
 
 @pytest.fixture(autouse=True)
-def _small_problems_take_rows_or_wide(request, monkeypatch):
-    """The stride-1 cases named "rows"/"wide"/"im2col" are small; below
-    ``ALLTAPS_MAX_BYTES`` "auto" would pick "alltaps" for them, so the
-    threshold is lowered to keep those formulations under test (the large
-    problems they serve are too slow for the ``direct`` reference)."""
-    from jaxconv.algorithms import taps
-
+def _small_problems_take_rows_or_wide(request):
+    """The stride-1 cases named "rows"/"wide"/"im2col" are small; below the
+    profile's ``alltaps_max_bytes`` "auto" would pick "alltaps" for them, so
+    the threshold is lowered to keep those formulations under test (the
+    large problems they serve are too slow for the ``direct`` reference)."""
     case = getattr(request.node, "callspec", None)
     case = case.params.get("case") if case else None
     stride1 = case is not None and all(s == 1 for s in case[3])
-    if stride1 and case[0] in ("rows", "wide", "im2col") or (
-            request.node.name.startswith("test_row_blocks")):
-        monkeypatch.setattr(taps, "ALLTAPS_MAX_BYTES", 0)
+    profile = CPU
+    if stride1 and case[0] in ("rows", "wide", "im2col"):
+        profile = CPU.replace(alltaps_max_bytes=0)
+    with jaxconv.use_profile(profile):
+        yield
 
 
 def _ids(case):
@@ -102,21 +106,20 @@ def _key(case):
     return (name, xs, ws, s, p, rd, g)
 
 
-def _padded_shape(case):
-    _, xs, ws, s, p, rd, g = case
-    nd = len(xs) - 2
-    rd = rd or (1,) * nd
-    if isinstance(p, str):
-        eff = [(k - 1) * d + 1 for k, d in zip(ws[:nd], rd)]
-        p = lax.padtype_to_pads(xs[1:-1], eff, s, p)
-    return (xs[0], *(n + lo + hi for n, (lo, hi) in zip(xs[1:-1], p)), xs[-1])
+def _structs(case):
+    _, xs, ws, *_ = case
+    return (jax.ShapeDtypeStruct(xs, jnp.float32),
+            jax.ShapeDtypeStruct(ws, jnp.float32))
 
 
 @pytest.mark.parametrize("case", VARIANTS, ids=_ids)
 def test_variant_is_selected(case):
-    name, _, ws, s, _, rd, g = case
-    rd = rd or (1,) * len(s)
-    assert taps_variant(_padded_shape(case), ws, s, rd, g) == name
+    _, xs, ws, s, p, rd, g = case
+    f = lambda x, w: jl.conv_general_dilated(  # noqa: E731
+        x, w, s, p, rhs_dilation=rd, dimension_numbers=DN[len(xs) - 2],
+        feature_group_count=g)
+    (row,) = jaxconv.explain(f, *_structs(case))
+    assert row.formulation == "taps/" + case[0]
 
 
 @pytest.mark.parametrize("case", VARIANTS, ids=_ids)
@@ -182,7 +185,7 @@ def test_toeplitz_block_sizes(rng):
     ref = jl.conv_general_dilated(x, w, (1,), "VALID", dimension_numbers=DN[1],
                                   feature_group_count=5, algorithm="direct")
     for block in (1, 16, 33, 200):
-        got = jax.jit(depthwise._toeplitz_gemm, static_argnums=(2, 3, 4))(
+        got = jax.jit(toeplitz._toeplitz_gemm, static_argnums=(2, 3, 4))(
             x, w.reshape(33, 5), HI, x.dtype, block)
         assert_close(got, ref)
 
@@ -194,9 +197,15 @@ def test_hankel_block_sizes_and_padding(rng):
     ref = lax.conv_general_dilated(x, w, (1,), [(7, 12)], dimension_numbers=DN[1],
                                    feature_group_count=5, precision=HI)
     for block in (1, 16, 33, 200):
-        got = jax.jit(depthwise._hankel_gemm, static_argnums=(2, 3, 4, 5))(
+        got = jax.jit(toeplitz._hankel_gemm, static_argnums=(2, 3, 4, 5))(
             x, w.reshape(33, 5), HI, x.dtype, block, ((7, 12),))
         assert_close(got, ref)
+
+
+def _depthwise_1d(shape, k, pads):
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
+    w = jax.ShapeDtypeStruct((k, 1, shape[-1]), jnp.float32)
+    return Problem.of(x, w, stride=(1,), dilation=(1,), groups=shape[-1], pads=pads)
 
 
 def test_hankel_rule():
@@ -204,36 +213,45 @@ def test_hankel_rule():
     # shorter kernels keep the scan (faster there), and so do few channels
     # of a long signal (one channel's Hankel matrix would exceed the I/O).
     same = ((511, 512),)
-    assert depthwise.hankel_applies((1, 8192, 32), 1024, same)
-    assert depthwise.hankel_applies((8, 1024, 32), 1024, same)
-    assert not depthwise.hankel_applies((1, 8192, 32), 256, ((127, 128),))
-    assert not depthwise.hankel_applies((1, 8192, 2), 1024, same)
+    assert toeplitz.hankel_applies(_depthwise_1d((1, 8192, 32), 1024, same), CPU)
+    assert toeplitz.hankel_applies(_depthwise_1d((8, 1024, 32), 1024, same), CPU)
+    assert not toeplitz.hankel_applies(
+        _depthwise_1d((1, 8192, 32), 256, ((127, 128),)), CPU)
+    assert not toeplitz.hankel_applies(_depthwise_1d((1, 8192, 2), 1024, same), CPU)
     # A kernel longer than the padded input: no output block, no Hankel.
-    assert not depthwise.hankel_applies((1, 100, 32), 1024, ((0, 0),))
+    assert not toeplitz.hankel_applies(_depthwise_1d((1, 100, 32), 1024, ((0, 0),)),
+                                       CPU)
+    # The threshold is the profile's.
+    problem = _depthwise_1d((2, 300, 32), 70, ((20, 30),))
+    assert not toeplitz.hankel_applies(problem, CPU)
+    assert toeplitz.hankel_applies(problem, CPU.replace(hankel_min_taps=64))
 
 
-def test_hankel_path_values_gradients_and_locality(rng, monkeypatch):
-    # Force the Hankel form on a small problem (the rule keeps it for big ones).
-    monkeypatch.setattr(depthwise, "hankel_applies", lambda *a, **k: True)
-    x = rng.standard_normal((2, 300, 6))
-    w = rng.standard_normal((70, 1, 6))
+def test_hankel_path_values_gradients_and_locality(rng):
+    # Force the Hankel form on a small problem with a profile (the cpu
+    # preset keeps it for kernels of 512 taps and more).
+    x = rng.standard_normal((2, 300, 32))
+    w = rng.standard_normal((70, 1, 32))
 
     def f(mod, **kw):
         return jax.jit(lambda x, w: mod.conv_general_dilated(
-            x, w, (1,), [(20, 30)], dimension_numbers=DN[1], feature_group_count=6,
+            x, w, (1,), [(20, 30)], dimension_numbers=DN[1], feature_group_count=32,
             precision=HI, **kw))
 
-    fast, ref = f(jl, algorithm="taps"), f(lax)
-    assert_close(fast(x, w), ref(x, w))
+    with jaxconv.use_profile(CPU.replace(hankel_min_taps=64)):
+        fast, ref = f(jl, algorithm="taps"), f(lax)
+        (row,) = jaxconv.explain(fast, x, w)
+        assert row.plan.param("form") == "hankel"
+        assert_close(fast(x, w), ref(x, w))
 
-    def grads(g):
-        return jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(g(x, w))), (0, 1)))
-    for a, b in zip(grads(fast)(x, w), grads(ref)(x, w)):
-        assert_close(a, b)
+        def grads(g):
+            return jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(g(x, w))), (0, 1)))
+        for a, b in zip(grads(fast)(x, w), grads(ref)(x, w)):
+            assert_close(a, b)
 
-    x[0, 0, 0] = np.inf
-    x[1, 150, 3] = np.nan
-    got = np.asarray(fast(x, w))
+        x[0, 0, 0] = np.inf
+        x[1, 150, 3] = np.nan
+        got = np.asarray(fast(x, w))
     direct = np.asarray(f(jl, algorithm="direct")(x, w))
     np.testing.assert_array_equal(np.isfinite(got), np.isfinite(direct))
     fin = np.isfinite(direct)
@@ -247,7 +265,7 @@ def test_hankel_float32_accuracy_within_factor_of_lax(rng):
     # sqrt(K) u + u), on a problem the rule sends to the Hankel form
     # (measured: 1.4e-6, ~11x lax's 1.2e-7 and 0.36 of the bound).
     shape, k = (1, 4096, 64), 1024
-    assert depthwise.hankel_applies(shape, k, ((511, 512),))
+    assert toeplitz.hankel_applies(_depthwise_1d(shape, k, ((511, 512),)), CPU)
     x = rng.standard_normal(shape).astype(np.float32)
     w = (rng.standard_normal((k, 1, 64)) / np.sqrt(k)).astype(np.float32)
 
@@ -377,12 +395,15 @@ def test_winograd_falls_back_to_taps_elsewhere(rng):
 
 
 def test_auto_never_picks_inexact_algorithms():
-    from jaxconv.algorithms.select import EXACT, choose_algorithm
-
     for xs, ws, s, d, g in [((1, 58, 58, 64), (3, 3, 64, 64), (1, 1), (1, 1), 1),
                             ((1, 9215, 32), (1024, 1, 32), (1,), (1,), 32),
                             ((1, 30, 30, 256), (3, 3, 8, 256), (1, 1), (1, 1), 32)]:
-        assert choose_algorithm(xs, ws, s, d, g) in EXACT
+        problem = Problem.of(jax.ShapeDtypeStruct(xs, jnp.float32),
+                             jax.ShapeDtypeStruct(ws, jnp.float32),
+                             stride=s, dilation=d, groups=g)
+        for profile in ("cpu", "gpu", "tpu"):
+            chosen = planning.plan(problem, jaxconv.get_profile(profile))
+            assert chosen.formulation in planning.TAPS_FAMILY
 
 
 # --- row blocking of the dense formulations ----------------------------------
@@ -393,14 +414,17 @@ ROW_BLOCKED = [c for c in VARIANTS
 
 @pytest.mark.parametrize("budget", [1, 3000])
 @pytest.mark.parametrize("case", ROW_BLOCKED, ids=_ids)
-def test_row_blocks_match_lax(case, budget, rng, monkeypatch):
+def test_row_blocks_match_lax(case, budget, rng):
     # A tiny block budget forces blocks of one row (3-D: nested blocks
     # along the second axis); 3000 B gives 2-row blocks with a shifted last.
-    from jaxconv.algorithms import taps
+    # (block_io_fraction 0: rows nest below ``budget``.)
+    profile = CPU.replace(block_min_bytes=budget, block_max_bytes=budget,
+                          block_io_fraction=0, alltaps_max_bytes=0)
+    with jaxconv.use_profile(profile):
+        _row_blocks_match_lax(case, rng)
 
-    monkeypatch.setattr(taps, "BLOCK_MIN_BYTES", budget)
-    monkeypatch.setattr(taps, "BLOCK_MAX_BYTES", budget)
-    monkeypatch.setattr(taps, "BLOCK_IO_FRACTION", 0)  # rows nest below ``budget``
+
+def _row_blocks_match_lax(case, rng):
     _, xs, _, s, p, rd, g = case
     dn = DN[len(xs) - 2]
     f = lambda x, w: jl.conv_general_dilated(  # noqa: E731

@@ -21,8 +21,9 @@ from jax import lax
 
 import jaxconv
 from jaxconv import lax as jl
-from jaxconv.algorithms import autotune, taps
-from jaxconv.algorithms._common import padded_shape
+from jaxconv.algorithms import autotune
+from jaxconv.algorithms.plan import candidates, choose, execute
+from jaxconv.algorithms.problem import Problem
 
 HI = lax.Precision.HIGHEST
 DN = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
@@ -61,41 +62,46 @@ def _fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(autotune, "REPEATS", 1)
 
 
-def _canonical(p):
-    """The padded canonical problem of ``p`` and its zero padding."""
-    xs, ws, s, pad, rd, _ = p
+def _problem(p, dtype=jnp.float64):
+    """The canonical problem of ``p`` (unpadded input, its zero padding)."""
+    xs, ws, s, pad, rd, g = p
     pads = jaxconv.shapes.resolve_padding(pad, xs[1:-1], ws[:-2], stride=s,
                                           dilation=rd)
-    return xs, pads
+    return Problem.of(jax.ShapeDtypeStruct(xs, dtype), jax.ShapeDtypeStruct(ws, dtype),
+                      stride=s, dilation=rd, groups=g, pads=pads)
+
+
+def _names(problem):
+    return [c.formulation for c in candidates(problem, jaxconv.get_profile("cpu"))]
 
 
 @pytest.mark.parametrize("problem", PROBLEMS, ids=_ids)
 def test_every_candidate_matches_lax(problem):
-    xs, ws, s, _, rd, g = problem
-    _, pads = _canonical(problem)
-    shape = padded_shape(xs, pads)
-    names = autotune.candidates(shape, ws, s, rd, g)
-    assert taps.taps_variant(shape, ws, s, rd, g) in names or names == ["taps"]
+    canonical = _problem(problem)
+    plans = candidates(canonical, jaxconv.get_profile("cpu"))
+    # One applicability rule: "auto"'s choice is always a candidate.
+    assert choose(canonical, jaxconv.get_profile("cpu"))[0] in _names(canonical)
     x, w = _args(problem)
     want = _lax(problem)(x, w)
-    for name in names:
-        got = jax.jit(lambda x, w, name=name: taps.conv_taps(
-            x, w, stride=s, dilation=rd, groups=g, precision=HI,
-            acc_dtype=jnp.float64, padding=pads, variant=name))(x, w)
+    for plan in plans:
+        got = jax.jit(lambda x, w, plan=plan: execute(x, w, plan, HI))(x, w)
         try:
             assert_close(got, want)
         except AssertionError as e:
-            raise AssertionError(f"candidate {name!r}: {e}") from None
+            raise AssertionError(f"candidate {plan.formulation!r}: {e}") from None
+
+
+def _canon(xs, ws, s, g, pad="VALID"):
+    return _problem((xs, ws, s, pad, (1,) * len(s), g), jnp.float32)
 
 
 def test_candidates_name_the_alternatives():
-    dense = autotune.candidates((1, 58, 58, 64), (3, 3, 64, 64), (1, 1), (1, 1), 1)
+    dense = _names(_canon((1, 58, 58, 64), (3, 3, 64, 64), (1, 1), 1))
     assert set(dense) == {"taps", "im2col", "alltaps", "rows", "wide"}
-    strided = autotune.candidates((1, 57, 57, 16), (3, 3, 16, 32), (2, 2), (1, 1), 1)
+    strided = _names(_canon((1, 57, 57, 16), (3, 3, 16, 32), (2, 2), 1))
     assert "s2d" in strided and "alltaps" not in strided
-    assert autotune.candidates((1, 9, 9, 4), (3, 3, 1, 4), (1, 1), (1, 1), 4) == [
-        "depthwise"]
-    assert autotune.candidates((1, 9, 9, 4), (1, 1, 4, 4), (1, 1), (1, 1), 1) == ["dot"]
+    assert _names(_canon((1, 9, 9, 4), (3, 3, 1, 4), (1, 1), 4)) == ["depthwise"]
+    assert _names(_canon((1, 9, 9, 4), (1, 1, 4, 4), (1, 1), 1)) == ["dot"]
 
 
 @pytest.mark.parametrize("problem", PROBLEMS[:3], ids=_ids)
@@ -123,8 +129,7 @@ def test_choice_is_cached_on_disk_and_reused(tmp_path, monkeypatch):
     data = json.loads(path.read_text())
     assert data["version"] == autotune.CACHE_VERSION
     (choice,) = data["choices"].values()
-    assert choice in autotune.candidates((1, 11, 12, 5), (3, 3, 5, 4), (1, 1),
-                                         (1, 2), 1)
+    assert choice in _names(_problem(problem))
     assert [p.name for p in tmp_path.iterdir()] == ["autotune.json"]  # no temp files
 
     # A new process (empty memory cache) reads the file and times nothing.

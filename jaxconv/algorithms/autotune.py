@@ -41,7 +41,7 @@ from .plan import Plan, candidates, execute
 from .problem import Problem
 from .profile import Profile
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 REPEATS = 7
 _MEMORY: dict[str, str] = {}
 

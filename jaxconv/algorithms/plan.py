@@ -175,6 +175,9 @@ def plan(problem: Problem, profile: Profile | None = None,
     (``jaxconv._canonical``).
     """
     profile = profile or current_profile()
+    if problem.empty or problem.in_per_group == 0:
+        return Plan("empty", problem, profile, "empty output, or no input features: "
+                    "zeros, as XLA")
     if algorithm in ("direct", "patches", "fft"):
         return Plan(algorithm, problem, profile, "requested", flops=problem.flops)
     prefix = ""

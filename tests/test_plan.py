@@ -1,0 +1,417 @@
+"""Plans and profiles: the one "auto" rule, the profile presets, ``explain``,
+``algorithm="xla"`` and the shape of the algorithm layer (no import cycles,
+no tuning constant outside the profile)."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import assert_close
+from jax import lax
+
+import jaxconv
+from jaxconv import bench
+from jaxconv import lax as jl
+from jaxconv.algorithms import plan as planning
+from jaxconv.algorithms.problem import Problem
+
+PACKAGE = pathlib.Path(jaxconv.__file__).parent
+PROFILES = ("cpu", "gpu", "tpu")
+F32 = jnp.float32
+
+
+def _dn(nd):
+    return bench._dn(nd)
+
+
+# --- the plan table ----------------------------------------------------------
+
+# (id, x NHWC..., w HWIO..., stride, padding, rhs_dilation, groups) -> formulation
+# per profile.  The gpu and tpu presets still share the cpu rule.
+GRID = [
+    ("dense 16x16 b1", (1, 16, 16, 64), (3, 3, 64, 64), 1, "SAME", 1, 1, "alltaps"),
+    ("dense 64x64 b8", (8, 64, 64, 64), (3, 3, 64, 64), 1, "SAME", 1, 1, "alltaps"),
+    ("5x5 32->64", (1, 32, 32, 32), (5, 5, 32, 64), 1, "SAME", 1, 1, "alltaps"),
+    ("strided 3x3", (1, 112, 112, 16), (3, 3, 16, 32), 2, "SAME", 1, 1, "im2col"),
+    ("2x2x512 b8", (8, 2, 2, 512), (3, 3, 512, 512), 1, "SAME", 1, 1, "im2col"),
+    ("2 wide groups s2", (1, 28, 28, 256), (3, 3, 128, 256), 2, "SAME", 1, 2, "taps"),
+    ("4 groups of 16", (1, 28, 28, 64), (3, 3, 16, 128), 1, "SAME", 1, 4, "grouped"),
+    ("RGB 7x7 s2", (2, 20, 20, 3), (7, 7, 3, 8), 2, "SAME", 1, 1, "im2col"),
+    ("1-D s2 64ch", (2, 500, 64), (5, 64, 64), 2, "SAME", 1, 1, "s2d"),
+    ("1-D 80 taps", (1, 3000, 64), (80, 64, 64), 1, "VALID", 1, 1, "taps"),
+    ("1-D dw 64 taps", (1, 2000, 8), (64, 1, 8), 1, "SAME", 1, 8, "toeplitz"),
+    ("1-D dw mult 2", (1, 4096, 16), (128, 1, 32), 1, "VALID", 1, 16, "depthwise"),
+    ("dw mult 2", (1, 28, 28, 96), (3, 3, 1, 192), 1, "SAME", 1, 96, "depthwise"),
+    ("dw 11x11", (1, 9, 9, 4), (11, 11, 1, 4), 1, "SAME", 1, 4, "depthwise"),
+    ("3-D strided", (1, 8, 8, 8, 16), (3, 3, 3, 16, 16), 2, "SAME", 1, 1, "im2col"),
+]
+SUITE = {  # the benchmark suite's cases
+    "dense3": "alltaps", "dense3_b8": "im2col", "point": "dot", "stem": "im2col",
+    "dw3": "depthwise", "dw3_s2": "depthwise", "dw7": "depthwise",
+    "dw31": "depthwise", "group32": "grouped", "atrous": "im2col",
+    "causal1d": "depthwise", "long1d": "toeplitz", "wav1d": "taps",
+    "tconv2d": "polyphase", "vol3d": "im2col",
+}
+
+
+def _formulations(f, *args):
+    return [row.formulation for row in jaxconv.explain(f, *args)]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("case", bench.CASES, ids=lambda c: c.id)
+def test_plan_table_suite(case, profile):
+    x, w = (jax.ShapeDtypeStruct(a.shape, a.dtype) for a in bench.make_args(case))
+    with jaxconv.use_profile(profile):
+        rows = jaxconv.explain(bench.make_fn(case, jl), x, w)
+    assert [r.formulation for r in rows] == ["taps/" + SUITE[case.id]]
+    assert rows[0].profile == profile
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("case", GRID, ids=lambda c: c[0])
+def test_plan_table_grid(case, profile):
+    _, xs, ws, s, pad, d, g, want = case
+    nd = len(xs) - 2
+
+    def f(x, w):
+        return jl.conv_general_dilated(x, w, (s,) * nd, pad, rhs_dilation=(d,) * nd,
+                                       dimension_numbers=_dn(nd), feature_group_count=g)
+
+    with jaxconv.use_profile(profile):
+        got = _formulations(f, jax.ShapeDtypeStruct(xs, F32),
+                            jax.ShapeDtypeStruct(ws, F32))
+    assert got == ["taps/" + want]
+
+
+def _problem(xs, ws, stride, groups=1, pads=None, dilation=None):
+    nd = len(ws) - 2
+    return Problem.of(jax.ShapeDtypeStruct(xs, F32), jax.ShapeDtypeStruct(ws, F32),
+                      stride=stride, dilation=dilation or (1,) * nd, groups=groups,
+                      pads=pads)
+
+
+def test_plan_record_carries_blocks_steps_and_reason():
+    cpu = jaxconv.get_profile("cpu")
+    # dense3_b8: im2col in row blocks; the steps are the blocks.
+    p = planning.plan(_problem((8, 28, 28, 128), (3, 3, 128, 128), (1, 1),
+                               pads=((1, 1), (1, 1))), cpu)
+    assert p.formulation == "im2col" and p.label == "taps/im2col"
+    (axis, rows, blocks), = p.param("blocks")
+    assert axis == 0 and blocks == -(-28 // rows) and p.loop_steps == blocks
+    assert p.flops == 2 * 8 * 28 * 28 * 128 * 9 * 128
+    assert 0 < p.temp_bytes and "patch matrix" in p.reason
+    # A larger block budget in the profile means fewer, larger blocks.
+    big = planning.plan(p.problem, cpu.replace(block_max_bytes=16 * 2**20,
+                                               block_io_fraction=4.0))
+    assert big.loop_steps < p.loop_steps and big.temp_bytes > p.temp_bytes
+    # long1d: the Hankel form, one lax.map step per channel, guarded.
+    q = planning.plan(_problem((1, 8192, 32), (1024, 1, 32), (1,), 32,
+                               pads=((511, 512),)), cpu)
+    assert (q.formulation, q.param("form"), q.loop_steps) == ("toeplitz", "hankel", 32)
+    assert q.param("guard") == "finite inputs"
+    assert q.inner[0].formulation == "depthwise"
+    # s2d plans its stride-1 problem.
+    r = planning.plan(_problem((2, 500, 64), (5, 64, 64), (2,), pads=((2, 2),)), cpu)
+    assert r.formulation == "s2d" and r.inner[0].problem.in_per_group == 128
+    assert "s2d" in str(r)
+
+
+def test_profile_thresholds_steer_the_plan():
+    cpu = jaxconv.get_profile("cpu")
+    dense = _problem((1, 16, 16, 64), (3, 3, 64, 64), (1, 1))
+    assert planning.plan(dense, cpu).formulation == "alltaps"
+    assert planning.plan(dense, cpu.replace(alltaps_max_bytes=0,
+                                            alltaps_max_i=0)).formulation == "im2col"
+    assert planning.plan(dense, cpu.replace(unroll_limit=8)).formulation == "taps"
+    dw = _problem((1, 20, 20, 4), (5, 5, 1, 4), (1, 1), 4)
+    assert planning.plan(dw, cpu).param("form") == "unrolled"
+    assert planning.plan(dw, cpu.replace(unroll_limit=16)).param("form") == "rows-scan"
+
+
+# The profile changes the plan, never the result: the same problems under
+# profiles that force other formulations, blocks and loops still equal lax.
+PROFILE_VARIANTS = {
+    "cpu": {},
+    "tiny-blocks": dict(block_min_bytes=1, block_max_bytes=2000, block_io_fraction=0),
+    "no-alltaps": dict(alltaps_max_bytes=0, alltaps_max_i=0),
+    "scan-everything": dict(unroll_limit=2, toeplitz_min_taps=4, hankel_min_taps=4,
+                            phase_gemm_max_taps=0, pad_in_loop_max_taps=0),
+}
+NUMERIC = [
+    ((2, 9, 8, 6), (3, 3, 6, 5), (1, 1), "SAME", 1, None),
+    ((1, 11, 10, 3), (5, 4, 3, 4), (2, 1), "SAME", 1, None),
+    ((2, 9, 9, 8), (3, 3, 2, 8), (1, 1), "SAME", 4, None),
+    ((1, 9, 9, 6), (3, 3, 1, 6), (1, 2), "SAME", 6, None),
+    ((2, 40, 6), (9, 1, 6), (1,), [(4, 4)], 6, None),
+    ((2, 17, 5), (3, 5, 4), (2,), "VALID", 1, None),
+    ((1, 5, 6, 4), (4, 4, 4, 3), (1, 1), [(2, 2), (1, 3)], 1, (2, 2)),  # transposed
+]
+
+
+@pytest.mark.parametrize("variant", list(PROFILE_VARIANTS))
+@pytest.mark.parametrize("case", NUMERIC, ids=str)
+def test_profile_never_changes_the_result(case, variant, rng):
+    xs, ws, s, pad, g, ld = case
+    nd = len(xs) - 2
+    kw = dict(dimension_numbers=_dn(nd), feature_group_count=g, lhs_dilation=ld)
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    profile = jaxconv.get_profile("cpu").replace(**PROFILE_VARIANTS[variant])
+
+    def ours(x, w):
+        return jl.conv_general_dilated(x, w, s, pad, **kw)
+
+    def theirs(x, w):
+        return lax.conv_general_dilated(x, w, s, pad, **kw)
+
+    with jaxconv.use_profile(profile):
+        got = jax.jit(ours)(x, w)
+        grads = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(ours(x, w))), (0, 1)))(
+            x, w)
+    assert_close(got, theirs(x, w))
+    want = jax.grad(lambda x, w: jnp.sum(jnp.sin(theirs(x, w))), (0, 1))(x, w)
+    for a, b in zip(grads, want):
+        assert_close(a, b)
+
+
+# --- profile selection -------------------------------------------------------
+
+
+def test_profile_presets_and_selection(monkeypatch):
+    monkeypatch.delenv("JAXCONV_PROFILE", raising=False)
+    assert jaxconv.current_profile().name == jax.default_backend()
+    assert jaxconv.get_profile("cpu") == jaxconv.Profile()
+    assert jaxconv.get_profile("GPU").workspace_bytes == 256 << 20
+    assert jaxconv.get_profile("cpu").workspace_bytes == 64 << 20
+    monkeypatch.setenv("JAXCONV_PROFILE", "tpu")
+    assert jaxconv.current_profile().name == "tpu"
+    with jaxconv.use_profile("gpu") as active:
+        assert active.name == "gpu" and jaxconv.current_profile() is active
+        custom = jaxconv.get_profile("cpu").replace(unroll_limit=3)
+        with jaxconv.use_profile(custom):
+            assert jaxconv.current_profile().unroll_limit == 3
+        assert jaxconv.current_profile().name == "gpu"
+    assert jaxconv.current_profile().name == "tpu"
+    hash(jaxconv.current_profile())  # a jit static argument
+
+
+def test_workspace_override(monkeypatch):
+    monkeypatch.setenv("JAXCONV_WORKSPACE_MB", "8")
+    assert jaxconv.get_profile("gpu").workspace_bytes == 8 << 20
+    monkeypatch.setenv("JAXCONV_WORKSPACE_MB", "lots")
+    with pytest.raises(ValueError, match=r"`JAXCONV_WORKSPACE_MB` \(='lots'\)"):
+        jaxconv.get_profile("cpu")
+
+
+def test_unknown_profile_is_a_clear_error(monkeypatch):
+    with pytest.raises(ValueError, match=r"`profile` \(='metal'\) must be one of"):
+        with jaxconv.use_profile("metal"):
+            pass
+    monkeypatch.setenv("JAXCONV_PROFILE", "metal")
+    with pytest.raises(ValueError, match="'metal'"):
+        jaxconv.current_profile()
+
+
+# --- explain -----------------------------------------------------------------
+
+
+def test_explain_one_op_and_its_table():
+    x = jax.ShapeDtypeStruct((1, 112, 112, 96), F32)
+    w = jax.ShapeDtypeStruct((3, 3, 1, 96), F32)
+    rows = jaxconv.explain(lambda x, w: jaxconv.depthwise_conv(x, w, padding="SAME"),
+                           x, w)
+    (row,) = rows
+    assert row.op == "depthwise conv" and row.formulation == "taps/depthwise"
+    assert row.input_shape == (1, 112, 112, 96) and row.output_shape[1:3] == (112, 112)
+    assert row.profile == jaxconv.current_profile().name and row.dtype == "float32"
+    text = str(rows)
+    assert text.splitlines()[0].split()[:3] == ["op", "input", "kernel"]
+    assert "taps/depthwise" in text and "elementwise" in text
+    assert str(jaxconv.explain(jnp.sin, x)).endswith("(no jaxconv convolution)")
+
+
+def test_explain_sees_through_jit_and_caches():
+    x = jnp.ones((1, 8, 8, 3))
+    w = jnp.ones((3, 3, 3, 4))
+    f = jax.jit(lambda x, w: jaxconv.conv(x, w, padding="SAME"))
+    f(x, w)  # traced and compiled once already
+    assert _formulations(f, x, w) == ["taps/im2col"]
+    assert _formulations(f, x, w) == ["taps/im2col"]
+
+
+def test_explain_flax_apply_and_its_gradient():
+    linen = pytest.importorskip("flax.linen")
+
+    class Net(linen.Module):
+        @linen.compact
+        def __call__(self, x):
+            conv = jaxconv.lax.conv_general_dilated
+            x = linen.Conv(16, (3, 3), conv_general_dilated=conv)(x)
+            x = linen.Conv(16, (3, 3), feature_group_count=16,
+                           conv_general_dilated=conv)(x)
+            return linen.Conv(8, (1, 1), conv_general_dilated=conv)(x).sum()
+
+    net = Net()
+    x = jnp.ones((2, 16, 16, 3))
+    params = net.init(jax.random.key(0), x)
+    forward = jaxconv.explain(net.apply, params, x)
+    assert [r.formulation for r in forward] == [
+        "taps/im2col", "taps/depthwise", "taps/dot"]
+    grad = jaxconv.explain(jax.grad(net.apply), params, x)
+    ops = [r.op for r in grad]
+    # forward rows, then each conv's kernel gradient (the input of the first
+    # conv is not differentiated; the other two also need input gradients).
+    assert ops[:3] == ["conv", "depthwise conv", "conv"]
+    assert sum("kernel grad" in op for op in ops) == 3
+    assert sum("input grad" in op for op in ops) == 2
+
+
+def test_explain_nn_model():
+    model = jaxconv.nn.Sequential([jaxconv.nn.Conv(8, (3, 3), padding="SAME"),
+                                   jaxconv.nn.Relu(),
+                                   jaxconv.nn.DepthwiseConv((5, 5), padding="SAME")])
+    params, _ = model.init(jax.random.key(0), (16, 16, 3))
+    rows = jaxconv.explain(model.apply, params, jnp.ones((2, 16, 16, 3)))
+    assert [r.formulation for r in rows] == ["taps/im2col", "taps/depthwise"]
+
+
+# --- algorithm="xla" ---------------------------------------------------------
+
+XLA_CASES = [
+    dict(window_strides=(1, 2), padding="SAME"),
+    dict(window_strides=(1, 1), padding=((2, -1), (0, 3)), lhs_dilation=(2, 1),
+         rhs_dilation=(1, 2)),
+    dict(window_strides=(1, 1), padding="VALID", feature_group_count=2),
+    dict(window_strides=(1, 1), padding="VALID", batch_group_count=2),
+]
+
+
+@pytest.mark.parametrize("kw", XLA_CASES, ids=str)
+def test_xla_escape_hatch_equals_lax(kw, rng):
+    x = rng.standard_normal((4, 7, 8, 6))
+    w = rng.standard_normal((3, 3, 3 if "feature_group_count" in kw else 6, 8))
+    dn = ("NHWC", "HWIO", "NHWC")
+    got = jl.conv_general_dilated(x, w, dimension_numbers=dn, algorithm="xla", **kw)
+    want = lax.conv_general_dilated(x, w, dimension_numbers=dn, **kw)
+    assert_close(got, want)
+    g = jax.grad(lambda w: jnp.sum(jl.conv_general_dilated(
+        x, w, dimension_numbers=dn, algorithm="xla", **kw) ** 2))(w)
+    assert_close(g, jax.grad(lambda w: jnp.sum(lax.conv_general_dilated(
+        x, w, dimension_numbers=dn, **kw) ** 2))(w))
+
+
+def test_xla_escape_hatch_is_explained_and_lowers_to_a_convolution():
+    x, w = jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+
+    def f(x, w, algorithm):
+        return jaxconv.conv(x, w, padding="SAME", algorithm=algorithm)
+
+    (row,) = jaxconv.explain(lambda x, w: f(x, w, "xla"), x, w)
+    assert row.formulation == "xla" and "requested" in row.reason
+    assert "convolution" in jax.jit(lambda x, w: f(x, w, "xla")).lower(x, w).as_text()
+    assert "convolution" not in jax.jit(
+        lambda x, w: f(x, w, "auto")).lower(x, w).as_text()
+
+
+def test_auto_and_autotune_never_choose_xla():
+    cpu = jaxconv.get_profile("cpu")
+    for case in GRID:
+        _, xs, ws, s, pad, d, g, _ = case
+        problem = _problem(xs, ws, (s,) * (len(xs) - 2), g)
+        if problem.empty:
+            continue
+        assert planning.plan(problem, cpu).formulation in planning.TAPS_FAMILY
+        assert all(c.formulation in planning.TAPS_FAMILY
+                   for c in planning.candidates(problem, cpu))
+
+
+# --- the shape of the algorithm layer ----------------------------------------
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _graph():
+    """``{module: modules it imports}`` over the package, and the
+    function-local imports (``module:line``)."""
+    paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph, local = {}, []
+    for name, path in paths.items():
+        package = name.split(".") if path.stem == "__init__" else name.split(".")[:-1]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[:len(package) - node.level + 1]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    mod = node.module or ""
+                # ``from pkg import sub`` imports the module ``pkg.sub``.
+                found = {f"{mod}.{a.name}" if f"{mod}.{a.name}" in paths else mod
+                         for a in node.names}
+            elif isinstance(node, ast.Import):
+                found = {a.name for a in node.names}
+            else:
+                continue
+            found = {m for m in found if m in paths and m != name}
+            if node.col_offset > 0:
+                local += [f"{name}:{node.lineno}"] if found else []
+            else:
+                edges |= found
+        graph[name] = edges
+    return graph, local
+
+
+def test_no_import_cycle_in_the_package():
+    graph, _ = _graph()
+    state: dict[str, int] = {}
+
+    def visit(node, stack):
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                raise AssertionError(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_no_function_local_imports_in_the_algorithm_layer():
+    _, local = _graph()
+    assert [loc for loc in local if loc.startswith("jaxconv.algorithms")] == []
+
+
+def test_tuning_constants_live_in_the_profile():
+    # Module-level numeric constants in the algorithm layer: only the cache
+    # format version and the timing repetitions of autotune, which are not
+    # tuning constants of the plan.
+    allowed = {("autotune", "CACHE_VERSION"), ("autotune", "REPEATS")}
+    found = []
+    for path in (PACKAGE / "algorithms").glob("*.py"):
+        if path.stem == "profile":
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                    and isinstance(node.value.value, (int, float))
+                    and not isinstance(node.value.value, bool)):
+                for target in node.targets:
+                    if (path.stem, getattr(target, "id", "")) not in allowed:
+                        found.append(f"{path.name}: {getattr(target, 'id', '?')}")
+    assert found == []
+
+
+def test_every_registered_formulation_is_planned_somewhere():
+    assert set(planning.TAPS_FAMILY) <= set(planning.REGISTRY)
+    assert {"direct", "patches", "fft", "winograd"} <= set(planning.REGISTRY)
+    assert np.all([name in planning.ALGORITHMS for name in ("auto", "xla", "autotune")])
