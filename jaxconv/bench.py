@@ -107,7 +107,7 @@ def make_args(case: Case, seed: int = 0):
     else:
         wshape = (case.kernel,) * nd + (case.c_in // case.groups, case.c_out)
     w = rng.standard_normal(wshape, np.float32) / np.sqrt(np.prod(wshape[:-1]))
-    # float32 by construction (SPEC section 5), also under JAX_ENABLE_X64:
+    # float32 by construction (the suite is float32), also under JAX_ENABLE_X64:
     # the float64 scale above would otherwise promote ``w``.
     return jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32)
 

@@ -3,15 +3,19 @@
 import contextlib
 import io
 import os
+import re
 import subprocess
 import sys
 
+import jax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxconv import cli, nn
+import jaxconv
+from jaxconv import bench, cli, nn
 from jaxconv._layerspec import LayerSpecError, parse_layers, parse_shape
+from jaxconv._progress import Progress
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC_EXAMPLE = "conv 3x3 32 same, relu, maxpool 2, conv 3x3 64, relu, gap, dense 10"
@@ -79,7 +83,9 @@ def test_cli_shapes_subprocess():
     assert lines[0].split()[:3] == ["layer", "output", "shape"]
     assert any(line.startswith("Conv(32, 3x3, SAME)") and "320" in line
                and "451,584" in line for line in lines)
-    assert lines[-1].split() == ["total", "19,466", "5,795,584"]
+    assert lines[-2].split() == ["total", "19,466", "5,795,584"]
+    assert lines[-1].startswith("FLOPs: a multiply-add counts 2")
+    assert r.stderr == ""  # 28x28x1 reads as channels last: no warning
 
 
 @pytest.mark.parametrize("args,word", [
@@ -128,7 +134,179 @@ def test_cli_demo_writes_pngs(tmp_path):
 def test_cli_bench_forwards_help():
     r = run("bench", "--help")
     assert r.returncode == 0, r.stderr
-    assert "--quick" in r.stdout
+    assert "--quick" in r.stdout and "terminal" in r.stdout
+
+
+# --- --version, --channels-first, the layout warning, --macs ----------------
+
+
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out == f"jaxconv {jaxconv.__version__} (jax {jax.__version__})\n"
+
+
+def _table(out):
+    """{layer name: (output shape, params, count)} and the total row."""
+    rows, total = {}, None
+    for line in out.splitlines():
+        m = re.match(r"^(.*?\S)\s{2,}(\([\d, ]*\))\s+([\d,]+)\s+([\d,]+)", line)
+        if m:
+            rows[m.group(1)] = (m.group(2), m.group(3), m.group(4))
+        elif line.startswith("total"):
+            total = line.split()[1:]
+    return rows, total
+
+
+def test_shapes_channels_first_matches_channels_last(capsys):
+    layers = "conv 3x3 8 p1, maxpool 2, dconv 3x3 2 same, gap, dense 10"
+    assert cli.main(["shapes", layers, "--input", "3x32x32", "--channels-first"]) == 0
+    first = capsys.readouterr()
+    assert first.err == ""
+    assert cli.main(["shapes", layers, "--input", "32x32x3"]) == 0
+    last = capsys.readouterr()
+    rows_f, total_f = _table(first.out)
+    rows_l, total_l = _table(last.out)
+    conv, dw = "Conv(8, 3x3, pad=1)", "DepthwiseConv(x2, 3x3, SAME)"
+    assert rows_f[conv][0] == "(8, 32, 32)" and rows_l[conv][0] == "(32, 32, 8)"
+    assert rows_f["MaxPool(2)"][0] == "(8, 16, 16)"
+    assert rows_f[dw][0] == "(16, 16, 16)" and rows_l[dw][0] == "(16, 16, 16)"
+    assert rows_f["GlobalAvgPool"][0] == "(16,)" == rows_l["GlobalAvgPool"][0]
+    # The same network: the same parameters and FLOPs, layer by layer; by
+    # hand: conv 27*8+8 params, 2*32*32*8*27 FLOPs; pool 16*16*8*4; depthwise
+    # 9*16+16, 2*16*16*16*9; gap 16*16*16; dense 16*10+10, 2*16*10.
+    assert [r[1:] for r in rows_f.values()] == [r[1:] for r in rows_l.values()]
+    assert rows_f[conv][1:] == ("224", "442,368")
+    assert rows_f[dw][1:] == ("160", "73,728")
+    assert total_f == total_l == ["554", "528,704"]
+
+
+@pytest.mark.parametrize("shape,channels_first,warns", [
+    ((3, 224, 224), False, True),     # PyTorch's CxHxW read as HxWxC
+    ((1, 28, 28), False, True),
+    ((4, 64), False, True),           # 1-D: 4 samples of 64 channels?
+    ((224, 224, 3), False, False),
+    ((28, 28, 1), False, False),
+    ((1000, 1), False, False),
+    ((4, 4, 1), False, False),
+    ((8, 8, 8), False, False),        # nothing looks like a channel count
+    ((224, 224, 3), True, True),      # HxWxC read as CxHxW
+    ((3, 224, 224), True, False),
+    ((1, 28, 28), True, False),
+])
+def test_layout_warning(shape, channels_first, warns):
+    assert (cli.layout_warning(shape, channels_first) is not None) is warns
+
+
+def test_shapes_warns_once_on_stderr(capsys):
+    assert cli.main(["shapes", "conv 3x3 16", "--input", "3x64x64"]) == 0
+    out, err = capsys.readouterr()
+    assert "(1, 62, 16)" in out  # computed as asked: channels last
+    assert err.count("\n") == 1 and err.startswith("jaxconv shapes: warning:")
+    assert "3x64x64" in err and "--channels-first" in err
+    assert cli.main(["shapes", "conv 3x3 16", "--input", "64x64x3",
+                     "--channels-first"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "drop --channels-first" in err
+
+
+@pytest.mark.parametrize("argv,word", [
+    (["shapes", "conv 9x9 8", "--input", "3x4x4"], "empty output"),
+    (["shapes", "conv 3x3 8", "--input", "1x2x2", "--channels-first"],
+     "empty output"),
+    (["shapes", "conv 3x3 8, blah", "--input", "3x32x32", "--macs"], "blah"),
+    (["shapes", "conv 3x3 8", "--input", "32x32x3", "--channels-first",
+      "--macs", "--frob"], "--frob"),
+])
+def test_bad_input_with_new_flags_is_one_line(argv, word, capsys):
+    # A shape that would also draw the layout warning still gives one line.
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and word in err
+
+
+def test_shapes_macs(capsys):
+    assert cli.main(["shapes", SPEC_EXAMPLE, "--input", "28x28x1"]) == 0
+    flops_out = capsys.readouterr().out
+    assert cli.main(["shapes", SPEC_EXAMPLE, "--input", "28x28x1", "--macs"]) == 0
+    macs_out = capsys.readouterr().out
+    head_f, head_m = flops_out.splitlines()[0], macs_out.splitlines()[0]
+    assert "FLOPs" in head_f and "MACs" in head_m and "FLOPs" not in head_m
+    # The column stays where it was (right-aligned under the same edge).
+    assert head_f.index("FLOPs") + 5 == head_m.index("MACs") + 4
+    assert macs_out.splitlines()[-1].startswith("MACs: multiply-accumulates")
+    rows_f, total_f = _table(flops_out)
+    rows_m, total_m = _table(macs_out)
+    # conv / dense: one MAC per multiply-add (FLOPs / 2); pools: 0 MACs.
+    c32, c64 = "Conv(32, 3x3, SAME)", "Conv(64, 3x3, VALID)"
+    assert rows_m[c32][2] == "225,792" and rows_f[c32][2] == "451,584"
+    assert rows_m[c64][2] == "2,654,208" and rows_m["Relu"][2] == "0"
+    assert rows_m["Dense(10)"][2] == "640"
+    assert rows_m["MaxPool(2)"][2] == "0" and rows_f["MaxPool(2)"][2] == "25,088"
+    assert rows_m["GlobalAvgPool"][2] == "0"
+    assert total_m == ["19,466", "2,880,640"] and total_f == ["19,466", "5,795,584"]
+
+
+# --- the progress bar: drawn on a terminal only ------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_silent_when_not_a_terminal():
+    log = io.StringIO()
+    assert list(Progress(range(3), "work", stream=log)) == [0, 1, 2]
+    with Progress(desc="epoch", total=2, stream=log) as bar:
+        bar.update(1, "loss 0.5")
+        bar.update(1, "loss 0.4")
+    assert log.getvalue() == ""
+
+
+def test_progress_draws_on_a_terminal():
+    tty = _Terminal()
+    items = list(Progress(["a", "b"], "cases", stream=tty, label=str.upper))
+    assert items == ["a", "b"]
+    text = tty.getvalue()
+    frames = text.split("\r")[1:]  # each redraw starts with a carriage return
+    assert [f.split()[:3] for f in frames] == [
+        ["cases", "[" + "." * 30 + "]", "0/2"],
+        ["cases", "[" + "#" * 15 + "." * 15 + "]", "1/2"],
+        ["cases", "[" + "#" * 30 + "]", "2/2"],
+    ]
+    assert [f.split()[-1] for f in frames] == ["A", "B", "done"]
+    assert text.endswith("\n") and text.count("\n") == 1
+
+
+def test_progress_counts_by_hand_and_blanks_leftovers():
+    tty = _Terminal()
+    with Progress(desc="epoch", total=2, stream=tty) as bar:
+        bar.update(1, "a long message here")
+        bar.update(1, "short")
+    frames = tty.getvalue().split("\r")[1:]
+    assert "1/2" in frames[1] and "2/2" in frames[2]
+    # A shorter line is padded so no characters of the longer one remain.
+    assert len(frames[2].rstrip("\n")) >= len(frames[1])
+    assert tty.getvalue().endswith("\n") and tty.getvalue().count("\n") == 1
+
+
+def test_bench_progress_not_in_logs(capsys, monkeypatch):
+    # bench.main's progress bar goes through jaxconv._progress: with stderr
+    # captured (not a terminal) nothing but the table is written.
+    calls = []
+    monkeypatch.setattr(bench, "run_case", lambda case, direction, quick: calls.append(
+        (case.id, direction)) or _fake_record(case.id, direction))
+    assert bench.main(["--quick", "--cases", "dw3,point"]) == 0
+    out, err = capsys.readouterr()
+    assert calls == [("point", "forward"), ("dw3", "forward"), ("dw3", "gradient")]
+    assert err == "" and "\r" not in out
+
+
+def _fake_record(case, direction):
+    return {"case": case, "direction": direction, "algorithm": "taps",
+            "jaxconv_s": 1e-3, "lax_s": 2e-3, "speedup": 2.0, "temp_bytes": 0,
+            "lax_temp_bytes": 0, "input_bytes": 8, "output_bytes": 8}
 
 
 # --- hostile input: random and malformed specs never escape as a traceback ----
