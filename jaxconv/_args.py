@@ -229,9 +229,25 @@ def check_data_format(value: Any) -> str:
 def check_dtypes(lhs_dtype, rhs_dtype, preferred_element_type):
     """jax.lax's dtype rules for convolutions; returns the canonical preferred dtype.
 
-    Operands must share a dtype (``TypeError`` otherwise), and
-    ``preferred_element_type`` must be compatible with it: same kind (integers
-    may also widen to floats), same signedness, not narrower.
+    Operands must share a dtype (``TypeError`` otherwise).  A
+    ``preferred_element_type`` must suit it as in ``jax.lax``: integer
+    (or bool) inputs may accumulate into any float type of any width (the
+    signedness then does not matter); otherwise the kind must be kept (integer,
+    floating or complex; bool inputs take any type), a signed integer input
+    needs a signed type, and the type must not be narrower than the input.
+    Kinds are those of ``jax.dtypes.issubdtype``, which knows the ml_dtypes
+    types (``bfloat16`` is a float).
+
+    Raises:
+      TypeError: for different operand dtypes or an incompatible
+        ``preferred_element_type``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> check_dtypes(jnp.int8, jnp.int8, jnp.bfloat16)
+      dtype(bfloat16)
+      >>> check_dtypes(jnp.float32, jnp.float32, None) is None
+      True
     """
     if lhs_dtype != rhs_dtype:
         raise TypeError(
@@ -242,24 +258,25 @@ def check_dtypes(lhs_dtype, rhs_dtype, preferred_element_type):
         return None
     pref = jax.dtypes.canonicalize_dtype(np.dtype(preferred_element_type))
     inp = np.dtype(lhs_dtype)
-    if not (np.issubdtype(inp, np.integer) and np.issubdtype(pref, np.floating)):
+    issub = jax.dtypes.issubdtype
+    if not (issub(inp, np.integer) and issub(pref, np.floating)):
         for kind in (np.integer, np.floating, np.complexfloating):
-            if np.issubdtype(inp, kind) and not np.issubdtype(pref, kind):
+            if issub(inp, kind) and not issub(pref, kind):
                 raise TypeError(
-                    "Input type is incompatible with `preferred_element_type` "
-                    f"(={pref}): the compatible combinations of (input_type, "
-                    "preferred_element_type) are (integral, integral), (integral, "
-                    "floating), (floating, floating), (complex, complex)."
+                    f"`preferred_element_type` (={pref}) is incompatible with the "
+                    f"input type (={inp}): the compatible combinations of "
+                    "(input_type, preferred_element_type) are (integral, "
+                    "integral), (integral, floating), (floating, floating), "
+                    "(complex, complex)."
                 )
-        if np.issubdtype(inp, np.signedinteger) and not np.issubdtype(
-            pref, np.signedinteger
-        ):
+        if issub(inp, np.signedinteger) and not issub(pref, np.signedinteger):
             raise TypeError(
-                "`preferred_element_type` must have the same signedness as the "
-                "original type."
+                f"`preferred_element_type` (={pref}) must have the same "
+                f"signedness as the input type (={inp})."
             )
     if pref.itemsize < inp.itemsize:
         raise TypeError(
-            "`preferred_element_type` must not be narrower than the original type."
+            f"`preferred_element_type` (={pref}) must not be narrower than the "
+            f"input type (={inp})."
         )
     return pref

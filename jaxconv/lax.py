@@ -14,8 +14,10 @@ ranks with an ``assert`` (``AssertionError``), jaxconv raises ``ValueError``.
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +27,8 @@ from jax import lax as _lax
 from ._args import check_dtypes
 from ._canonical import conv_canonical, pad_and_dilate
 from ._taps import tap_offsets, tap_slice, valid_out_size
-from .algorithms.select import check_algorithm
+from .algorithms.plan import check_algorithm
+from .algorithms.profile import Profile, current_profile
 
 ConvDimensionNumbers = _lax.ConvDimensionNumbers
 
@@ -183,13 +186,97 @@ def _prepare(lhs, rhs_shape, window_strides, padding, lhs_dilation, rhs_dilation
     return dn, strides, pads, lhs_dilation, rhs_dilation
 
 
-def _to_canonical_lhs(lhs, dn):
-    return jnp.transpose(lhs, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))
+def _lhs_perm(dn) -> tuple[int, ...]:
+    """The transpose of ``lhs`` to the canonical ``(N, *S, C)``."""
+    return (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1])
 
 
-def _from_canonical_out(out, dn):
+def _out_perm(dn) -> tuple[int, ...]:
+    """The transpose of the canonical ``(N, *S, O)`` to the output layout."""
     perm = (dn.out_spec[0], *dn.out_spec[2:], dn.out_spec[1])
-    return jnp.transpose(out, tuple(np.argsort(perm)))
+    return tuple(int(a) for a in np.argsort(perm))
+
+
+def _precision(precision):
+    """``precision`` made hashable (jax.lax also takes a list pair)."""
+    if isinstance(precision, list):
+        return tuple(precision)
+    return precision
+
+
+class _ConvPlan(NamedTuple):
+    """Everything static about one ``conv_general_dilated`` call (hashable)."""
+
+    lhs_perm: tuple[int, ...]
+    rhs_perm: tuple[int, ...]  # rhs to the canonical kernel (*K, I, O)
+    flip_kernel: bool  # flip the kernel's spatial axes (transpose_kernel)
+    out_perm: tuple[int, ...]
+    strides: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...]
+    lhs_dilation: tuple[int, ...]
+    rhs_dilation: tuple[int, ...]
+    feature_group_count: int
+    batch_group_count: int
+    precision: Any
+    preferred_element_type: Any
+    algorithm: str
+    profile: Profile
+
+
+# One jitted function for every call, the resolved plan its static argument:
+# an eager call compiles once per (shapes, dtypes, plan) and a repeated call
+# runs the cached executable.
+@functools.partial(jax.jit, static_argnames=("plan",))
+def _run_conv(lhs, rhs, plan: _ConvPlan):
+    x = jnp.transpose(lhs, plan.lhs_perm)
+    w = jnp.transpose(rhs, plan.rhs_perm)
+    if plan.flip_kernel:
+        w = jnp.flip(w, tuple(range(w.ndim - 2)))
+    out = conv_canonical(
+        x, w, stride=plan.strides, padding=plan.pads,
+        lhs_dilation=plan.lhs_dilation, rhs_dilation=plan.rhs_dilation,
+        feature_group_count=plan.feature_group_count,
+        batch_group_count=plan.batch_group_count, precision=plan.precision,
+        preferred_element_type=plan.preferred_element_type,
+        algorithm=plan.algorithm, profile=plan.profile,
+    )
+    return jnp.transpose(out, plan.out_perm)
+
+
+def _conv_plan(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+               dimension_numbers, feature_group_count, batch_group_count,
+               precision, preferred_element_type, algorithm,
+               transpose_kernel=False) -> _ConvPlan:
+    """Validate a ``conv_general_dilated`` call (as jax.lax); its static plan.
+
+    With ``transpose_kernel`` the kernel's O and I axes are swapped and its
+    spatial axes flipped first (``conv_transpose``), inside the jitted run.
+    """
+    check_algorithm(algorithm)
+    rhs_shape = tuple(rhs.shape)
+    dn = conv_dimension_numbers(lhs.shape, rhs_shape, dimension_numbers)
+    o_axis, i_axis = dn.rhs_spec[0], dn.rhs_spec[1]
+    if transpose_kernel and len(rhs_shape) >= 2:
+        swapped = list(rhs_shape)
+        swapped[o_axis], swapped[i_axis] = rhs_shape[i_axis], rhs_shape[o_axis]
+        rhs_shape = tuple(swapped)
+        o_axis, i_axis = i_axis, o_axis
+    dn, strides, pads, lhs_dil, rhs_dil = _prepare(
+        lhs, rhs_shape, window_strides, padding, lhs_dilation, rhs_dilation, dn,
+    )
+    _check_shapes(lhs.shape, rhs_shape, dn, feature_group_count, batch_group_count)
+    pref = check_dtypes(lhs.dtype, rhs.dtype, preferred_element_type)
+    return _ConvPlan(
+        lhs_perm=_lhs_perm(dn),
+        rhs_perm=(*dn.rhs_spec[2:], i_axis, o_axis),
+        flip_kernel=bool(transpose_kernel),
+        out_perm=_out_perm(dn),
+        strides=strides, pads=pads, lhs_dilation=lhs_dil, rhs_dilation=rhs_dil,
+        feature_group_count=operator.index(feature_group_count),
+        batch_group_count=operator.index(batch_group_count),
+        precision=_precision(precision), preferred_element_type=pref,
+        algorithm=algorithm, profile=current_profile(),
+    )
 
 
 def _apply_out_sharding(out, out_sharding):
@@ -253,24 +340,14 @@ def conv_general_dilated(
       Array([[19., 25.],
              [37., 43.]], dtype=float32)
     """
-    check_algorithm(algorithm)
     lhs = jnp.asarray(lhs)
     rhs = jnp.asarray(rhs)
-    dn, strides, pads, lhs_dil, rhs_dil = _prepare(
-        lhs, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
-        dimension_numbers,
+    plan = _conv_plan(
+        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+        dimension_numbers, feature_group_count, batch_group_count, precision,
+        preferred_element_type, algorithm,
     )
-    _check_shapes(lhs.shape, rhs.shape, dn, feature_group_count, batch_group_count)
-    pref = check_dtypes(lhs.dtype, rhs.dtype, preferred_element_type)
-    x = _to_canonical_lhs(lhs, dn)
-    w = jnp.transpose(rhs, (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]))
-    out = conv_canonical(
-        x, w, stride=strides, padding=pads, lhs_dilation=lhs_dil,
-        rhs_dilation=rhs_dil, feature_group_count=feature_group_count,
-        batch_group_count=batch_group_count, precision=precision,
-        preferred_element_type=pref, algorithm=algorithm,
-    )
-    return _apply_out_sharding(_from_canonical_out(out, dn), out_sharding)
+    return _apply_out_sharding(_run_conv(lhs, rhs, plan), out_sharding)
 
 
 def conv(lhs, rhs, window_strides: Sequence[int], padding: str, precision=None,
@@ -381,14 +458,14 @@ def conv_transpose(lhs, rhs, strides: Sequence[int], padding,
         )
     else:
         pads = padding
-    if transpose_kernel:
-        rhs = jnp.flip(rhs, tuple(dn.rhs_spec[2:]))
-        rhs = jnp.swapaxes(rhs, dn.rhs_spec[0], dn.rhs_spec[1])
-    return conv_general_dilated(
-        lhs, rhs, (1,) * (ndims - 2), pads, strides, rhs_dilation, dn,
-        precision=precision, preferred_element_type=preferred_element_type,
-        algorithm=algorithm,
+    # transpose_kernel (flip the spatial axes, swap O and I) is applied
+    # inside the jitted run, so that eager calls compile once.
+    plan = _conv_plan(
+        lhs, rhs, (1,) * (ndims - 2), pads, strides, rhs_dilation, dn, 1, 1,
+        precision, preferred_element_type, algorithm,
+        transpose_kernel=transpose_kernel,
     )
+    return _run_conv(lhs, rhs, plan)
 
 
 def conv_general_dilated_patches(lhs, filter_shape: Sequence[int],
@@ -427,19 +504,44 @@ def conv_general_dilated_patches(lhs, filter_shape: Sequence[int],
     pref = None
     if preferred_element_type is not None:
         pref = check_dtypes(lhs.dtype, lhs.dtype, preferred_element_type)
-    x = pad_and_dilate(_to_canonical_lhs(lhs, dn), pads, lhs_dil)
-    kernel = tuple(rhs_shape[a] for a in dn.rhs_spec[2:])
+    plan = _PatchesPlan(
+        lhs_perm=_lhs_perm(dn), pads=pads, lhs_dilation=lhs_dil,
+        kernel=tuple(rhs_shape[a] for a in dn.rhs_spec[2:]), strides=strides,
+        rhs_dilation=rhs_dil, preferred_element_type=pref, out_perm=_out_perm(dn),
+    )
+    return _run_patches(lhs, plan)
+
+
+class _PatchesPlan(NamedTuple):
+    """Everything static about one ``conv_general_dilated_patches`` call."""
+
+    lhs_perm: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...]
+    lhs_dilation: tuple[int, ...]
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    rhs_dilation: tuple[int, ...]
+    preferred_element_type: Any
+    out_perm: tuple[int, ...]
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def _run_patches(lhs, plan: _PatchesPlan):
+    x = pad_and_dilate(jnp.transpose(lhs, plan.lhs_perm), plan.pads,
+                       plan.lhs_dilation)
+    kernel, strides, rhs_dil = plan.kernel, plan.strides, plan.rhs_dilation
     out = tuple(
         valid_out_size(n, k, s, d)
         for n, k, s, d in zip(x.shape[1:-1], kernel, strides, rhs_dil)
     )
     t = int(np.prod(kernel, dtype=np.int64))
+    dtype = plan.preferred_element_type
+    if dtype is None:
+        dtype = lhs.dtype
     if 0 in out or 0 in x.shape:
-        res = jnp.zeros((x.shape[0], *out, x.shape[-1] * t), pref or lhs.dtype)
+        res = jnp.zeros((x.shape[0], *out, x.shape[-1] * t), dtype)
     else:
         taps = [tap_slice(x, tap, out, strides, rhs_dil) for tap in tap_offsets(kernel)]
         res = jnp.stack(taps, axis=-1)  # (N, *out, C, T): channel-major
-        res = res.reshape(*res.shape[:-2], -1)
-        if pref is not None:
-            res = res.astype(pref)
-    return _from_canonical_out(res, dn)
+        res = res.reshape(*res.shape[:-2], -1).astype(dtype)
+    return jnp.transpose(res, plan.out_perm)
