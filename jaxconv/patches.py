@@ -202,7 +202,9 @@ def fold(
       output_size: spatial size of the result (before padding is removed), an
         int per spatial axis or one int.
       kernel_size: window size, an int per spatial axis or one int.
-      stride, padding, dilation: as in :func:`unfold`.
+      stride: as in :func:`unfold`.
+      padding: as in :func:`unfold`.
+      dilation: as in :func:`unfold`.
       data_format: ``"channels_last"`` or ``"channels_first"``.
 
     Returns:
