@@ -24,10 +24,10 @@ from jaxconv import cli, nn, shapes
 from jaxconv._typing import Padding, Size
 
 ROOT = Path(__file__).resolve().parent.parent
-tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 
 def _pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
@@ -35,12 +35,12 @@ def _pyproject():
 
 
 def test_one_version_source():
+    assert importlib.metadata.version("jaxconv") == jaxconv.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+", jaxconv.__version__)
     project = _pyproject()["project"]
     assert "version" not in project and "version" in project["dynamic"]
     dynamic = _pyproject()["tool"]["setuptools"]["dynamic"]["version"]
     assert dynamic == {"attr": "jaxconv.__version__"}
-    assert importlib.metadata.version("jaxconv") == jaxconv.__version__
-    assert re.fullmatch(r"\d+\.\d+\.\d+", jaxconv.__version__)
 
 
 def test_version_is_the_latest_changelog_heading():
@@ -53,13 +53,13 @@ def test_license_file_and_metadata():
     text = (ROOT / "LICENSE").read_text()
     assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
     assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
-    project = _pyproject()["project"]
-    assert project["license"] == "Apache-2.0"
-    assert project["license-files"] == ["LICENSE"]
-    # The installed metadata (built from pyproject.toml by pip) says the same.
+    # The installed metadata (built from pyproject.toml by pip) names it.
     meta = importlib.metadata.metadata("jaxconv")
     assert meta["License-Expression"] == "Apache-2.0"
     assert "LICENSE" in (meta.get_all("License-File") or [])
+    project = _pyproject()["project"]
+    assert project["license"] == "Apache-2.0"
+    assert project["license-files"] == ["LICENSE"]
 
 
 def test_py_typed_ships():
