@@ -579,8 +579,14 @@ def depthwise_conv(
       w: kernel, ``(*K, 1, C_in * M)`` (``channels_last``, as lax / Flax
         ``HWIO`` with ``feature_group_count = C_in``) or ``(C_in * M, 1, *K)``
         (``channels_first``, PyTorch's ``Conv(groups=C_in)`` weight).
-      stride, padding, dilation, padding_mode, data_format, algorithm,
-        precision, preferred_element_type: as in :func:`conv`.
+      stride: as in :func:`conv`.
+      padding: as in :func:`conv`.
+      dilation: as in :func:`conv`.
+      padding_mode: as in :func:`conv`.
+      data_format: as in :func:`conv`.
+      algorithm: as in :func:`conv`.
+      precision: as in :func:`conv`.
+      preferred_element_type: as in :func:`conv`.
 
     Returns:
       ``(*batch, *out, C_in * M)`` or ``(*batch, C_in * M, *out)``.
@@ -639,9 +645,14 @@ def separable_conv(
         ``(C_out, C_mid, 1, ..., 1)`` (``channels_first``) with ``D`` unit
         spatial axes, or the matrix alone: ``(C_mid, C_out)`` /
         ``(C_out, C_mid)``.
-      stride, padding, dilation, padding_mode, data_format, algorithm,
-        precision, preferred_element_type: as in :func:`conv` (the last
-        three apply to both steps).
+      stride: as in :func:`conv` (the depthwise step).
+      padding: as in :func:`conv` (the depthwise step).
+      dilation: as in :func:`conv` (the depthwise step).
+      padding_mode: as in :func:`conv` (the depthwise step).
+      data_format: as in :func:`conv` (both steps).
+      algorithm: as in :func:`conv` (both steps).
+      precision: as in :func:`conv` (both steps).
+      preferred_element_type: as in :func:`conv` (both steps).
 
     Returns:
       ``(*batch, *out, C_out)`` or ``(*batch, C_out, *out)``.

@@ -70,10 +70,18 @@ class Conv(Layer):
       features: output channels.
       kernel_size: an int (as many spatial axes as the input has) or one int
         per spatial axis.
-      stride, padding, dilation, groups, padding_mode, data_format, algorithm,
-        precision, preferred_element_type: as in :func:`jaxconv.conv`.
+      stride: as in :func:`jaxconv.conv`.
+      padding: as in :func:`jaxconv.conv`.
+      dilation: as in :func:`jaxconv.conv`.
+      groups: as in :func:`jaxconv.conv`.
+      padding_mode: as in :func:`jaxconv.conv`.
+      data_format: as in :func:`jaxconv.conv`.
+      algorithm: as in :func:`jaxconv.conv`.
+      precision: as in :func:`jaxconv.conv`.
+      preferred_element_type: as in :func:`jaxconv.conv`.
       use_bias: add a bias per output channel.
-      kernel_init, bias_init: ``jax.nn.initializers``-style functions.
+      kernel_init: a ``jax.nn.initializers``-style function for the kernel.
+      bias_init: a ``jax.nn.initializers``-style function for the bias.
       param_dtype: dtype of the parameters.
 
     Example:
