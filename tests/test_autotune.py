@@ -57,6 +57,8 @@ def _args(p, seed=0):
 
 @pytest.fixture(autouse=True)
 def _fresh_cache(tmp_path, monkeypatch):
+    # As in a new process: no traced or compiled program remembers a choice.
+    jax.clear_caches()
     monkeypatch.setenv("JAXCONV_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(autotune, "_MEMORY", {})
     monkeypatch.setattr(autotune, "REPEATS", 1)
@@ -139,7 +141,8 @@ def test_choice_is_cached_on_disk_and_reused(tmp_path, monkeypatch):
         raise AssertionError("a cached problem was timed again")
 
     monkeypatch.setattr(autotune, "_time", no_timing)
-    g = lambda x, w: f(x, w)  # noqa: E731  (a new function: jit traces again)
+    jax.clear_caches()  # and no compiled program either
+    g = lambda x, w: f(x, w)  # noqa: E731
     assert_close(jax.jit(g)(x, w), _lax(problem)(x, w))
     assert autotune._MEMORY and list(autotune._MEMORY.values()) == [choice]
 
@@ -190,3 +193,13 @@ def test_friendly_ops_and_layers_accept_autotune():
     assert_close(y, _lax(PROBLEMS[0])(x, w))
     with pytest.raises(ValueError, match="'autotune'"):
         jaxconv.conv(x, w, algorithm="fastest")
+
+
+def test_autotune_logs_what_it_times_and_picks(caplog):
+    x, w = _args(PROBLEMS[1])
+    with caplog.at_level("INFO", logger="jaxconv"):
+        jl.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=DN[2],
+                                algorithm="autotune")
+    messages = [r.getMessage() for r in caplog.records if r.name == "jaxconv"]
+    assert any(m.startswith("autotune: timing ") and "im2col" in m for m in messages)
+    assert any(m.startswith("autotune: picked ") for m in messages)

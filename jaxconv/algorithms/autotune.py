@@ -15,7 +15,9 @@ timing happens once per problem and machine:
 * writes are atomic (a temporary file in the same directory, then
   ``os.replace``), so concurrent processes never see half a file;
 * a cache that cannot be read or parsed is ignored with a ``RuntimeWarning``
-  (and rewritten on the next choice); an unwritable directory only warns.
+  (and rewritten on the next choice); an unwritable directory only warns;
+* what is timed and picked is logged (``logging.getLogger("jaxconv")``,
+  level INFO), and a progress bar shows the compiles on a terminal.
 
 Only exact formulations are candidates (never FFT or Winograd), so NaN/Inf
 stay local exactly as with ``"auto"``.  Transposed (lhs-dilated) problems use
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import statistics
 import tempfile
@@ -37,11 +40,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._progress import progress
 from .plan import Plan, candidates, execute
 from .problem import Problem
 from .profile import Profile
 
 CACHE_VERSION = 2
+LOG = logging.getLogger("jaxconv")
 REPEATS = 7
 _MEMORY: dict[str, str] = {}
 
@@ -104,8 +109,8 @@ def _store(path, key, choice) -> None:
 
 def _time(fns, args) -> dict[str, float]:
     compiled = {}
-    for name, fn in fns.items():
-        compiled[name] = jax.jit(fn).lower(*args).compile()
+    for name in progress(list(fns), "autotune", label=str):
+        compiled[name] = jax.jit(fns[name]).lower(*args).compile()
         jax.block_until_ready(compiled[name](*args))  # warm up
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(REPEATS):
@@ -140,8 +145,13 @@ def choose(problem: Problem, profile: Profile, precision) -> Plan:
                                     problem.dtype),
                         jnp.asarray(rng.standard_normal(problem.w_shape),
                                     problem.w_dtype))
+                LOG.info("autotune: timing %s for %s", ", ".join(fns),
+                         problem.describe())
                 times = _time(fns, args)
             choice = min(times, key=times.get)
+            LOG.info("autotune: picked %s (%s)", choice, ", ".join(
+                f"{name} {t * 1e3:.3g} ms" for name, t in sorted(
+                    times.items(), key=lambda item: item[1])))
         if path is not None:
             _store(path, key, choice)
     _MEMORY[key] = choice

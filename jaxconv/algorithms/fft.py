@@ -17,7 +17,7 @@ The canonical problem is a VALID, strided, rhs-dilated, grouped correlation
 Cost is ``O(C * O/G * L log L)``-ish regardless of the kernel size, so it wins
 for large kernels.  It is *not* exact: every output mixes rounding error from
 the whole input, and a single NaN or Inf anywhere in ``x`` or ``w`` spreads to
-every output.  That is why ``"auto"`` never picks it (SPEC section 4).
+every output.  That is why ``"auto"`` never picks it.
 
 Integer inputs are computed in floating point (float64 when
 ``jax_enable_x64`` is on, else float32), rounded to the nearest integer and

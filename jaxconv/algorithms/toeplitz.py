@@ -120,7 +120,7 @@ def _toeplitz_gemm(x, w, precision, acc_dtype, block, pads=((0, 0),)):
         # Every input block times A_m, then the nb blocks starting at m: the
         # slice is taken of the product (fused into the add) rather than of
         # the input (a separate copy), which keeps one input-sized temporary
-        # fewer live (SPEC memory bound) for m_blocks - 1 extra block rows.
+        # fewer live (the memory bound) for m_blocks - 1 extra block rows.
         seg = lax.dynamic_slice_in_dim(w_pad, m * b, 2 * b - 1, axis=1)
         a_m = jnp.take(seg, toeplitz_index, axis=1, mode="clip")  # (C, u, v)
         term = lax.dot_general(
