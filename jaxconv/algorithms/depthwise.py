@@ -56,7 +56,7 @@ def run(x, w, plan, precision):
     form = plan.param("form")
     if form == "unrolled":
         args = (p.stride, p.dilation, p.groups, p.acc_dtype, p.pads,
-                plan.param("pad_in_loop"))
+                plan.param("pad_in_loop"), plan.profile.branch_free)
         if plan.param("kernel_grad") == "rowscan":
             return depthwise_with_fast_kernel_grad(x, w, *args)
         return depthwise_unrolled(x, w, *args)
@@ -75,11 +75,12 @@ def depthwise_scanned(x, w, stride, dilation, groups, acc_dtype, rows):
 
 
 def depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
-                       pad_in_loop):
+                       pad_in_loop, branch_free=False):
     """Every tap unrolled into one fused elementwise loop over the output.
 
     ``pads`` is the zero padding of ``x``, applied per tap when
-    ``pad_in_loop`` (no padded copy), else once up front.
+    ``pad_in_loop`` (no padded copy; guarded, branch-free if asked), else
+    once up front.
     """
     kernel = w.shape[:-2]
     out = out_spatial(padded_shape(x.shape, pads), kernel, stride, dilation)
@@ -109,7 +110,7 @@ def depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
     # themselves.
     fast = jax.checkpoint(lambda x, wt: taps_sum(True, x, wt))
     safe = jax.checkpoint(lambda x, wt: taps_sum(False, x, wt))
-    return finite_or(w, lambda: fast(x, wt), lambda: safe(x, wt))
+    return finite_or(w, lambda: fast(x, wt), lambda: safe(x, wt), branch_free)
 
 
 def _depthwise_rows(x, w, kernel, out, stride, dilation, groups, acc_dtype):
@@ -175,9 +176,9 @@ def _depthwise_scan(x, w, kernel, out, stride, dilation, groups, acc_dtype):
     return acc
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
+@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7, 8))
 def depthwise_with_fast_kernel_grad(x, w, stride, dilation, groups, acc_dtype, pads,
-                                    pad_in_loop):
+                                    pad_in_loop, branch_free):
     """:func:`depthwise_unrolled` whose kernel tangent is ``rowscan``.
 
     Same values; reverse-mode kernel gradients accumulate elementwise in a
@@ -186,15 +187,15 @@ def depthwise_with_fast_kernel_grad(x, w, stride, dilation, groups, acc_dtype, p
     is already memory-bound).
     """
     return depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
-                              pad_in_loop)
+                              pad_in_loop, branch_free)
 
 
 @depthwise_with_fast_kernel_grad.defjvp
-def _depthwise_jvp(stride, dilation, groups, acc_dtype, pads, pad_in_loop, primals,
-                   tangents):
+def _depthwise_jvp(stride, dilation, groups, acc_dtype, pads, pad_in_loop, branch_free,
+                   primals, tangents):
     x, w = primals
     tx, tw = tangents
-    args = (stride, dilation, groups, acc_dtype, pads, pad_in_loop)
+    args = (stride, dilation, groups, acc_dtype, pads, pad_in_loop, branch_free)
     y = depthwise_with_fast_kernel_grad(x, w, *args)
     ty = depthwise_with_fast_kernel_grad(tx, w, *args)
     ty = ty + rowscan(pad_spatial(x, pads), tw, stride, dilation, groups, acc_dtype)

@@ -27,12 +27,13 @@ from .rowscan import rowscan
 
 
 def rule_applies(problem, profile) -> bool:
-    """Whether the custom derivative rule is used: rank >= 2, float operands,
+    """Whether the custom derivative rule is used: the profile asks for it
+    (``custom_kernel_grads``), rank >= 2, float operands,
     and at most ``profile.grouped_rule_max_terms`` scan carries (one per tap
     and input channel; beyond, plain autodiff bounds carries and compile
     time)."""
     p = problem
-    return (p.nd >= 2 and p.inexact
+    return (profile.custom_kernel_grads and p.nd >= 2 and p.inexact
             and p.taps * p.in_per_group <= profile.grouped_rule_max_terms)
 
 

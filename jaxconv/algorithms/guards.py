@@ -4,7 +4,14 @@ window holds a non-finite input or weight, as with XLA's convolution).
 Fast formulations that multiply structural zeros — zero-padded kernels,
 Toeplitz blocks, padding zeros meeting the weights — would turn a distant
 Inf into NaN.  They run behind :func:`finite_or`, which takes an exact
-per-window formulation when an operand is not all finite.
+per-window formulation when an operand is not all finite, or behind
+:func:`poison_windows`, which repairs the fast result.
+
+On GPU and TPU a conditional is a host round trip (the predicate is copied
+to the host and the stream drained), so the profiles of those devices ask
+for *branch-free* guards (``Profile.branch_free``): :func:`finite_or` then
+computes both formulations and selects, and the long 1-D depthwise GEMMs
+use :func:`poison_windows` instead.
 """
 
 from __future__ import annotations
@@ -13,11 +20,35 @@ import jax.numpy as jnp
 from jax import lax
 
 
-def finite_or(a, fast, safe):
+def finite_or(a, fast, safe, branch_free=False):
     """``fast()`` when every element of ``a`` is finite, else ``safe()``.
 
     Integer operands are always finite: ``fast()`` with no conditional.
+    ``branch_free``: no ``lax.cond``; both are computed and one selected.
     """
     if not jnp.issubdtype(a.dtype, jnp.inexact):
         return fast()
-    return lax.cond(jnp.all(jnp.isfinite(a)), lambda: fast(), lambda: safe())
+    ok = jnp.all(jnp.isfinite(a))
+    if branch_free:
+        return jnp.where(ok, fast(), safe())
+    return lax.cond(ok, lambda: fast(), lambda: safe())
+
+
+def poison_windows(x, linear, out_dtype):
+    """``linear(x)`` for a window operator whose fast form spreads non-finites.
+
+    ``linear`` maps ``x (..., C)`` to outputs that each sum a window of
+    ``x`` (a convolution with a fixed kernel), exactly for finite inputs.
+    It runs on ``x`` with its non-finite values replaced by zeros, and
+    again, with the kernel's weights all ones (``linear(ind, ones=True)``),
+    on the indicator of those values: the outputs whose window held one are
+    set to NaN, every other output is the exact sum.  An output whose window
+    holds a NaN or Inf is thus non-finite, as in the direct sum, and no
+    other is; no conditional.
+    """
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        return linear(x, False)
+    finite = jnp.isfinite(x)
+    clean = linear(jnp.where(finite, x, jnp.zeros((), x.dtype)), False)
+    hits = linear((~finite).astype(out_dtype), True)
+    return jnp.where(hits > 0.5, jnp.array(jnp.nan, clean.dtype), clean)

@@ -230,7 +230,7 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
                                   pads=((0, 0),) * p.nd)
         inner = (make_plan(sub, prof, *choose(sub, prof)),)
         params["inner"] = inner[0].formulation
-        params["guard"] = "finite inputs"
+        params["guard"] = _guard("finite inputs", prof)
         temp, steps = inner[0].temp_bytes + sub.in_bytes, inner[0].loop_steps
     elif name == "grouped":
         rule = grouped.rule_applies(p, prof)
@@ -240,9 +240,10 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
         if p.taps <= prof.unroll_limit:
             params["form"] = "unrolled"
             params["pad_in_loop"] = pad_in_loop = p.taps <= prof.pad_in_loop_max_taps
-            params["kernel_grad"] = "rowscan" if p.nd >= 2 and p.inexact else "autodiff"
+            rule = prof.custom_kernel_grads and p.nd >= 2 and p.inexact
+            params["kernel_grad"] = "rowscan" if rule else "autodiff"
             if pad_in_loop and any(pp != (0, 0) for pp in p.pads) and p.inexact:
-                params["guard"] = "finite weights"
+                params["guard"] = _guard("finite weights", prof)
             if not pad_in_loop:
                 temp = p.in_bytes
         elif depthwise.rows_scan_applies(p, prof):
@@ -255,7 +256,10 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
         hankel = toeplitz.hankel_applies(p, prof)
         params["form"] = "hankel" if hankel else "scan"
         params["block"] = b = prof.toeplitz_block
-        params["guard"] = "finite inputs"
+        params["guard"] = ("re-poisoned windows" if prof.branch_free
+                           else "finite inputs")
+        if prof.depthwise_gemm_precision:
+            params["precision"] = prof.depthwise_gemm_precision
         inner = (make_plan(p, prof, "depthwise", "exact fallback: non-finite input"),)
         m_blocks = -(-(b + p.taps - 1) // b)
         steps = p.channels if hankel else m_blocks
@@ -270,8 +274,8 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
         steps = sum(t for t, f in zip(counts, forms) if f == "scan")
         flops = (2 * math.prod(p.out_shape) * p.in_per_group * sum(counts)
                  // max(1, math.prod(p.lhs_dilation)))
-        if "im2col|gemm" in forms or "im2col" in forms:
-            params["guard"] = "finite weights" if "im2col|gemm" in forms else None
+        if "im2col|gemm" in forms:
+            params["guard"] = _guard("finite weights", prof)
         temp = 2 * p.out_bytes
     return Plan(name, p, prof, reason, tuple((k, v) for k, v in params.items()
                                               if v is not None),
@@ -342,6 +346,11 @@ def execute(x, w, plan: Plan, precision=None):
     """
     with jax.named_scope(f"jaxconv.{plan.formulation}"):
         return REGISTRY[plan.formulation](x, w, plan, precision)
+
+
+def _guard(what: str, prof: Profile) -> str:
+    """How a guard on ``what`` runs: a conditional, or both sides selected."""
+    return f"{what} ({'select' if prof.branch_free else 'cond'})"
 
 
 def _dims(values) -> str:

@@ -160,7 +160,8 @@ def _phase_taps(x, sub, specs, groups, precision, acc_dtype, profile):
     if form == "im2col":
         return _phase_im2col(*args)
     if form == "im2col|gemm":
-        return finite_or(wt, lambda: _phase_im2col(*args), lambda: _phase_gemm(*args))
+        return finite_or(wt, lambda: _phase_im2col(*args), lambda: _phase_gemm(*args),
+                         profile.branch_free)
     acc = None
     for k, ranges, pads in _tap_ranges(kernel, e0, d2, q, n_sp):
         xs = x[(slice(None), *(slice(lo, hi) for lo, hi in ranges))]

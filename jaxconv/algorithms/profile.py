@@ -17,9 +17,11 @@ The active profile is, in order of precedence:
 3. the preset of ``jax.default_backend()``.
 
 The ``cpu`` constants were measured on 2-core x86-64 hosts (the figures are
-in BENCHMARKS.md).  The ``gpu`` and ``tpu`` presets start from the same
-constants with a larger workspace; the plan reads nothing else from them
-yet.
+in BENCHMARKS.md).  The ``gpu`` and ``tpu`` presets keep the ``cpu`` rule's
+thresholds where they are about arithmetic (unrolling, channel counts) and
+change what a GPU or TPU runs differently: no conditionals, no
+cache-sized loops, plain autodiff for kernel gradients, exact depthwise
+GEMMs (the comment at ``PRESETS``).
 """
 
 from __future__ import annotations
@@ -76,6 +78,16 @@ class Profile:
         is one GEMM against all of them; more build phase patches.
       workspace_bytes: the temporaries a conv may use beyond the
         ``2 x (input + output)`` bound (``JAXCONV_WORKSPACE_MB`` overrides).
+      branch_free: guard NaN/Inf locality without conditionals (a
+        conditional on GPU/TPU is a host round trip).
+      custom_kernel_grads: use the row-scan kernel-gradient rules of the
+        depthwise and grouped formulations (they work around a slow XLA:CPU
+        reduction); off, plain autodiff.
+      depthwise_gemm_precision: the ``jax.lax.Precision`` name for the GEMMs
+        that reformulate a depthwise conv, when the caller passed none
+        (``"highest"`` on devices that would otherwise round to TF32/bf16,
+        where a depthwise conv is exact float32); ``None`` keeps the
+        default.
     """
 
     name: str = "cpu"
@@ -97,6 +109,9 @@ class Profile:
     hankel_min_taps: int = 512
     phase_gemm_max_taps: int = 2
     workspace_bytes: int = 64 * _MiB
+    branch_free: bool = False
+    custom_kernel_grads: bool = True
+    depthwise_gemm_precision: str | None = None
 
     def replace(self, **changes) -> Profile:
         """A copy with some constants changed (e.g. for an experiment).
@@ -109,10 +124,24 @@ class Profile:
         return dataclasses.replace(self, **changes)
 
 
+# GPU and TPU: no conditionals (branch-free guards, or formulations that
+# need none: padding applied before the depthwise loop, transposed phases as
+# GEMMs, no space-to-depth), no cache-sized row blocks (blocks only when the
+# memory rule plus the workspace asks for them, so a dense conv is one GEMM
+# program rather than a loop of small ones), no ``lax.map`` over channels
+# (the Toeplitz scan of batched GEMMs instead of the per-channel Hankel
+# GEMMs), plain autodiff for kernel gradients (XLA's column reductions are
+# fast there), and exact float32 GEMMs for depthwise reformulations.
+_ACCELERATOR = dict(
+    workspace_bytes=256 * _MiB, block_min_bytes=256 * _MiB,
+    block_max_bytes=256 * _MiB, pad_in_loop_max_taps=0, hankel_min_taps=1 << 62,
+    s2d_max_i=0, phase_gemm_max_taps=64, branch_free=True,
+    custom_kernel_grads=False, depthwise_gemm_precision="highest",
+)
 PRESETS: dict[str, Profile] = {
     "cpu": Profile(),
-    "gpu": Profile(name="gpu", workspace_bytes=256 * _MiB),
-    "tpu": Profile(name="tpu", workspace_bytes=256 * _MiB),
+    "gpu": Profile(name="gpu", **_ACCELERATOR),
+    "tpu": Profile(name="tpu", **_ACCELERATOR),
 }
 _BACKENDS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}
 _ACTIVE: contextvars.ContextVar[Profile | None] = contextvars.ContextVar(

@@ -59,7 +59,8 @@ def run(x, w, plan, precision):
     kw = dict(stride=p.stride, dilation=p.dilation, groups=p.groups,
               precision=precision, acc_dtype=p.acc_dtype)
     return finite_or(x, lambda: _space_to_depth(x, w, plan.inner[0], p, precision),
-                     lambda: conv_per_tap(x, w, force_scan=True, **kw))
+                     lambda: conv_per_tap(x, w, force_scan=True, **kw),
+                     plan.profile.branch_free)
 
 
 def _space_to_depth(x, w, inner, problem, precision):

@@ -12,7 +12,9 @@ stacked (the input blocks stacked into a block-Hankel matrix; XLA:CPU runs a
 batch of small GEMMs on one thread, one big GEMM on all of them).
 Arithmetic is exact (no transform); the structural zeros of ``A_m`` would
 turn an Inf of a neighbouring input into NaN, so when an input is non-finite
-the exact depthwise loop runs instead (``guards.finite_or``).
+the exact depthwise loop runs instead (``guards.finite_or``), or, without
+conditionals (GPU/TPU profiles), the windows of non-finite inputs are
+re-poisoned (``guards.poison_windows``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 from jax import lax
 
 from .depthwise import run as run_depthwise
-from .guards import finite_or
+from .guards import finite_or, poison_windows
 
 
 def applies(problem, profile) -> bool:
@@ -174,6 +176,15 @@ def run(x, w, plan, precision):
     wk = w.reshape(k, w.shape[-1])
     block = plan.param("block")
     gemm = _hankel_gemm if plan.param("form") == "hankel" else _toeplitz_gemm
+    if precision is None and plan.profile.depthwise_gemm_precision:
+        precision = lax.Precision[plan.profile.depthwise_gemm_precision.upper()]
+    if plan.profile.branch_free:
+        # Non-finite inputs: zeroed for the GEMMs, their windows re-poisoned
+        # (a second product, of the indicator with a kernel of ones).
+        def linear(a, ones):
+            kernel = jnp.ones_like(wk, a.dtype) if ones else wk
+            return gemm(a, kernel, precision, p.acc_dtype, block, p.pads)
+        return poison_windows(x, linear, p.acc_dtype)
     safe_plan = plan.inner[0]
     # Both branches rematerialised: a linearised ``lax.cond`` allocates the
     # residuals of both branches (the reblocked and the padded input), and
