@@ -120,6 +120,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--macs", action="store_true",
                    help="count multiply-accumulates (MACs) instead of FLOPs "
                    "(a multiply-add is 2 FLOPs or 1 MAC)")
+    s.add_argument("--plan", action="store_true",
+                   help="also print how each convolution is computed for one "
+                   "example (formulation, loops, temporaries and why; see "
+                   "jaxconv.explain), with the active profile")
     d = sub.add_parser(
         "demo",
         help="convolve a bundled photo and write activation-map PNGs",
@@ -212,6 +216,18 @@ def _macs(model, summary):
     return dataclasses.replace(summary, rows=rows)
 
 
+def _plan_table(model, shape) -> str:
+    """``jaxconv.explain`` of the model on one example of ``shape``."""
+    import jax
+    import jax.numpy as jnp
+
+    from ._explain import explain
+
+    params, _ = model.init(jax.random.key(0), shape)
+    x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+    return str(explain(model.apply, params, x))
+
+
 def _shapes(args) -> int:
     from ._layerspec import parse_layers, parse_shape
 
@@ -233,6 +249,9 @@ def _shapes(args) -> int:
     warning = layout_warning(shape, args.channels_first)
     print(table)
     print(note)
+    if args.plan:
+        print()
+        print(_plan_table(model, shape))
     if warning is not None:
         print(f"jaxconv shapes: warning: {warning}", file=sys.stderr)
     return 0

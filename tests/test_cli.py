@@ -357,3 +357,16 @@ def test_cli_demo_fuzz_bad_image_path(path, tmp_path_factory):
     code, _, err = _run_main(["demo", "--image", bad, "--out", str(out_dir / "o")])
     assert code == 2
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_shapes_plan_column(capsys):
+    layers = "conv 3x3 16 same, relu, dwconv 5x5 same, conv 1x1 8"
+    assert cli.main(["shapes", layers, "--input", "32x32x3", "--plan"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if " taps/" in line]
+    assert [r[0] for r in rows] == ["conv", "depthwise", "conv"]
+    assert [next(w for w in r if w.startswith("taps/")) for r in rows] == [
+        "taps/im2col", "taps/depthwise", "taps/dot"]
+    # Without the flag no plan is printed.
+    assert cli.main(["shapes", layers, "--input", "32x32x3"]) == 0
+    assert "formulation" not in capsys.readouterr().out
