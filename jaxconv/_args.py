@@ -226,6 +226,24 @@ def check_data_format(value: Any) -> str:
     return value
 
 
+def static_dtype(dtype):
+    """``dtype`` as a field of a jit static argument: its scalar type, or None.
+
+    A ``np.dtype`` compares equal to ``None`` (``np.dtype(None)`` is
+    float64), so two plans differing only in ``None`` against float64 would
+    share a jit cache entry; scalar types compare by identity.  Everything
+    that takes a dtype takes the scalar type too.
+
+    Example:
+      >>> import numpy as np
+      >>> static_dtype(np.dtype("float64")) == static_dtype(None)
+      False
+      >>> np.dtype(static_dtype(np.dtype("float64")))
+      dtype('float64')
+    """
+    return None if dtype is None else np.dtype(dtype).type
+
+
 def check_dtypes(lhs_dtype, rhs_dtype, preferred_element_type):
     """jax.lax's dtype rules for convolutions; returns the canonical preferred dtype.
 

@@ -4,7 +4,8 @@
 Every op here validates its static arguments in Python, rewrites the call into
 the canonical problem (channels-last ``x (N, *S, C)``, kernel ``(*K, I, O)``,
 explicit ``(lo, hi)`` padding) and hands it to
-:func:`jaxconv._canonical.conv_canonical`, jitted with the resolved
+:func:`jaxconv._canonical.conv_canonical` as one ``jaxconv_conv`` equation
+(:mod:`jaxconv._primitive`: ``vmap`` folds into it), jitted with the resolved
 configuration as a static argument so that eager calls compile once.
 
 Layouts (``S``: spatial sizes, ``K``: kernel sizes, ``g``: ``groups``):
@@ -82,10 +83,11 @@ from ._args import (
     ntuple,
     pad_pairs,
     positive_tuple,
+    static_dtype,
 )
-from ._canonical import conv_canonical
+from ._primitive import conv_primitive
 from ._typing import Padding, Size
-from .algorithms.select import check_algorithm
+from .algorithms.plan import check_algorithm
 from .padding import normalize_padding_mode, pad
 
 __all__ = [
@@ -117,7 +119,7 @@ class _Plan(NamedTuple):
     rhs_dilation: tuple[int, ...]
     dtype: Any
     precision: Any
-    preferred_element_type: Any
+    preferred_element_type: Any  # a scalar type (static_dtype) or None
     algorithm: str
 
 
@@ -151,7 +153,7 @@ def _run(x: jax.Array, w: jax.Array, plan: _Plan) -> jax.Array:
     x = x.reshape(math.prod(batch), *x.shape[len(batch):])
     if plan.mode_pads is not None:
         x = pad(x, plan.mode_pads, mode=plan.modes, axes=tuple(range(1, nd + 1)))
-    out = conv_canonical(
+    out = conv_primitive(
         x, w, stride=plan.stride, padding=plan.pads, lhs_dilation=plan.lhs_dilation,
         rhs_dilation=plan.rhs_dilation, feature_group_count=plan.groups,
         precision=plan.precision, preferred_element_type=plan.preferred_element_type,
@@ -271,7 +273,8 @@ def _conv_plan(x, w, nd, *, stride, padding, dilation, groups, padding_mode,
         mode_pads=pads if explicit else None, modes=modes,
         pads=((0, 0),) * nd if explicit else pads, stride=strides,
         lhs_dilation=(1,) * nd, rhs_dilation=dilations, dtype=dtype,
-        precision=_precision(precision), preferred_element_type=pref,
+        precision=_precision(precision),
+        preferred_element_type=static_dtype(pref),
         algorithm=algorithm,
     )
 
@@ -549,7 +552,8 @@ def conv_transpose(
         channels_first=channels_first, nd=nd, kernel="transpose", groups=g,
         mode_pads=None, modes=("constant",) * nd, pads=pads, stride=(1,) * nd,
         lhs_dilation=strides, rhs_dilation=dilations, dtype=dtype,
-        precision=_precision(precision), preferred_element_type=pref,
+        precision=_precision(precision),
+        preferred_element_type=static_dtype(pref),
         algorithm=algorithm,
     )
     return _run(x, w, plan)

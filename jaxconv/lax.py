@@ -24,8 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax as _lax
 
-from ._args import check_dtypes
-from ._canonical import conv_canonical, pad_and_dilate
+from ._args import check_dtypes, static_dtype
+from ._canonical import pad_and_dilate
+from ._primitive import conv_primitive
 from ._taps import tap_offsets, tap_slice, valid_out_size
 from .algorithms.plan import check_algorithm
 from .algorithms.profile import Profile, current_profile
@@ -218,7 +219,7 @@ class _ConvPlan(NamedTuple):
     feature_group_count: int
     batch_group_count: int
     precision: Any
-    preferred_element_type: Any
+    preferred_element_type: Any  # a scalar type (static_dtype) or None
     algorithm: str
     profile: Profile
 
@@ -232,7 +233,7 @@ def _run_conv(lhs, rhs, plan: _ConvPlan):
     w = jnp.transpose(rhs, plan.rhs_perm)
     if plan.flip_kernel:
         w = jnp.flip(w, tuple(range(w.ndim - 2)))
-    out = conv_canonical(
+    out = conv_primitive(
         x, w, stride=plan.strides, padding=plan.pads,
         lhs_dilation=plan.lhs_dilation, rhs_dilation=plan.rhs_dilation,
         feature_group_count=plan.feature_group_count,
@@ -274,8 +275,9 @@ def _conv_plan(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
         strides=strides, pads=pads, lhs_dilation=lhs_dil, rhs_dilation=rhs_dil,
         feature_group_count=operator.index(feature_group_count),
         batch_group_count=operator.index(batch_group_count),
-        precision=_precision(precision), preferred_element_type=pref,
-        algorithm=algorithm, profile=current_profile(),
+        precision=_precision(precision),
+        preferred_element_type=static_dtype(pref), algorithm=algorithm,
+        profile=current_profile(),
     )
 
 
@@ -507,7 +509,8 @@ def conv_general_dilated_patches(lhs, filter_shape: Sequence[int],
     plan = _PatchesPlan(
         lhs_perm=_lhs_perm(dn), pads=pads, lhs_dilation=lhs_dil,
         kernel=tuple(rhs_shape[a] for a in dn.rhs_spec[2:]), strides=strides,
-        rhs_dilation=rhs_dil, preferred_element_type=pref, out_perm=_out_perm(dn),
+        rhs_dilation=rhs_dil, preferred_element_type=static_dtype(pref),
+        out_perm=_out_perm(dn),
     )
     return _run_patches(lhs, plan)
 
@@ -521,7 +524,7 @@ class _PatchesPlan(NamedTuple):
     kernel: tuple[int, ...]
     strides: tuple[int, ...]
     rhs_dilation: tuple[int, ...]
-    preferred_element_type: Any
+    preferred_element_type: Any  # a scalar type (static_dtype) or None
     out_perm: tuple[int, ...]
 
 
