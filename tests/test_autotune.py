@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_close
 from jax import lax
 
 import jaxconv
+from conftest import assert_close
 from jaxconv import lax as jl
 from jaxconv.algorithms import autotune
 from jaxconv.algorithms.plan import candidates, choose, execute
@@ -132,7 +132,9 @@ def test_choice_is_cached_on_disk_and_reused(tmp_path, monkeypatch):
     assert data["version"] == autotune.CACHE_VERSION
     (choice,) = data["choices"].values()
     assert choice in _names(_problem(problem))
-    assert [p.name for p in tmp_path.iterdir()] == ["autotune.json"]  # no temp files
+    # No temporary files left (the lock file stays, empty).
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "autotune.json", "autotune.json.lock"]
 
     # A new process (empty memory cache) reads the file and times nothing.
     monkeypatch.setattr(autotune, "_MEMORY", {})
@@ -203,3 +205,61 @@ def test_autotune_logs_what_it_times_and_picks(caplog):
     messages = [r.getMessage() for r in caplog.records if r.name == "jaxconv"]
     assert any(m.startswith("autotune: timing ") and "im2col" in m for m in messages)
     assert any(m.startswith("autotune: picked ") for m in messages)
+
+
+def test_cache_location_follows_xdg(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAXCONV_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert autotune.cache_path() == str(tmp_path / "xdg" / "jaxconv" / "autotune.json")
+    monkeypatch.setenv("JAXCONV_CACHE_DIR", str(tmp_path / "own"))
+    assert autotune.cache_path() == str(tmp_path / "own" / "autotune.json")
+
+
+def test_cache_key_names_the_machine():
+    key = json.loads(autotune._key(_problem(PROBLEMS[0]), jaxconv.get_profile("cpu"),
+                                   None))
+    version, jax_version, jaxlib_version, platform, processor = autotune.machine()
+    assert key[1:6] == [version, jax.__version__, jax_version, platform, processor]
+    assert version == jaxconv.__version__ and processor
+
+
+_WRITER = """
+import os, sys, time
+from jaxconv.algorithms import autotune
+path, name = sys.argv[1], sys.argv[2]
+open(f"{path}.{name}.ready", "w").close()
+while not os.path.exists(path + ".go"):  # start together
+    time.sleep(0.001)
+for i in range(100):
+    autotune._store(path, f"{name}-{i}", "taps")
+"""
+
+
+def test_concurrent_writers_keep_every_entry(tmp_path):
+    # Two processes add 100 entries each to one cache file at the same time:
+    # without the lock around read-merge-write, the last writer drops
+    # entries of the other (about a quarter of them, measured).
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "autotune.json"
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), name])
+             for name in ("a", "b")]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("*.ready"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (tmp_path / "autotune.json.go").touch()
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert len(json.loads(path.read_text())["choices"]) == 200
+
+
+def test_multi_process_runs_use_the_auto_plan(monkeypatch):
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(autotune, "_WARNED", [])
+    problem = _problem(PROBLEMS[0])
+    cpu = jaxconv.get_profile("cpu")
+    with pytest.warns(RuntimeWarning, match="multi-process"):
+        chosen = autotune.choose(problem, cpu, None)
+    assert chosen.formulation == choose(problem, cpu)[0]
+    assert "multi-process" in chosen.reason and not autotune._MEMORY

@@ -11,9 +11,16 @@ and keeps the fastest.  The choice is cached in memory and on disk, so the
 timing happens once per problem and machine:
 
 * the cache file is ``$JAXCONV_CACHE_DIR/autotune.json`` (default
-  ``~/.cache/jaxconv``); ``JAXCONV_CACHE_DIR=""`` keeps it in memory only;
+  ``$XDG_CACHE_HOME/jaxconv``, else ``~/.cache/jaxconv``);
+  ``JAXCONV_CACHE_DIR=""`` keeps it in memory only;
+* an entry's key holds the problem, the profile, the precision, and the
+  machine: jaxconv, jax and jaxlib versions, platform and CPU model (or
+  device kind), so a shared home never reuses another machine's choice;
 * writes are atomic (a temporary file in the same directory, then
-  ``os.replace``), so concurrent processes never see half a file;
+  ``os.replace``) and the read-merge-write runs under a file lock, so
+  concurrent processes never see half a file nor drop each other's entries;
+* in a multi-process run (``jax.process_count() > 1``) every process uses
+  the ``"auto"`` plan, with a warning, so that all compile the same program;
 * a cache that cannot be read or parsed is ignored with a ``RuntimeWarning``
   (and rewritten on the next choice); an unwritable directory only warns;
 * what is timed and picked is logged (``logging.getLogger("jaxconv")``,
@@ -27,10 +34,14 @@ of each new shape (about a second per candidate on a 2-core CPU).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import importlib.metadata
 import json
 import logging
 import os
+import platform
 import statistics
 import tempfile
 import time
@@ -38,10 +49,17 @@ import warnings
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: writes stay atomic, concurrent merges may race
+    fcntl = None
 
 from .._progress import progress
 from .plan import Plan, candidates, execute
+from .plan import choose as choose_auto
 from .problem import Problem
 from .profile import Profile
 
@@ -49,26 +67,74 @@ CACHE_VERSION = 2
 LOG = logging.getLogger("jaxconv")
 REPEATS = 7
 _MEMORY: dict[str, str] = {}
+_WARNED: list[bool] = []
 
 
 def cache_path() -> str | None:
-    """The cache file, or None when ``JAXCONV_CACHE_DIR`` is set to ``""``."""
+    """The cache file, or None when ``JAXCONV_CACHE_DIR`` is set to ``""``.
+
+    ``$JAXCONV_CACHE_DIR/autotune.json``, else
+    ``$XDG_CACHE_HOME/jaxconv/autotune.json``, else
+    ``~/.cache/jaxconv/autotune.json``.
+    """
     root = os.environ.get("JAXCONV_CACHE_DIR")
     if root is None:
-        root = os.path.join(os.path.expanduser("~"), ".cache", "jaxconv")
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+            os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "jaxconv")
     if not root:
         return None
     return os.path.join(root, "autotune.json")
 
 
-def _key(problem: Problem, profile: Profile, precision) -> str:
+@functools.cache
+def machine() -> tuple[str, ...]:
+    """What a timing depends on besides the problem: the versions of jaxconv,
+    jax and jaxlib, the platform and the processor (CPU model, or the
+    accelerator's device kind)."""
+    try:
+        version = importlib.metadata.version("jaxconv")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
     device = jax.devices()[0]
+    kind = getattr(device, "device_kind", "") or ""
+    if device.platform == "cpu":
+        kind = _cpu_model() or kind
+    return (version, jax.__version__, jaxlib.__version__, device.platform, kind)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _key(problem: Problem, profile: Profile, precision) -> str:
     return json.dumps([
-        CACHE_VERSION, device.platform, getattr(device, "device_kind", ""),
-        profile.name, str(precision), *(
+        CACHE_VERSION, *machine(), profile.name, str(precision), *(
             list(v) if isinstance(v, tuple) else v
             for v in dataclasses.astuple(problem)),
     ])
+
+
+@contextlib.contextmanager
+def _locked(path):
+    """An exclusive lock on ``path + ".lock"`` (POSIX ``flock``; elsewhere
+    none) around a read-modify-write of the cache."""
+    if fcntl is None:
+        yield
+        return
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _load(path) -> dict[str, str]:
@@ -91,17 +157,19 @@ def _store(path, key, choice) -> None:
     try:
         directory = os.path.dirname(path)
         os.makedirs(directory, exist_ok=True)
-        choices = _load(path)  # merge with what other processes wrote
-        choices[key] = choice
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".autotune-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"version": CACHE_VERSION, "choices": choices}, f,
-                          indent=0, sort_keys=True)
-            os.replace(tmp, path)  # atomic: readers see the old or the new file
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with _locked(path):  # no other writer between the read and the replace
+            choices = _load(path)  # merge with what other processes wrote
+            choices[key] = choice
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".autotune-",
+                                       suffix=".json")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump({"version": CACHE_VERSION, "choices": choices}, f,
+                              indent=0, sort_keys=True)
+                os.replace(tmp, path)  # atomic: readers see the old or the new
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
     except OSError as e:
         warnings.warn(f"jaxconv: could not write the autotune cache {path!r} ({e}).",
                       RuntimeWarning, stacklevel=4)
@@ -128,6 +196,17 @@ def choose(problem: Problem, profile: Profile, precision) -> Plan:
     timing runs on random arrays, eagerly, outside any trace.
     """
     plans = {p.formulation: p for p in candidates(problem, profile)}
+    if jax.process_count() > 1:
+        # Each process would time (and might pick) differently, and the SPMD
+        # programs of a multi-process run must be the same: "auto" instead.
+        if not _WARNED:
+            _WARNED.append(True)
+            warnings.warn("jaxconv: algorithm='autotune' uses the 'auto' plan in "
+                          "a multi-process run (every process must compile the "
+                          "same program).", RuntimeWarning, stacklevel=4)
+        auto = choose_auto(problem, profile)
+        return dataclasses.replace(plans[auto[0]], reason="autotune in a "
+                                   f"multi-process run: {auto[1]}")
     key = _key(problem, profile, precision)
     choice = _MEMORY.get(key)
     path = cache_path()
