@@ -133,8 +133,9 @@ def _explicit_padding(padding, n):
         pads = tuple((operator.index(lo), operator.index(hi)) for lo, hi in padding)
     except (ValueError, TypeError) as e:
         raise ValueError(
-            "`padding` argument to conv_general_dilated should be a string or a "
-            f"sequence of (low, high) pairs, got {padding}"
+            f"`padding` (={padding!r}): the padding argument to "
+            "conv_general_dilated should be a string or a sequence of (low, high) "
+            f"pairs, got {padding}"
         ) from e
     if len(pads) != n:
         raise TypeError(

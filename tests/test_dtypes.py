@@ -27,10 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_close
 from jax import lax
 
 import jaxconv
-from conftest import assert_close
 from jaxconv import lax as jl
 
 DTYPES = [

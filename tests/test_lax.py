@@ -525,3 +525,242 @@ def test_patches_preferred_element_type(rng):
     )
     assert actual.dtype == expected.dtype
     np.testing.assert_array_equal(actual, expected)
+
+
+# --- cases from JAX's own convolution tests ------------------------------------
+# The configurations of jax's tests/lax_test.py, lax_autodiff_test.py and
+# lax_vmap_test.py (testConvGeneralDilated, ...Patches..., testConvTranspose*,
+# testConvGeneralDilatedGrad, testGradConv0D) that the grids above lack: more
+# dtypes, large and negative padding, empty spatial inputs, lhs dilation 4,
+# batch groups with dilation, odd layouts, 0-D transposes.  Default algorithm.
+
+
+def _to_layout(x, w, dn):
+    """``x`` from NC<spatial>, ``w`` from OI<spatial> to the layouts of ``dn``."""
+    if dn is None:
+        return x, w
+    spatial = "HWD"[: x.ndim - 2]
+    x = np.transpose(x, [("NC" + spatial).index(c) for c in dn[0]])
+    w = np.transpose(w, [("OI" + spatial).index(c) for c in dn[1]])
+    return x, w
+
+
+def _rand_small(rng, shape, dtype):
+    """Small values of any dtype (bool and unsigned included)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, size=shape).astype(dtype)
+    if jnp.issubdtype(dtype, jnp.unsignedinteger):
+        return rng.integers(0, 4, size=shape).astype(dtype)
+    return _rand(rng, shape, dtype)
+
+
+NHWC_OUT = ("NCHW", "HWIO", "NHWC")
+# (lhs NCHW, rhs OIHW, strides, padding, lhs_dil, rhs_dil, fgc, bgc, dn, dtype)
+JAX_CASES = [
+    ((3, 2, 9, 10), (3, 2, 4, 5), (2, 1), ((10, 8), (7, 13)), (1, 1), (1, 2), 1, 1,
+     NHWC_OUT, np.complex64),
+    ((2, 3, 9, 10), (2, 3, 4, 5), (2, 1), ((10, 8), (7, 13)), (1, 4), (1, 2), 1, 1,
+     NHWC_OUT, np.float32),
+    ((4, 2, 9, 10), (6, 2, 4, 5), (1, 1), ((1, 2), (2, 0)), (1, 2), (1, 4), 1, 2,
+     ("NHWC", "HWIO", "NHWC"), np.float32),
+    ((2, 6, 9, 10), (6, 3, 4, 5), (2, 1), ((10, 8), (7, 13)), (1, 4), (1, 4), 2, 1,
+     None, np.float64),
+    ((6, 3, 9, 10), (6, 3, 4, 5), (2, 1), ((10, 8), (7, 13)), (1, 2), (1, 1), 1, 3,
+     None, np.complex128),
+    ((2, 3, 9, 0), (2, 3, 4, 5), (1, 1), ((10, 8), (7, 13)), (1, 2), (1, 1), 1, 1,
+     NHWC_OUT, np.float32),  # an empty input padded to a non-empty output
+    ((4, 2, 9, 0), (4, 2, 4, 5), (2, 1), ((1, 2), (2, 0)), (1, 4), (1, 2), 1, 2,
+     None, np.float32),
+    ((2, 4, 9, 10), (4, 2, 4, 5), (2, 1), ((1, 2), (2, 0)), (1, 2), (1, 4), 2, 1,
+     ("NHWC", "HWIO", "NHWC"), np.int32),
+    ((4, 3, 9, 10), (4, 3, 4, 5), (1, 1), ((10, 8), (7, 13)), (1, 1), (1, 2), 1, 2,
+     NHWC_OUT, np.int8),
+    ((2, 3, 9, 10), (3, 3, 4, 5), (2, 1), ((1, 2), (2, 0)), (1, 4), (1, 1), 1, 1,
+     None, np.uint8),
+    ((2, 4, 9, 10), (6, 2, 4, 5), (1, 1), ((10, 8), (7, 13)), (1, 2), (1, 2), 2, 1,
+     None, np.bool_),
+    ((2, 3, 9, 10), (2, 3, 4, 5), (2, 1), ((1, 2), (2, 0)), (1, 2), (1, 2), 1, 1,
+     NHWC_OUT, np.float16),
+    ((4, 2, 9, 10), (4, 2, 4, 5), (1, 1), ((10, 8), (7, 13)), (1, 4), (1, 2), 1, 2,
+     ("NHWC", "HWIO", "NHWC"), jnp.bfloat16),
+    ((4, 2, 6, 7), (4, 2, 1, 2), (2, 1), ((0, -1), (0, 0)), (2, 1), (2, 2), 1, 2,
+     ("NHWC", "OIHW", "NCHW"), np.float32),  # negative padding, dilated lhs
+    ((4, 2, 1), (3, 2, 1), (1,), ((1, 1),), (2,), (2,), 1, 1, None, np.float32),
+    # 0-D (testConvGeneralDilated0D): a grouped matmul.
+    ((4, 3), (6, 3), (), (), None, None, 1, 2, None, np.int16),
+    ((3, 6), (4, 3), (), (), None, None, 2, 1, None, np.complex64),
+    ((2, 3), (4, 3), (), (), None, None, 1, 1, None, np.bool_),
+]
+
+
+def _jax_case_id(case):
+    lhs, rhs, s, p, ld, rd, g, b, dn, dtype = case
+    dn = "" if dn is None else "-" + "".join(dn)
+    return (f"{np.dtype(dtype).name}-{lhs}-{rhs}-s{s}-p{p}-ld{ld}-rd{rd}-g{g}-b{b}"
+            f"{dn}").replace(" ", "")
+
+
+@pytest.mark.parametrize("case", JAX_CASES, ids=_jax_case_id)
+def test_jax_conv_general_dilated_cases(case, rng):
+    lhs_shape, rhs_shape, s, p, ld, rd, g, b, dn, dtype = case
+    x, w = _to_layout(_rand_small(rng, lhs_shape, dtype),
+                      _rand_small(rng, rhs_shape, dtype), dn)
+    kw = dict(lhs_dilation=ld, rhs_dilation=rd, dimension_numbers=dn,
+              feature_group_count=g, batch_group_count=b, precision=HI)
+    expected = lax.conv_general_dilated(x, w, s, p, **kw)
+    actual = jl.conv_general_dilated(x, w, s, p, **kw)
+    assert actual.dtype == expected.dtype
+    assert_close(actual, expected, dtype=actual.dtype)
+
+
+@pytest.mark.parametrize("precision", [
+    None, lax.Precision.DEFAULT, "high", (lax.Precision.DEFAULT, HI),
+    [HI, lax.Precision.DEFAULT],
+], ids=str)
+def test_precision_forms(precision, rng):
+    x, w = _rand(rng, (2, 3, 9, 10)), _rand(rng, (2, 3, 4, 5))
+    args = (x, w, (1, 2), ((1, 2), (2, 0)), (1, 2), (2, 2))
+    expected = lax.conv_with_general_padding(*args, precision=HI)
+    actual = jl.conv_with_general_padding(*args, precision=precision)
+    assert actual.shape == expected.shape
+    if jax.default_backend() == "cpu":  # on CPU every precision is float32's
+        assert_close(actual, expected)
+
+
+# testConvGeneralDilatedPatchesNonOverlapping: odd layouts, 0-D to 3-D.
+JAX_PATCH_CASES = [
+    ((2, 5), (), (), [], ("NC", "OI", "CN")),
+    ((2, 3, 4), (2,), (2,), [(0, 2)], ("CNH", "OHI", "HNC")),
+    ((3, 1, 4, 5), (1, 3), (1, 3), [(3, 1), (2, 2)], ("NCHW", "OIHW", "NCHW")),
+    ((3, 2, 5, 6), (4, 3), (4, 3), [(5, 2), (2, 4)], None),
+    ((1, 2, 3, 4), (1, 1), (1, 1), [(0, 0), (0, 0)], ("NCWH", "OHWI", "CNHW")),
+    ((1, 2, 3, 4), (3, 2), (1, 1), [(0, 0), (0, 0)], ("CWHN", "HOWI", "NCHW")),
+    ((2, 3, 4, 5, 6), (2, 1, 3), (2, 1, 3), [(1, 2), (5, 3), (3, 5)],
+     ("NHWDC", "HDIWO", "DCWNH")),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int8, np.bool_, np.complex64],
+                         ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", JAX_PATCH_CASES, ids=str)
+def test_jax_patches_cases(case, dtype, rng):
+    lhs_shape, fs, s, p, dn = case
+    x = _rand_small(rng, lhs_shape, dtype)
+    expected = lax.conv_general_dilated_patches(x, fs, s, p, dimension_numbers=dn,
+                                                precision=HI)
+    actual = jl.conv_general_dilated_patches(x, fs, s, p, dimension_numbers=dn)
+    assert actual.dtype == expected.dtype
+    assert_close(actual, expected, dtype=actual.dtype)
+
+
+def test_jax_patches_overlapping_1d():
+    x = np.array([[1.0]], np.float32)
+    np.testing.assert_array_equal(jl.conv_general_dilated_patches(x, (), (), "SAME"),
+                                  x)
+    x = np.arange(1, 6, dtype=np.float32).reshape(1, -1, 1)
+    dn = ("NHC", "OIH", "NHC")
+    got = jl.conv_general_dilated_patches(x, (3,), (1,), "SAME", rhs_dilation=(2,),
+                                          dimension_numbers=dn)
+    want = [[0, 1, 3], [0, 2, 4], [1, 3, 5], [2, 4, 0], [3, 5, 0]]
+    np.testing.assert_array_equal(got[0], want)
+
+
+def test_invalid_patches_padding_message():
+    x = jnp.ones((1, 10, 10, 5), dtype=jnp.bfloat16)
+    with pytest.raises(ValueError, match=r"`padding` \(=\(3, 3\)\).*padding "
+                                         r"argument.*, got \(3, 3\)"):
+        jl.conv_general_dilated_patches(x, (5, 5), window_strides=(1, 1),
+                                        padding=(3, 3))
+
+
+# testConvTranspose{0D,1D,2D,2DT}: stride 3, kernels up to 5, dilated kernels.
+JAX_TRANSPOSE_CASES = [
+    # lhs, rhs (I/O as given to conv_transpose), strides, padding, rhs_dil, dn
+    ((2, 9, 10, 3), (5, 5, 3, 2), (3, 3), "SAME", (2, 2), None),
+    ((2, 9, 10, 2), (4, 4, 2, 3), (3, 3), "VALID", (2, 2), None),
+    ((3, 9, 10, 2), (3, 3, 2, 3), (1, 2), "SAME", None, None),
+    ((2, 10, 3), (5, 3, 2), (3,), "VALID", (2,), ("NHC", "HIO", "NHC")),
+    ((3, 2), (2, 3), (), "SAME", None, ("NC", "IO", "NC")),
+    ((2, 3), (3, 2), (), "VALID", (), ("NC", "IO", "NC")),
+]
+
+
+@pytest.mark.parametrize("transpose_kernel", [False, True])
+@pytest.mark.parametrize("case", JAX_TRANSPOSE_CASES, ids=str)
+def test_jax_conv_transpose_cases(case, transpose_kernel, rng):
+    lhs_shape, rhs_shape, s, p, rd, dn = case
+    x = _rand(rng, lhs_shape)
+    w = _rand(rng, rhs_shape)
+    if transpose_kernel:  # the kernel's last two axes swap roles
+        w = np.swapaxes(w, -1, -2).copy()
+    kw = dict(rhs_dilation=rd, dimension_numbers=dn,
+              transpose_kernel=transpose_kernel, precision=HI)
+    expected = lax.conv_transpose(x, w, s, p, **kw)
+    actual = jl.conv_transpose(x, w, s, p, **kw)
+    assert actual.shape == expected.shape
+    assert_close(actual, expected)
+
+
+# testConvGeneralDilatedGrad / testConvWithGeneralPaddingGrad: empty spatial
+# inputs, negative padding, dilated lhs and rhs with batch groups.
+JAX_GRAD_CASES = [
+    ((4, 2, 0, 4), (4, 2, 1, 2), (1, 2), ((1, 0), (0, 1)), (2, 1), (2, 2), 1, 2,
+     ("NHWC", "OIHW", "NCHW")),
+    ((2, 4, 6, 7), (4, 2, 1, 2), (2, 1), ((0, -1), (0, 0)), (2, 1), (2, 2), 2, 1,
+     ("NHWC", "HWIO", "NHWC")),
+    ((4, 2, 6, 7), (4, 2, 1, 2), (1, 1), ((0, -1), (0, 0)), (2, 1), (1, 1), 1, 2,
+     None),
+    ((3, 2, 3, 4), (2, 2, 1, 2), (1, 2), ((-1, 0), (0, -1)), (2, 1), (1, 1), 1, 1,
+     None),
+]
+
+
+@pytest.mark.parametrize("case", JAX_GRAD_CASES, ids=str)
+def test_jax_gradient_cases(case, rng):
+    lhs_shape, rhs_shape, s, p, ld, rd, g, b, dn = case
+    x, w = _to_layout(_rand(rng, lhs_shape, np.float64),
+                      _rand(rng, rhs_shape, np.float64), dn)
+    kw = dict(lhs_dilation=ld, rhs_dilation=rd, dimension_numbers=dn,
+              feature_group_count=g, batch_group_count=b)
+
+    def loss(mod):
+        return lambda x, w: jnp.sum(jnp.sin(mod.conv_general_dilated(x, w, s, p, **kw)))
+
+    for got, want in zip(jax.grad(loss(jl), (0, 1))(x, w),
+                         jax.grad(loss(lax), (0, 1))(x, w)):
+        assert got.shape == want.shape
+        assert_close(got, want)
+
+
+def test_gradient_of_0d_conv():
+    lhs = np.ones((2, 5), np.float32)
+    rhs = np.ones((5, 10), np.float32)
+
+    def f(lhs, rhs):
+        return jl.conv_general_dilated(
+            lhs, rhs, window_strides=(), padding=(), lhs_dilation=(),
+            rhs_dilation=(), dimension_numbers=lax.ConvDimensionNumbers(
+                (0, 1), (1, 0), (0, 1)))
+
+    res, pullback = jax.vjp(f, lhs, rhs)
+    gl, gr = pullback(np.ones_like(res))
+    assert_close(gl, lhs * 10.0)
+    assert_close(gr, rhs * 2.0)
+
+
+def test_gradient_bfloat16_into_float32():
+    """bfloat16 operands accumulated into float32: gradients as jax.lax's."""
+    x = jnp.ones((1, 8, 4), jnp.bfloat16)
+    w = jnp.ones((3, 4, 8), jnp.bfloat16)
+
+    def loss(mod):
+        return lambda x, w: mod.conv_general_dilated(
+            x, w, (1,), "VALID", rhs_dilation=(1,),
+            dimension_numbers=("NLC", "LIO", "NLC"),
+            preferred_element_type=jnp.float32).sum()
+
+    for got, want in zip(jax.grad(loss(jl), (0, 1))(x, w),
+                         jax.grad(loss(lax), (0, 1))(x, w)):
+        assert got.dtype == want.dtype == jnp.bfloat16
+        assert_close(got, want, dtype=jnp.bfloat16)
