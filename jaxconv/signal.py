@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._canonical import conv_canonical
+from ._primitive import conv_primitive
 from .padding import pad
 
 __all__ = ["AUTO_FFT_TAPS", "convolve", "correlate"]
@@ -118,7 +118,7 @@ def _extend(x: jax.Array, pairs, boundary: str, fillvalue: Any) -> jax.Array:
 def _valid_correlation(x: jax.Array, k: jax.Array, method: str) -> jax.Array:
     """``out[p] = sum_t x[p + t] * k[t]`` over complete overlaps (no conj)."""
     nd = x.ndim
-    out = conv_canonical(
+    out = conv_primitive(
         x.reshape(1, *x.shape, 1),
         k.reshape(*k.shape, 1, 1),
         stride=(1,) * nd,

@@ -1,0 +1,375 @@
+"""The canonical convolution as one JAX primitive, ``jaxconv_conv``.
+
+Every convolution in jaxconv binds this primitive instead of tracing
+:func:`jaxconv._canonical.conv_canonical` inline, so that JAX's
+transformations see one equation per convolution:
+
+* ``vmap`` runs one batched convolution.  Traced op by op, a vmapped conv
+  would give every slice, scan and ``dot_general`` of the chosen formulation
+  an extra batch dimension (batched small GEMMs instead of GEMMs over
+  batch x space) and the plan chosen for a batch of one would run ``B``
+  times side by side.  The batching rule instead folds the vmapped axis into
+  the problem (as ``jax.lax``'s conv batching rule does) and the plan is
+  chosen for the folded problem.
+* ``grad`` and ``jvp`` of any order: the three *roles* of the primitive are
+  each bilinear, and their transposes are the other roles (``ad.defbilinear``).
+* ``jit``, ``export`` and sharding: the lowering is the traced
+  ``conv_canonical`` (``mlir.lower_fun``), i.e. exactly the ops that ran
+  before; eager calls compile once per problem (``xla.apply_primitive``).
+
+``jax.custom_batching.custom_vmap`` was the alternative: it batches the
+forward, but reverse-mode differentiation through it fails ("Linearization
+failed"), and wrapping it in ``custom_vjp`` restores ``grad`` but loses
+``jvp`` and second derivatives.
+
+Roles (static parameter ``role``), with ``x (N, *S, C)``, ``w (*K, I, O)``
+and ``y = fwd(x, w)``; every other parameter is a ``conv_canonical`` keyword
+(``profile`` resolved when the equation is bound, so that the plan does not
+depend on when it is lowered):
+
+=========  ===================  ============================================
+role       operands -> result   definition
+=========  ===================  ============================================
+``fwd``    ``(x, w) -> y``      ``conv_canonical(x, w, ...)``
+``lhs_t``  ``(ct, w) -> gx``    transpose of ``x -> fwd(x, w)`` applied to
+                                ``ct``; ``operand_shape/dtype`` give ``x``'s
+``rhs_t``  ``(x, ct) -> gw``    transpose of ``w -> fwd(x, w)`` applied to
+                                ``ct``; ``operand_shape/dtype`` give ``w``'s
+=========  ===================  ============================================
+
+The transposed roles run ``jax.vjp`` of ``conv_canonical`` (at zeros: the map
+is linear), so the custom derivative rules of the formulations are what runs.
+Transposes (``<a, f(b)> = <f^T(a), b>``): ``fwd``: lhs -> ``lhs_t(ct, w)``,
+rhs -> ``rhs_t(x, ct)``; ``lhs_t(ct, w)`` with cotangent ``g`` (x-shaped): ct
+-> ``fwd(g, w)``, w -> ``rhs_t(g, ct)``; ``rhs_t(x, ct)`` with ``g``
+(w-shaped): x -> ``lhs_t(ct, g)``, ct -> ``fwd(x, g)``.
+
+Batching.  A vmapped problem is one canonical problem on *folded* operands,
+``fwd_B(x, w) = unfold_y(fwd'(fold_x(x), fold_w(w)))``, where the folds are
+reshapes and transposes (``B``: the vmapped size; ``G``: the feature or
+batch group count, whichever is > 1):
+
+* ``x`` vmapped: ``B`` joins the batch ``N`` (``B``-inner of the batch groups
+  when ``batch_group_count > 1``, as XLA orders them);
+* ``w`` vmapped (per-example kernels): ``B`` joins the output features,
+  inside each group (``O = (G, B, O/G)``);
+* both: with ``batch_group_count == 1`` ``B`` joins the input channels and the
+  output features, group-major (``B * G`` feature groups); otherwise ``B``
+  joins the batch and the output features (``B * G`` batch groups).
+
+The folds are permutations, so the vmap of a transposed role is the same
+transposed role on the folded problem between the inverse folds (vmap of a
+transpose is the transpose of the vmap): per-example kernel gradients are
+one ``rhs_t`` of the grouped problem.  A transposed role whose result is
+vmapped only through the *other* operand (``lhs_t`` with only ``w``
+vmapped, ``rhs_t`` with only ``x`` vmapped) first broadcasts its unbatched
+cotangent.  Every configuration is folded; none falls back to batching the
+formulation op by op.  A vmapped axis of size 0 gives an empty result.
+
+Inside ``shard_map`` (manual mesh axes) and under Explicit mesh axes the
+convolution is traced inline instead of bound (the equation would have to
+type its result's varying axes and sharding, for which JAX has no public
+rule), so ``vmap`` there batches the formulation op by op.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> x, w = jnp.ones((5, 1, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+  >>> f = lambda x: conv_primitive(x, w, stride=(1, 1), padding=((1, 1), (1, 1)),
+  ...                              lhs_dilation=(1, 1), rhs_dilation=(1, 1))
+  >>> jax.vmap(f)(x).shape
+  (5, 1, 8, 8, 4)
+  >>> [e.primitive.name for e in jax.make_jaxpr(jax.vmap(f))(x).eqns
+  ...  if e.primitive.name == "jaxconv_conv"]
+  ['jaxconv_conv']
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir, xla
+
+from ._canonical import conv_canonical
+from ._taps import valid_out_size
+from .algorithms.profile import Profile, current_profile, get_profile
+
+__all__ = ["conv_p", "conv_primitive"]
+
+conv_p = Primitive("jaxconv_conv")
+
+
+def _hashable(value):
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def _static_dtype(dtype):
+    # The scalar type: a np.dtype compares equal to None (np.dtype(None) is
+    # float64), which would merge cache entries of different equations.
+    return None if dtype is None else np.dtype(dtype).type
+
+
+def conv_primitive(
+    x,
+    w,
+    *,
+    stride: Sequence[int],
+    padding: Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int],
+    rhs_dilation: Sequence[int],
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision: Any = None,
+    preferred_element_type: Any = None,
+    algorithm: str = "auto",
+    profile: str | Profile | None = None,
+) -> jax.Array:
+    """``conv_canonical(x, w, ...)`` as one ``jaxconv_conv`` equation.
+
+    Same arguments and result as :func:`jaxconv._canonical.conv_canonical`
+    (already validated by the caller).  The profile (default: the current
+    one) is resolved here, at bind time, and travels with the equation, so
+    the plan does not depend on when the equation is lowered.
+    """
+    params = dict(
+        stride=tuple(int(s) for s in stride),
+        padding=tuple((int(lo), int(hi)) for lo, hi in padding),
+        lhs_dilation=tuple(int(d) for d in lhs_dilation),
+        rhs_dilation=tuple(int(d) for d in rhs_dilation),
+        feature_group_count=int(feature_group_count),
+        batch_group_count=int(batch_group_count),
+        precision=_hashable(precision),
+        preferred_element_type=_static_dtype(preferred_element_type),
+        algorithm=algorithm,
+        profile=current_profile() if profile is None else get_profile(profile),
+    )
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.manual_axes or mesh.explicit_axes:
+        # Inside shard_map, or with Explicit mesh axes, the equation would
+        # have to type its result's varying axes and sharding, for which
+        # JAX has no public rule: trace the formulation inline instead.
+        return conv_canonical(x, w, **params)
+    return _bind(x, w, "fwd", None, None, params)
+
+
+def _bind(a, b, role, operand_shape, operand_dtype, params):
+    return conv_p.bind(a, b, role=role, operand_shape=operand_shape,
+                       operand_dtype=operand_dtype, **params)
+
+
+# --- evaluation -------------------------------------------------------------------
+
+
+def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
+    """The traced computation of one role (lowered by ``mlir.lower_fun``)."""
+    with jax.named_scope(f"jaxconv_conv_{role}"):
+        if role == "fwd":
+            return conv_canonical(a, b, **params)
+        zero = jnp.zeros(operand_shape, operand_dtype)
+        if role == "lhs_t":
+            w = b
+            _, vjp = jax.vjp(lambda x: conv_canonical(x, w, **params), zero)
+        else:
+            x = a
+            _, vjp = jax.vjp(lambda w: conv_canonical(x, w, **params), zero)
+        return vjp(a if role == "lhs_t" else b)[0]
+
+
+def fwd_shape(x_shape, w_shape, *, stride, padding, lhs_dilation, rhs_dilation,
+              batch_group_count, **_) -> tuple[int, ...]:
+    """Shape of ``fwd``: ``(N // batch_group_count, *out, O)`` where, per axis,
+    ``out = valid_out_size((n - 1) * lhs_dilation + 1 + lo + hi, k, stride,
+    rhs_dilation)`` (an empty axis stays empty before padding)."""
+    out = []
+    for n, (lo, hi), ld, k, s, d in zip(x_shape[1:-1], padding, lhs_dilation,
+                                        w_shape[:-2], stride, rhs_dilation):
+        dilated = n if ld == 1 else ((n - 1) * ld + 1 if n else 0)
+        out.append(valid_out_size(dilated + lo + hi, k, s, d))
+    return (x_shape[0] // batch_group_count, *out, w_shape[-1])
+
+
+def _abstract_eval(a, b, *, role, operand_shape, operand_dtype, **params):
+    if role == "fwd":
+        pref = params["preferred_element_type"]
+        return jax.core.ShapedArray(fwd_shape(a.shape, b.shape, **params),
+                                    np.dtype(pref or a.dtype))
+    return jax.core.ShapedArray(operand_shape, np.dtype(operand_dtype))
+
+
+conv_p.def_impl(functools.partial(xla.apply_primitive, conv_p))
+conv_p.def_abstract_eval(_abstract_eval)
+mlir.register_lowering(conv_p, mlir.lower_fun(_impl, multiple_results=False))
+
+
+# --- differentiation: every role is bilinear ----------------------------------------
+
+
+def _aval(operand):
+    return tuple(operand.aval.shape), _static_dtype(operand.aval.dtype)
+
+
+def _t_first(g, a, b, *, role, operand_shape, operand_dtype, **params):
+    """Transpose with respect to the first operand."""
+    if role == "fwd":  # x of fwd(x, w)
+        return _bind(g, b, "lhs_t", *_aval(a), params)
+    if role == "lhs_t":  # ct of lhs_t(ct, w)
+        return _bind(g, b, "fwd", None, None, params)
+    return _bind(b, g, "lhs_t", *_aval(a), params)  # x of rhs_t(x, ct)
+
+
+def _t_second(g, a, b, *, role, operand_shape, operand_dtype, **params):
+    """Transpose with respect to the second operand."""
+    if role == "fwd":  # w of fwd(x, w)
+        return _bind(a, g, "rhs_t", *_aval(b), params)
+    if role == "lhs_t":  # w of lhs_t(ct, w)
+        return _bind(g, a, "rhs_t", *_aval(b), params)
+    return _bind(a, g, "fwd", None, None, params)  # ct of rhs_t(x, ct)
+
+
+ad.defbilinear(conv_p, _t_first, _t_second)
+
+
+# --- batching: fold the vmapped axis into the problem --------------------------------
+
+
+class _Fold:
+    """The folds of one vmapped configuration (module docstring, Batching).
+
+    ``bx``/``bw``: whether ``x``/``w`` carry the vmapped axis (at 0, size
+    ``size``); ``x_shape``/``w_shape`` are the unbatched canonical shapes.
+    """
+
+    def __init__(self, size, bx, bw, x_shape, w_shape, params):
+        self.size, self.bx, self.bw = size, bx, bw
+        self.x_shape, self.w_shape = tuple(x_shape), tuple(w_shape)
+        self.params = params
+        fgc, bgc = params["feature_group_count"], params["batch_group_count"]
+        self.bgc = bgc
+        self.groups = fgc * bgc  # at most one of them is > 1
+        self.y_shape = fwd_shape(x_shape, w_shape, **params)
+
+    def folded_params(self):
+        if not (self.bx and self.bw):
+            return self.params
+        key = "feature_group_count" if self.bgc == 1 else "batch_group_count"
+        return {**self.params, key: self.params[key] * self.size}
+
+    # x: (B, N, *S, C)
+    def fold_x(self, x):
+        if not self.bx:
+            return x
+        b, (n, *s, c) = self.size, self.x_shape
+        if self.bw and self.bgc == 1:  # B joins the channels, group-major
+            return jnp.moveaxis(x, 0, -2).reshape(n, *s, b * c)
+        if not self.bw and self.bgc > 1:  # (B, bgc, N') -> (bgc, B, N')
+            x = x.reshape(b, self.bgc, n // self.bgc, *s, c)
+            x = jnp.swapaxes(x, 0, 1)
+        return x.reshape(b * n, *s, c)
+
+    def unfold_x(self, x):
+        if not self.bx:
+            return x
+        b, (n, *s, c) = self.size, self.x_shape
+        if self.bw and self.bgc == 1:
+            return jnp.moveaxis(x.reshape(n, *s, b, c), -2, 0)
+        if not self.bw and self.bgc > 1:
+            x = x.reshape(self.bgc, b, n // self.bgc, *s, c)
+            x = jnp.swapaxes(x, 0, 1)
+        return x.reshape(b, n, *s, c)
+
+    # w: (B, *K, I, O)
+    def fold_w(self, w):
+        if not self.bw:
+            return w
+        b, (*k, i, o), g = self.size, self.w_shape, self.groups
+        if self.bx:  # O' = (B, O)
+            return jnp.moveaxis(w, 0, -2).reshape(*k, i, b * o)
+        w = w.reshape(b, *k, i, g, o // g)  # O' = (G, B, O/G)
+        return jnp.moveaxis(w, 0, -2).reshape(*k, i, g * b * (o // g))
+
+    def unfold_w(self, w):
+        if not self.bw:
+            return w
+        b, (*k, i, o), g = self.size, self.w_shape, self.groups
+        if self.bx:
+            return jnp.moveaxis(w.reshape(*k, i, b, o), -2, 0)
+        w = w.reshape(*k, i, g, b, o // g)
+        return jnp.moveaxis(w, -2, 0).reshape(b, *k, i, o)
+
+    # y: (B, N', *out, O)
+    def fold_y(self, y):
+        b, (n, *s, o), g = self.size, self.y_shape, self.groups
+        if not self.bw:  # (B, N') -> B * N'
+            return y.reshape(b * n, *s, o)
+        if self.bx:  # O' = (B, O)
+            return jnp.moveaxis(y, 0, -2).reshape(n, *s, b * o)
+        y = y.reshape(b, n, *s, g, o // g)  # O' = (G, B, O/G)
+        return jnp.moveaxis(y, 0, -2).reshape(n, *s, g * b * (o // g))
+
+    def unfold_y(self, y):
+        b, (n, *s, o), g = self.size, self.y_shape, self.groups
+        if not self.bw:
+            return y.reshape(b, n, *s, o)
+        if self.bx:
+            return jnp.moveaxis(y.reshape(n, *s, b, o), -2, 0)
+        y = y.reshape(n, *s, g, b, o // g)
+        return jnp.moveaxis(y, -2, 0).reshape(b, n, *s, o)
+
+    def folded_shape(self, fold, shape, dtype):
+        aval = jax.ShapeDtypeStruct((self.size, *shape), dtype)
+        return tuple(jax.eval_shape(fold, aval).shape)
+
+
+def _at_front(operand, dim, size):
+    """``operand`` with the vmapped axis at 0 (broadcast when it has none)."""
+    if dim is None:
+        return jnp.broadcast_to(operand, (size, *operand.shape))
+    return jnp.moveaxis(operand, dim, 0)
+
+
+def _batch_rule(args, dims, *, role, operand_shape, operand_dtype, **params):
+    a, b = args
+    da, db = dims
+    size = a.shape[da] if da is not None else b.shape[db]
+    unbatched = [op.shape if d is None else op.shape[:d] + op.shape[d + 1:]
+                 for op, d in zip(args, dims)]
+    if role == "fwd":
+        x_shape, w_shape = unbatched
+        bx, bw = da is not None, db is not None
+    elif role == "lhs_t":  # (ct, w) -> x-shaped: x is always vmapped
+        x_shape, w_shape = operand_shape, unbatched[1]
+        bx, bw = True, db is not None
+    else:  # (x, ct) -> w-shaped: w is always vmapped
+        x_shape, w_shape = unbatched[0], operand_shape
+        bx, bw = da is not None, True
+    if size == 0:
+        out = _abstract_eval(
+            *(jax.core.ShapedArray(s, op.dtype) for s, op in zip(unbatched, args)),
+            role=role, operand_shape=operand_shape, operand_dtype=operand_dtype,
+            **params)
+        return jnp.zeros((0, *out.shape), out.dtype), 0
+    fold = _Fold(size, bx, bw, x_shape, w_shape, params)
+    kw = fold.folded_params()
+    if role == "fwd":
+        x = fold.fold_x(_at_front(a, da, size)) if bx else a
+        w = fold.fold_w(_at_front(b, db, size)) if bw else b
+        return fold.unfold_y(_bind(x, w, "fwd", None, None, kw)), 0
+    if role == "lhs_t":
+        ct = fold.fold_y(_at_front(a, da, size))
+        w = fold.fold_w(_at_front(b, db, size)) if bw else b
+        shape = fold.folded_shape(fold.fold_x, x_shape, operand_dtype)
+        return fold.unfold_x(_bind(ct, w, "lhs_t", shape, operand_dtype, kw)), 0
+    x = fold.fold_x(_at_front(a, da, size)) if bx else a
+    ct = fold.fold_y(_at_front(b, db, size))
+    shape = fold.folded_shape(fold.fold_w, w_shape, operand_dtype)
+    return fold.unfold_w(_bind(x, ct, "rhs_t", shape, operand_dtype, kw)), 0
+
+
+batching.primitive_batchers[conv_p] = _batch_rule

@@ -1,0 +1,419 @@
+"""``vmap`` of jaxconv's convolutions: one folded convolution, right values.
+
+Every case is a per-example function ``f(x, w)``; ``vmap`` over ``x``, ``w`` or
+both must equal a Python loop over the examples (and, where one exists, the
+same ``vmap`` of ``jax.lax``), per-example gradients (``vmap(grad)``) must
+equal a loop of gradients, and the jaxpr of ``jit(vmap(f))`` must hold one
+``jaxconv_conv`` equation on the folded problem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import assert_close
+from jax import lax
+from jax.extend.core import subjaxprs
+from jax.test_util import check_grads
+
+import jaxconv
+from jaxconv import lax as jl
+
+B = 3
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+class Case(NamedTuple):
+    name: str
+    fn: Any  # jaxconv f(x, w)
+    ref: Any  # the same with jax.lax, or None
+    x: tuple[int, ...]  # one example's x
+    w: tuple[int, ...]  # one example's w
+    batched: bool = True  # f(x) with vmap over x == f on x with B folded into N
+
+
+def _lax_pair(**kw):
+    """The same ``conv_general_dilated`` call with jaxconv and with jax.lax."""
+    return (lambda x, w: jl.conv_general_dilated(x, w, **kw),
+            lambda x, w: lax.conv_general_dilated(x, w, **kw))
+
+
+CASES = [
+    Case("dense_nchw", *_lax_pair(window_strides=(1, 1), padding="SAME"),
+         (2, 4, 7, 6), (5, 4, 3, 3)),
+    Case("strided_dilated", *_lax_pair(
+        window_strides=(2, 1), padding=((1, 0), (2, 1)), rhs_dilation=(1, 2),
+        dimension_numbers=NHWC), (2, 9, 8, 3), (3, 2, 3, 4)),
+    Case("depthwise", *_lax_pair(window_strides=(1, 1), padding="SAME",
+                                 feature_group_count=4, dimension_numbers=NHWC),
+         (2, 7, 6, 4), (3, 3, 1, 8)),
+    Case("grouped", *_lax_pair(window_strides=(1, 2), padding="VALID",
+                               feature_group_count=2, dimension_numbers=NHWC),
+         (2, 7, 6, 4), (3, 3, 2, 6)),
+    Case("batch_groups", *_lax_pair(window_strides=(1, 1), padding="SAME",
+                                    batch_group_count=2, dimension_numbers=NHWC),
+         (4, 6, 5, 3), (3, 3, 3, 4), batched=False),
+    Case("lhs_dilated", *_lax_pair(
+        window_strides=(1, 1), padding=((2, 1), (1, 1)), lhs_dilation=(2, 1),
+        rhs_dilation=(2, 1), dimension_numbers=NHWC), (2, 5, 6, 3), (2, 3, 3, 4)),
+    Case("lax_conv_transpose",
+         lambda x, w: jl.conv_transpose(x, w, (2, 2), "SAME"),
+         lambda x, w: lax.conv_transpose(x, w, (2, 2), "SAME"),
+         (2, 4, 5, 3), (3, 3, 3, 4)),
+    Case("conv2d_channels_first",
+         lambda x, w: jaxconv.conv2d(x, w, stride=2, padding=1, groups=2,
+                                     data_format="channels_first"),
+         lambda x, w: lax.conv_general_dilated(x, w, (2, 2), ((1, 1), (1, 1)),
+                                               feature_group_count=2),
+         (2, 4, 7, 6), (6, 2, 3, 3)),
+    Case("conv_transpose_grouped",
+         lambda x, w: jaxconv.conv_transpose(x, w, stride=2, padding=1, groups=2),
+         None, (2, 4, 5, 4), (3, 3, 4, 3)),
+    Case("depthwise_conv", lambda x, w: jaxconv.depthwise_conv(x, w, padding="SAME"),
+         None, (2, 7, 6, 3), (3, 3, 1, 6)),
+    Case("conv1d_circular",
+         lambda x, w: jaxconv.conv1d(x, w, padding=2, padding_mode="circular"),
+         None, (2, 9, 3), (5, 3, 4)),
+    Case("correlate", lambda x, w: jaxconv.correlate(x, w, mode="same"), None,
+         (9, 7), (3, 4), batched=False),
+]
+IDS = [c.name for c in CASES]
+AXES = {"lhs": (0, None), "rhs": (None, 0), "both": (0, 0)}
+
+
+def _args(case, axes, rng, dtype=np.float64):
+    x = rng.standard_normal(((B,) if axes[0] == 0 else ()) + case.x)
+    w = rng.standard_normal(((B,) if axes[1] == 0 else ()) + case.w)
+    return jnp.asarray(x, dtype), jnp.asarray(w, dtype)
+
+
+def _loop(f, axes, x, w):
+    """``vmap(f, axes)(x, w)`` as a Python loop (outputs may be pytrees)."""
+    outs = [f(x[i] if axes[0] == 0 else x, w[i] if axes[1] == 0 else w)
+            for i in range(B)]
+    return jax.tree.map(lambda *a: jnp.stack(a), *outs)
+
+
+def _equations(jaxpr, name="jaxconv_conv"):
+    """Every equation of primitive ``name`` in ``jaxpr`` and its sub-jaxprs."""
+    found = [e for e in jaxpr.eqns if e.primitive.name == name]
+    for sub in subjaxprs(jaxpr):
+        found += _equations(sub, name)
+    return found
+
+
+# --- values ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("axes", list(AXES.values()), ids=list(AXES))
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_vmap_equals_loop_and_lax(case, axes, rng):
+    x, w = _args(case, axes, rng)
+    got = jax.jit(jax.vmap(case.fn, axes))(x, w)
+    assert_close(got, _loop(case.fn, axes, x, w))
+    if case.ref is not None:
+        assert_close(got, jax.vmap(case.ref, axes)(x, w))
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.batched],
+                         ids=[c.name for c in CASES if c.batched])
+def test_vmap_over_lhs_equals_batched_call(case, rng):
+    x, w = _args(case, (0, None), rng)
+    got = jax.jit(jax.vmap(case.fn, (0, None)))(x, w)
+    out = case.fn(x.reshape(B * x.shape[1], *x.shape[2:]), w)
+    assert_close(got, out.reshape(B, -1, *out.shape[1:]))
+
+
+@pytest.mark.parametrize("axes", list(AXES.values()), ids=list(AXES))
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_per_example_gradients_equal_loop(case, axes, rng):
+    x, w = _args(case, axes, rng)
+
+    def loss(x, w, f=case.fn):
+        return jnp.sum(jnp.sin(f(x, w)))
+
+    grad = jax.grad(loss, (0, 1))
+    got = jax.jit(jax.vmap(grad, axes))(x, w)
+    want = _loop(grad, axes, x, w)
+    for g, r in zip(got, want):
+        assert_close(g, r)
+    if case.ref is not None:
+        ref = jax.vmap(jax.grad(lambda x, w: jnp.sum(jnp.sin(case.ref(x, w))),
+                                (0, 1)), axes)(x, w)
+        for g, r in zip(got, ref):
+            assert_close(g, r)
+
+
+def test_transpose_with_unbatched_cotangent(rng):
+    # vmap over w of the x-gradient (and over x of the w-gradient) with a
+    # cotangent shared by all examples: the cotangent is broadcast.
+    case = CASES[0]
+    x, w = _args(case, (0, 0), rng)
+    ct = jnp.asarray(rng.standard_normal(jax.eval_shape(case.fn, x[0], w[0]).shape))
+
+    def gx(x, w):
+        return jax.vjp(lambda x: case.fn(x, w), x)[1](ct)[0]
+
+    def gw(x, w):
+        return jax.vjp(lambda w: case.fn(x, w), w)[1](ct)[0]
+
+    for f, axes in ((gx, (None, 0)), (gw, (0, None))):
+        xa, wa = (x if axes[0] == 0 else x[0]), (w if axes[1] == 0 else w[0])
+        assert_close(jax.jit(jax.vmap(f, axes))(xa, wa), _loop(f, axes, xa, wa))
+
+
+def test_nested_vmap(rng):
+    # Two vmapped axes (x over the outer, w over the inner) fold twice.
+    case = CASES[2]  # depthwise
+    x = jnp.asarray(rng.standard_normal((B, *case.x)))
+    w = jnp.asarray(rng.standard_normal((2, *case.w)))
+    got = jax.jit(jax.vmap(jax.vmap(case.fn, (None, 0)), (0, None)))(x, w)
+    want = jnp.stack([jnp.stack([case.fn(x[i], w[j]) for j in range(2)])
+                      for i in range(B)])
+    assert_close(got, want)
+    eqns = _equations(jax.make_jaxpr(jax.vmap(jax.vmap(case.fn, (None, 0)),
+                                              (0, None)))(x, w).jaxpr)
+    assert len(eqns) == 1
+
+
+def test_eager_vmap_and_empty_axis(rng):
+    case = CASES[1]
+    x, w = _args(case, (0, 0), rng)
+    assert_close(jax.vmap(case.fn)(x, w), _loop(case.fn, (0, 0), x, w))
+    empty = jax.vmap(case.fn)(x[:0], w[:0])
+    assert empty.shape == (0, *jax.eval_shape(case.fn, x[0], w[0]).shape)
+
+
+def test_dtypes_under_vmap(rng):
+    # int8 -> int32 exactly; bfloat16 accumulated in float32 (gradients keep
+    # the operand dtype); complex.
+    f = CASES[0].fn
+    xi = jnp.asarray(rng.integers(-8, 8, (B, 2, 4, 7, 6)), jnp.int8)
+    wi = jnp.asarray(rng.integers(-8, 8, (B, 5, 4, 3, 3)), jnp.int8)
+
+    def fi(x, w):
+        return jl.conv_general_dilated(x, w, (1, 1), "SAME",
+                                       preferred_element_type=jnp.int32)
+
+    got = jax.jit(jax.vmap(fi))(xi, wi)
+    assert got.dtype == jnp.int32
+    np.testing.assert_array_equal(got, _loop(fi, (0, 0), xi, wi))
+
+    def fb(x, w):
+        return jl.conv_general_dilated(x, w, (1, 1), "SAME",
+                                       preferred_element_type=jnp.float32)
+
+    xb, wb = xi.astype(jnp.bfloat16), wi.astype(jnp.bfloat16)
+    grad = jax.grad(lambda x, w: jnp.sum(fb(x, w) ** 2) / 100, (0, 1))
+    got = jax.jit(jax.vmap(grad, (0, None)))(xb, wb[0])
+    want = _loop(grad, (0, None), xb, wb[0])
+    assert got[0].dtype == got[1].dtype == jnp.bfloat16
+    for g, r in zip(got, want):
+        assert_close(g, r, dtype=jnp.bfloat16)
+
+    xc = jnp.asarray(rng.standard_normal((B, 2, 4, 7, 6))
+                     + 1j * rng.standard_normal((B, 2, 4, 7, 6)))
+    wc = jnp.asarray(rng.standard_normal((5, 4, 3, 3))
+                     + 1j * rng.standard_normal((5, 4, 3, 3)))
+    gradc = jax.grad(lambda w, x: jnp.sum(jnp.abs(f(x, w)) ** 2))
+    got = jax.jit(jax.vmap(gradc, (None, 0)))(wc, xc)
+    ref = jax.vmap(jax.grad(lambda w, x: jnp.sum(jnp.abs(
+        lax.conv_general_dilated(x, w, (1, 1), "SAME")) ** 2)), (None, 0))(wc, xc)
+    assert_close(got, ref)
+
+
+# --- transformations -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[5]],
+                         ids=["strided_dilated", "grouped", "lhs_dilated"])
+def test_check_grads_through_vmap(case, rng):
+    # Second order, forward and reverse: every role and its batching rule.
+    x, w = _args(case, (0, 0), rng)
+    for axes in AXES.values():
+        xa, wa = (x if axes[0] == 0 else x[0]), (w if axes[1] == 0 else w[0])
+        check_grads(jax.vmap(case.fn, axes), (xa, wa), order=2, modes=("fwd", "rev"))
+
+
+def test_jvp_and_vmap_commute_with_lax(rng):
+    case = CASES[0]
+    x, w = _args(case, (0, 0), rng)
+    tx, tw = _args(case, (0, 0), rng)
+    for f, ref in ((case.fn, case.ref),):
+        got = jax.jit(jax.vmap(lambda *a: jax.jvp(f, a[:2], a[2:])))(x, w, tx, tw)
+        want = jax.vmap(lambda *a: jax.jvp(ref, a[:2], a[2:]))(x, w, tx, tw)
+        assert_close(got[0], want[0])
+        assert_close(got[1], want[1])
+        got = jax.jvp(jax.vmap(f), (x, w), (tx, tw))
+        assert_close(got[1], want[1])
+
+
+def test_export_of_vmap(rng):
+    case = CASES[0]
+    x, w = _args(case, (0, None), rng)
+    f = jax.jit(jax.vmap(case.fn, (0, None)))
+    exported = jax.export.export(f)(x, w)
+    assert_close(exported.call(x, w), f(x, w))
+
+
+# --- structure: one folded equation, the batched call's GEMMs ---------------------
+
+
+def _dot_generals(f, *args):
+    """The result types of every ``dot_general`` in ``f``'s lowered module."""
+    text = jax.jit(f).lower(*args).as_text()
+    return sorted(re.findall(r"stablehlo\.dot_general.*?->\s*(tensor<[^>]*>)", text))
+
+
+def test_vmap_is_one_folded_convolution(rng):
+    # Equinox style: an unbatched (C, H, W) example, vmapped over a batch of 8.
+    x = jnp.asarray(rng.standard_normal((8, 8, 12, 12)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((8, 8, 3, 3)), jnp.float32)
+
+    def single(x1, w):
+        return jl.conv_general_dilated(x1[None], w, (1, 1), "SAME")[0]
+
+    def batched(x, w):
+        return jl.conv_general_dilated(x, w, (1, 1), "SAME")
+
+    vm = jax.vmap(single, (0, None))
+    (eqn,) = _equations(jax.make_jaxpr(jax.jit(vm))(x, w).jaxpr)
+    assert eqn.params["role"] == "fwd"
+    assert eqn.invars[0].aval.shape == (8, 12, 12, 8)  # canonical, folded batch
+    assert _dot_generals(vm, x, w) == _dot_generals(batched, x, w)
+
+    # The kernel gradient through the vmap and per-example gradients: one
+    # forward and one kernel-gradient equation, each on the folded problem.
+    def wgrad(w, x):
+        return jax.grad(lambda w: jnp.sum(vm(x, w) ** 2))(w)
+
+    def wgrad_batched(w, x):
+        return jax.grad(lambda w: jnp.sum(batched(x, w) ** 2))(w)
+
+    eqns = _equations(jax.make_jaxpr(wgrad)(w, x).jaxpr)
+    assert [e.params["role"] for e in eqns] == ["fwd", "rhs_t"]
+    assert _dot_generals(wgrad, w, x) == _dot_generals(wgrad_batched, w, x)
+    per_example = jax.vmap(jax.grad(lambda w, x1: jnp.sum(single(x1, w) ** 2)),
+                           (None, 0))
+    eqns = _equations(jax.make_jaxpr(per_example)(w, x).jaxpr)
+    assert [e.params["role"] for e in eqns] == ["fwd", "rhs_t"]
+    # Per-example kernels: 8 groups of 8 -> 8 channels each.
+    assert eqns[1].params["feature_group_count"] == 8
+    assert eqns[1].params["operand_shape"] == (3, 3, 8, 64)
+
+
+def test_equinox_style_model(rng):
+    # A model written for one (C, H, W) example: conv, stride-2 conv, 4x4
+    # stride-2 transposed conv; vmapped over the batch it binds one equation
+    # per conv and its per-example gradients equal a loop.
+    def model(params, x1):
+        w1, w2, w3 = params
+        h = jnp.tanh(jl.conv_general_dilated(x1[None], w1, (1, 1), "SAME"))
+        h = jnp.tanh(jl.conv_general_dilated(h, w2, (2, 2), ((1, 1), (1, 1))))
+        h = jl.conv_transpose(h, w3, (2, 2), "SAME",
+                              dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        return h[0]
+
+    params = tuple(jnp.asarray(rng.standard_normal(s) / 3) for s in
+                   ((4, 3, 3, 3), (5, 4, 3, 3), (2, 5, 4, 4)))
+    x = jnp.asarray(rng.standard_normal((B, 3, 8, 8)))
+    out = jax.jit(jax.vmap(model, (None, 0)))(params, x)
+    assert_close(out, _loop(lambda x, p: model(p, x), (0, None), x, params))
+    eqns = _equations(jax.make_jaxpr(jax.vmap(model, (None, 0)))(params, x).jaxpr)
+    assert [e.invars[0].aval.shape[0] for e in eqns] == [B, B, B]
+
+    grad = jax.grad(lambda p, x1: jnp.sum(model(p, x1) ** 2))
+    got = jax.jit(jax.vmap(grad, (None, 0)))(params, x)
+    want = _loop(lambda x, p: grad(p, x), (0, None), x, params)
+    for g, r in zip(got, want):
+        assert_close(g, r)
+
+
+# --- meshes (a subprocess with two simulated devices) ---------------------------------
+
+MESH_SCRIPT = r"""
+import jax, jax.numpy as jnp, numpy as np
+from jax import lax
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jaxconv import lax as jl
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+rng = np.random.default_rng(0)
+x = rng.standard_normal((4, 6, 6, 3)).astype(np.float32)
+w = rng.standard_normal((3, 3, 3, 5)).astype(np.float32)
+
+
+def single(conv):
+    return lambda x1, w: conv(x1[None], w, (1, 1), "SAME", dimension_numbers=NHWC)[0]
+
+
+def grad_psum(conv):
+    def f(x, w):
+        g = jax.grad(lambda w: jnp.sum(jax.vmap(single(conv), (0, None))(x, w) ** 2))
+        return lax.psum(g(w), "d")
+    return f
+
+
+def close(a, b):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+
+
+for kind in (AxisType.Auto, AxisType.Explicit):
+    mesh = jax.make_mesh((2,), ("d",), axis_types=(kind,))
+    xs = jax.device_put(x, NamedSharding(mesh, P("d")))
+    ws = jax.device_put(w, NamedSharding(mesh, P()))
+    with jax.set_mesh(mesh):
+        vm = [jax.jit(jax.vmap(single(c), (0, None))) for c in (jl.conv_general_dilated,
+                                                             lax.conv_general_dilated)]
+        out = vm[0](xs, ws)
+        close(out, vm[1](xs, ws))
+        assert out.sharding.spec[0] == "d", (kind, out.sharding)
+        sm = [jax.jit(jax.shard_map(grad_psum(c), mesh=mesh, in_specs=(P("d"), P()),
+                                    out_specs=P()))
+              for c in (jl.conv_general_dilated, lax.conv_general_dilated)]
+        close(sm[0](xs, ws), sm[1](xs, ws))
+print("mesh checks passed")
+"""
+
+
+def test_vmap_and_grad_on_meshes():
+    # Auto and Explicit mesh axes, and per-device gradients inside shard_map.
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run([sys.executable, "-c", MESH_SCRIPT], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mesh checks passed" in proc.stdout
+
+
+# --- pooling and patches (slicing ops: vmapped op by op) ------------------------
+
+
+POOLING = {
+    "max_pool": lambda x: jaxconv.max_pool(x, (2, 3), stride=(2, 1), padding="SAME"),
+    "avg_pool": lambda x: jaxconv.avg_pool(x, (3, 3), stride=2, padding=1),
+    "lp_pool": lambda x: jaxconv.lp_pool(x, 2.0, (2, 2)),
+    "adaptive_avg_pool": lambda x: jaxconv.adaptive_avg_pool(x, (3, 2)),
+    "unfold": lambda x: jaxconv.unfold(x, (3, 2), stride=(1, 2), padding=1),
+    "fold": lambda x: jaxconv.fold(x, (8, 7), (2, 2), stride=2, padding=(0, 1)),
+}
+
+
+@pytest.mark.parametrize("name", list(POOLING))
+def test_pooling_and_patches_vmap_equals_batched_call(name, rng):
+    f = POOLING[name]
+    shape = (2, 4, 4, 12) if name == "fold" else (2, 8, 7, 3)
+    x = jnp.asarray(rng.standard_normal((B, *shape)))
+    got = jax.jit(jax.vmap(f))(x)
+    out = f(x.reshape(B * 2, *shape[1:]))
+    assert_close(got, out.reshape(B, 2, *out.shape[1:]))
+    g = jax.jit(jax.vmap(jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))))(x)
+    assert_close(g, jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))(x))
