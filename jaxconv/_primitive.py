@@ -63,8 +63,10 @@ transpose is the transpose of the vmap): per-example kernel gradients are
 one ``rhs_t`` of the grouped problem.  A transposed role whose result is
 vmapped only through the *other* operand (``lhs_t`` with only ``w``
 vmapped, ``rhs_t`` with only ``x`` vmapped) first broadcasts its unbatched
-cotangent.  Every configuration is folded; none falls back to batching the
-formulation op by op.  A vmapped axis of size 0 gives an empty result.
+cotangent.  A vmapped axis of size 0 gives an empty result.  Every
+configuration is folded, except per-example kernels over a *symbolic*
+vmapped size (``jax.export`` shape polymorphism), where the group count would
+be symbolic: those batch the formulation op by op.
 
 Inside ``shard_map`` (manual mesh axes) and under Explicit mesh axes the
 convolution is traced inline instead of bound (the equation would have to
@@ -355,6 +357,12 @@ def _batch_rule(args, dims, *, role, operand_shape, operand_dtype, **params):
             role=role, operand_shape=operand_shape, operand_dtype=operand_dtype,
             **params)
         return jnp.zeros((0, *out.shape), out.dtype), 0
+    if bw and not isinstance(size, (int, np.integer)):
+        # A symbolic vmapped size (jax.export) would make the group count
+        # symbolic: batch the formulation op by op.
+        impl = functools.partial(_impl, role=role, operand_shape=operand_shape,
+                                 operand_dtype=operand_dtype, **params)
+        return jax.vmap(impl, in_axes=(da, db))(a, b), 0
     fold = _Fold(size, bx, bw, x_shape, w_shape, params)
     kw = fold.folded_params()
     if role == "fwd":

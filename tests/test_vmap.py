@@ -258,10 +258,22 @@ def test_jvp_and_vmap_commute_with_lax(rng):
 
 def test_export_of_vmap(rng):
     case = CASES[0]
-    x, w = _args(case, (0, None), rng)
-    f = jax.jit(jax.vmap(case.fn, (0, None)))
-    exported = jax.export.export(f)(x, w)
-    assert_close(exported.call(x, w), f(x, w))
+    x, w = _args(case, (0, 0), rng)
+    (b,) = jax.export.symbolic_shape("b")
+    for axes in AXES.values():
+        xa, wa = (x if axes[0] == 0 else x[0]), (w if axes[1] == 0 else w[0])
+        for f in (jax.vmap(case.fn, axes), jax.vmap(jax.grad(
+                lambda x, w: jnp.sum(jnp.sin(case.fn(x, w))), (0, 1)), axes)):
+            f = jax.jit(f)
+            jax.tree.map(assert_close, jax.export.export(f)(xa, wa).call(xa, wa),
+                         f(xa, wa))
+            # A symbolic vmapped size (per-example kernels: op by op).
+            shapes = [jax.ShapeDtypeStruct((b, *a.shape[1:]) if ax == 0 else a.shape,
+                                           a.dtype) for a, ax in zip((xa, wa), axes)]
+            exported = jax.export.export(f)(*shapes)
+            for n in (1, 2):
+                args = [a[:n] if ax == 0 else a for a, ax in zip((xa, wa), axes)]
+                jax.tree.map(assert_close, exported.call(*args), f(*args))
 
 
 # --- structure: one folded equation, the batched call's GEMMs ---------------------
