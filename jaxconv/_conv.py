@@ -88,6 +88,7 @@ from ._args import (
 from ._primitive import conv_primitive
 from ._typing import Padding, Size
 from .algorithms.plan import check_algorithm
+from .algorithms.profile import Profile, current_profile
 from .padding import normalize_padding_mode, pad
 
 __all__ = [
@@ -121,6 +122,7 @@ class _Plan(NamedTuple):
     precision: Any
     preferred_element_type: Any  # a scalar type (static_dtype) or None
     algorithm: str
+    profile: Profile  # read when the call is planned, not when traced
 
 
 def _canonical_kernel(w: jax.Array, plan: _Plan) -> jax.Array:
@@ -157,7 +159,7 @@ def _run(x: jax.Array, w: jax.Array, plan: _Plan) -> jax.Array:
         x, w, stride=plan.stride, padding=plan.pads, lhs_dilation=plan.lhs_dilation,
         rhs_dilation=plan.rhs_dilation, feature_group_count=plan.groups,
         precision=plan.precision, preferred_element_type=plan.preferred_element_type,
-        algorithm=plan.algorithm,
+        algorithm=plan.algorithm, profile=plan.profile,
     )
     out = out.reshape(*batch, *out.shape[1:])
     if plan.channels_first:
@@ -275,7 +277,7 @@ def _conv_plan(x, w, nd, *, stride, padding, dilation, groups, padding_mode,
         lhs_dilation=(1,) * nd, rhs_dilation=dilations, dtype=dtype,
         precision=_precision(precision),
         preferred_element_type=static_dtype(pref),
-        algorithm=algorithm,
+        algorithm=algorithm, profile=current_profile(),
     )
 
 
@@ -554,7 +556,7 @@ def conv_transpose(
         lhs_dilation=strides, rhs_dilation=dilations, dtype=dtype,
         precision=_precision(precision),
         preferred_element_type=static_dtype(pref),
-        algorithm=algorithm,
+        algorithm=algorithm, profile=current_profile(),
     )
     return _run(x, w, plan)
 

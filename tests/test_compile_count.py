@@ -216,3 +216,22 @@ def test_pooling(name, args, kw):
     x = _rand((2, 9, 8, 3), np.float32)
     f = getattr(jaxconv, name)
     assert second_call_compiles(f, x, *args, **kw) == []
+
+
+def test_profile_is_part_of_the_plan():
+    """A call under another profile is planned (so compiled) anew, then cached."""
+    x, w = _rand((1, 3, 8, 8), np.float32), _rand((4, 3, 3, 3), np.float32, 1)
+    xl, wl = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
+    other = jaxconv.get_profile("cpu").replace(unroll_limit=2)
+    calls = {
+        "jaxconv.lax.conv": (jl.conv, (x, w, (1, 1), "SAME")),
+        "jaxconv.conv": (jaxconv.conv, (xl, wl)),
+        "jaxconv.conv_transpose": (jaxconv.conv_transpose, (xl, wl)),
+    }
+    for name, (f, args) in calls.items():
+        jax.block_until_ready(f(*args))
+        with jaxconv.use_profile(other):
+            with count_compiles() as names:
+                jax.block_until_ready(f(*args))
+            assert names, name
+            assert second_call_compiles(f, *args) == [], name
