@@ -228,6 +228,21 @@ def test_fft_float16_accumulation(dtype):
     assert_close(got, want, dtype=np.float16)
 
 
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="algorithm='fft' takes a bfloat16 accumulation type "
+                          "for an integer one (np.issubdtype does not know "
+                          "bfloat16) and rounds the result to integers")
+def test_fft_bfloat16_accumulation():
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((1, 2, 6, 6)) * 0.3).astype(jnp.bfloat16)
+    w = (rng.standard_normal((3, 2, 3, 3)) * 0.3).astype(jnp.bfloat16)
+    kw = dict(preferred_element_type=jnp.bfloat16)
+    want = lax.conv(x, w, (1, 1), "SAME", **kw)
+    got = jl.conv(x, w, (1, 1), "SAME", algorithm="fft", **kw)
+    assert got.dtype == want.dtype
+    assert_close(got, want, dtype=jnp.bfloat16)
+
+
 def test_reported_int8_to_bfloat16():
     """An int8 x int8 conv accumulated into bfloat16, as jax.lax allows."""
     rng = np.random.default_rng(1)
