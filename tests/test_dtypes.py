@@ -146,10 +146,6 @@ def _oracle_entry_points(operands, pref):
     ]
 
 
-def _fft_float16(algorithm, pref):
-    return algorithm == "fft" and pref is not None and pref == np.float16
-
-
 @pytest.mark.parametrize("pref", PREFERRED, ids=_name)
 @pytest.mark.parametrize("dtype", DTYPES, ids=_name)
 def test_acceptance_matches_lax(dtype, pref):
@@ -164,8 +160,6 @@ def test_acceptance_matches_lax(dtype, pref):
     want = jax.eval_shape(functools.partial(_oracle_entry_points, pref=pref),
                           operands)
     for algorithm in ALGORITHMS:
-        if _fft_float16(algorithm, pref):
-            continue  # test_fft_float16_accumulation
         got = jax.eval_shape(
             functools.partial(_entry_points, pref=pref, algorithm=algorithm),
             operands)
@@ -201,22 +195,14 @@ CUT = [
     (np.complex64, np.complex128),
 ]
 CUT = [(np.dtype(d), None if p is None else np.dtype(p)) for d, p in CUT]
-FFT_FLOAT16 = pytest.mark.xfail(strict=True, raises=ValueError,
-                                reason="see test_fft_float16_accumulation")
-
-
 @pytest.mark.parametrize("algorithm,dtype,pref", [
-    pytest.param(a, d, p, id=f"{a}-{_name(d)}-{_name(p)}",
-                 marks=[FFT_FLOAT16] if _fft_float16(a, p) else [])
+    pytest.param(a, d, p, id=f"{a}-{_name(d)}-{_name(p)}")
     for a in ALGORITHMS for d, p in CUT
 ])
 def test_values_match_lax_every_algorithm(algorithm, dtype, pref):
     _check_values(dtype, pref, algorithm)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="algorithm='fft' transforms a float16 accumulation in "
-                          "float16, which jnp.fft.rfftn refuses")
 @pytest.mark.parametrize("dtype", [np.int8, np.float16], ids=str)
 def test_fft_float16_accumulation(dtype):
     x = np.ones((1, 2, 5, 5), dtype)
@@ -228,11 +214,9 @@ def test_fft_float16_accumulation(dtype):
     assert_close(got, want, dtype=np.float16)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="algorithm='fft' takes a bfloat16 accumulation type "
-                          "for an integer one (np.issubdtype does not know "
-                          "bfloat16) and rounds the result to integers")
 def test_fft_bfloat16_accumulation():
+    # The transform runs in float32 (a bfloat16 accumulation type was once
+    # taken for an integer one, and the result rounded to integers).
     rng = np.random.default_rng(2)
     x = (rng.standard_normal((1, 2, 6, 6)) * 0.3).astype(jnp.bfloat16)
     w = (rng.standard_normal((3, 2, 3, 3)) * 0.3).astype(jnp.bfloat16)

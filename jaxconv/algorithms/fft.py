@@ -73,9 +73,16 @@ def next_fast_len(n: int) -> int:
 
 
 def _compute_dtypes(acc_dtype) -> tuple[np.dtype, bool]:
-    """The real/complex dtype the transform runs in, and whether to round."""
+    """The real/complex dtype the transform runs in, and whether to round.
+
+    FFTs run in 32 or 64 bits: 16-bit floats (float16, bfloat16) are
+    transformed in float32 and the result cast back; integers are computed
+    in the widest float and rounded.
+    """
     acc = np.dtype(acc_dtype)
-    if np.issubdtype(acc, np.inexact):
+    if jax.dtypes.issubdtype(acc, np.inexact):
+        if jax.dtypes.issubdtype(acc, np.floating) and acc.itemsize < 4:
+            return np.dtype(np.float32), False
         return acc, False
     return np.dtype(jax.dtypes.canonicalize_dtype(np.float64)), True
 
