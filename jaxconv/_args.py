@@ -30,6 +30,12 @@ def as_int(value: Any, name: str) -> int:
     try:
         return operator.index(value)
     except TypeError:
+        if type(value).__name__ == "_DimExpr":  # jax.export's symbolic dimension
+            raise TypeError(
+                f"`{name}` (={value!r}) is a symbolic dimension: jaxconv plans "
+                "every convolution from static spatial and channel sizes, so only "
+                "the batch axes may be symbolic when exporting (e.g. "
+                "jax.export.symbolic_shape('b, 32, 32, 3')).") from None
         raise TypeError(
             f"`{name}` (={value!r}) must be an integer, got {type(value).__name__}."
         ) from None

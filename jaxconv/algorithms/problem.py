@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from .._args import as_int
 from .._taps import valid_out_size
 
 
@@ -70,6 +71,8 @@ class Problem:
            lhs_dilation=None) -> Problem:
         """The problem of arrays (or tracers, or ShapeDtypeStructs) ``x``, ``w``."""
         nd = len(w.shape) - 2
+        for d in x.shape[1:]:  # a symbolic batch is fine; sizes must be static
+            as_int(d, "input size")
         return cls(
             x_shape=tuple(x.shape), w_shape=tuple(int(d) for d in w.shape),
             stride=tuple(int(s) for s in stride),
