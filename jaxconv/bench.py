@@ -2,14 +2,28 @@
 
 Every case runs jaxconv and ``jax.lax`` (the baseline) in the same process,
 interleaved call by call, and reports medians; ``speedup = lax_s / jaxconv_s``
-(> 1: jaxconv is faster).  Forward for every case, forward+backward (input and
-kernel gradients) for the cases marked ``grad``, one ``"compile"`` record for
-a 16-layer conv stack, and the XLA temporaries of every compiled function
+(> 1: jaxconv is faster) with ``speedup_range``, the interquartile range of
+the per-repetition ratios.  Forward for every case, forward+backward (input
+and kernel gradients) for the cases marked ``grad``, one ``"compile"`` record
+for a 16-layer conv stack, and the XLA temporaries of every compiled function
 (``memory_analysis().temp_size_in_bytes``).
+
+Beyond the 15 cases:
+
+* ``--zoo``: every distinct conv layer of nine real architectures
+  (:mod:`jaxconv._zoo`) at batch 1 and 8, forward and gradient, ids
+  ``zoo/<arch>/<layer>/b<n>``, with a summary (geomeans, worst layers).
+* ``--models``: the training step of Flax models with and without jaxconv
+  (:mod:`jaxconv._bench_models`; needs flax).
+* ``--vmap``: ``jit(vmap(f))`` over single examples (``x[:, None]``) against
+  the batched call, for the cases marked ``vmap`` (with ``--zoo``: for the
+  zoo's batch-8 layers too).
+* ``--compare OLD.json [NEW.json]``: what got faster or slower.
 
 Usage (``jaxconv bench`` calls ``main``)::
 
-    jaxconv bench [--quick] [--cases ID,...] [--json PATH] [--plot PATH]
+    jaxconv bench [--quick] [--cases ID,...] [--zoo] [--models] [--vmap]
+                  [--json PATH] [--plot PATH] [--compare OLD.json [NEW.json]]
 
 A progress bar is drawn on standard error when it is a terminal (never in
 logs or pipes).
@@ -18,12 +32,19 @@ logs or pipes).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import fnmatch
+import importlib
+import importlib.metadata
 import json
+import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -31,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from . import _zoo
 from . import lax as jl
 from ._explain import explain
 from ._progress import progress
@@ -53,28 +75,43 @@ class Case(NamedTuple):
     groups: int = 1
     grad: bool = False
     padding: str = "SAME"  # "SAME", "CAUSAL" or "TRANSPOSE" (conv_transpose SAME)
+    vmap: bool = False  # vmap records with --vmap (at batch VMAP_BATCH if n == 1)
 
 
 CASES = [
     Case("dense3", "ResNet 3x3", 1, (56, 56), 64, 64, 3),
-    Case("dense3_b8", "batched 3x3", 8, (28, 28), 128, 128, 3, grad=True),
-    Case("point", "1x1", 1, (56, 56), 256, 64, 1),
+    Case("dense3_b8", "batched 3x3", 8, (28, 28), 128, 128, 3, grad=True, vmap=True),
+    Case("point", "1x1", 1, (56, 56), 256, 64, 1, vmap=True),
     Case("stem", "7x7 stem", 1, (224, 224), 3, 64, 7, stride=2),
-    Case("dw3", "MobileNet depthwise", 1, (112, 112), 96, 96, 3, groups=96, grad=True),
+    Case("dw3", "MobileNet depthwise", 1, (112, 112), 96, 96, 3, groups=96, grad=True,
+         vmap=True),
     Case("dw3_s2", "depthwise strided", 1, (112, 112), 96, 96, 3, stride=2, groups=96),
     Case("dw7", "ConvNeXt depthwise", 1, (56, 56), 96, 96, 7, groups=96),
     Case("dw31", "large kernel", 1, (28, 28), 64, 64, 31, groups=64),
-    Case("group32", "ResNeXt", 1, (28, 28), 256, 256, 3, groups=32, grad=True),
-    Case("atrous", "dilated", 1, (28, 28), 128, 128, 3, dilation=2),
+    Case("group32", "ResNeXt", 1, (28, 28), 256, 256, 3, groups=32, grad=True,
+         vmap=True),
+    Case("atrous", "dilated", 1, (28, 28), 128, 128, 3, dilation=2, vmap=True),
     Case("causal1d", "short causal depthwise", 4, (4096,), 64, 64, 4, groups=64,
-         padding="CAUSAL"),
+         padding="CAUSAL", vmap=True),
     Case("long1d", "long depthwise", 1, (8192,), 32, 32, 1024, groups=32),
     Case("wav1d", "1-D dense strided", 1, (3199,), 512, 512, 3, stride=2),
     Case("tconv2d", "transposed 2-D", 1, (32, 32), 64, 32, 4, stride=2,
-         padding="TRANSPOSE"),
-    Case("vol3d", "3-D", 1, (8, 28, 28), 64, 64, 3),
+         padding="TRANSPOSE", vmap=True),
+    Case("vol3d", "3-D", 1, (8, 28, 28), 64, 64, 3, vmap=True),
 ]
 CASE_IDS = [c.id for c in CASES]
+
+#: The batch of the vmap records of a case whose own batch is 1.
+VMAP_BATCH = 8
+VMAP_DIRECTIONS = ("vmap_forward", "vmap_kernel_grad", "per_example_grad")
+
+# Timing of one record: (budget in seconds, minimum and maximum repetitions).
+TIMING = {
+    "suite": (3.0, 7, 101), "suite_quick": (0.6, 5, 41),
+    "zoo": (1.0, 5, 51), "zoo_quick": (0.1, 3, 15),
+}
+
+AnyCase = Case | _zoo.ZooCase
 
 
 def _dn(nd: int) -> tuple[str, str, str]:
@@ -82,8 +119,37 @@ def _dn(nd: int) -> tuple[str, str, str]:
     return ("N" + sp + "C", sp + "IO", "N" + sp + "C")
 
 
-def make_fn(case: Case, module):
+class _Geometry(NamedTuple):
+    n: int
+    spatial: tuple[int, ...]
+    c_in: int
+    c_out: int
+    kernel: tuple[int, ...]
+    groups: int
+    transposed: bool
+
+
+def _geometry(case: AnyCase) -> _Geometry:
+    if isinstance(case, _zoo.ZooCase):
+        lay = case.layer
+        return _Geometry(case.n, lay.spatial, lay.c_in, lay.c_out, lay.kernel,
+                         lay.groups, lay.transposed)
+    nd = len(case.spatial)
+    return _Geometry(case.n, case.spatial, case.c_in, case.c_out,
+                     (case.kernel,) * nd, case.groups, case.padding == "TRANSPOSE")
+
+
+def make_fn(case: AnyCase, module):
     """``f(x, w) -> y`` computing ``case`` with ``module`` (jax.lax or jaxconv.lax)."""
+    if isinstance(case, _zoo.ZooCase):
+        lay = case.layer
+        dn = _dn(len(lay.spatial))
+        if lay.transposed:
+            return lambda x, w: module.conv_transpose(
+                x, w, lay.stride, lay.padding, dimension_numbers=dn)
+        return lambda x, w: module.conv_general_dilated(
+            x, w, lay.stride, lay.padding, rhs_dilation=lay.dilation,
+            dimension_numbers=dn, feature_group_count=lay.groups)
     nd = len(case.spatial)
     dn = _dn(nd)
     s, d = (case.stride,) * nd, (case.dilation,) * nd
@@ -98,18 +164,31 @@ def make_fn(case: Case, module):
     )
 
 
-def make_args(case: Case, seed: int = 0):
+def make_args(case: AnyCase, seed: int = 0):
+    """Random float32 ``(x, w)`` of ``case``'s shapes."""
+    g = _geometry(case)
     rng = np.random.default_rng(seed)
-    nd = len(case.spatial)
-    x = rng.standard_normal((case.n, *case.spatial, case.c_in), np.float32)
-    if case.padding == "TRANSPOSE":
-        wshape = (case.kernel,) * nd + (case.c_in, case.c_out)
+    x = rng.standard_normal((g.n, *g.spatial, g.c_in), np.float32)
+    if g.transposed:
+        wshape = g.kernel + (g.c_in, g.c_out)
     else:
-        wshape = (case.kernel,) * nd + (case.c_in // case.groups, case.c_out)
+        wshape = g.kernel + (g.c_in // g.groups, g.c_out)
     w = rng.standard_normal(wshape, np.float32) / np.sqrt(np.prod(wshape[:-1]))
     # float32 by construction (the suite is float32), also under JAX_ENABLE_X64:
     # the float64 scale above would otherwise promote ``w``.
     return jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32)
+
+
+def forward_flops(case: AnyCase) -> int:
+    """FLOPs of the forward (a multiply-add counts 2; transposed: no zeros)."""
+    g = _geometry(case)
+    k = math.prod(g.kernel)
+    if g.transposed:
+        return 2 * g.n * math.prod(g.spatial) * g.c_in * g.c_out * k
+    x = jax.ShapeDtypeStruct((g.n, *g.spatial, g.c_in), jnp.float32)
+    w = jax.ShapeDtypeStruct(g.kernel + (g.c_in // g.groups, g.c_out), jnp.float32)
+    y = jax.eval_shape(make_fn(case, lax), x, w)
+    return 2 * math.prod(y.shape) * k * (g.c_in // g.groups)
 
 
 def _gradient(f):
@@ -125,26 +204,47 @@ def _time_once(f, args) -> float:
     return time.perf_counter() - t0
 
 
-def interleaved(fa, fb, args, *, budget: float, min_reps: int, max_reps: int):
-    """Median seconds of ``fa(*args)`` and ``fb(*args)``, alternating calls.
+def interleaved_samples(calls: Sequence[tuple[Callable, tuple]], *, budget: float,
+                        min_reps: int, max_reps: int) -> list[list[float]]:
+    """Seconds of every timed call of each ``(f, args)``, the calls interleaved.
 
     One warm-up call of each is timed only to size the run and then
     discarded: a first call pays for cold caches, page faults and waking the
-    thread pool, and with the few repetitions of ``--quick`` (5 at the
-    least) it would weigh on the median.  The order alternates
-    (a b, b a, ...) so that neither side always runs right after the other.
+    thread pool, and with the few repetitions of ``--quick`` it would weigh on
+    the median.  Repetition ``i`` runs the functions in an order rotated by
+    ``i`` (for two: a b, b a, a b, ...) so that none always runs right after
+    another.
+
+    Returns:
+      One list of ``reps`` durations per function, repetition by repetition
+      (``out[k][i]`` and ``out[j][i]`` ran back to back).
     """
-    per = max(_time_once(fa, args) + _time_once(fb, args), 1e-6)
+    per = max(sum(_time_once(f, a) for f, a in calls), 1e-6)
     reps = int(min(max_reps, max(min_reps, budget / per)))
-    ta, tb = [], []
+    out: list[list[float]] = [[] for _ in calls]
+    n = len(calls)
     for i in range(reps):
-        if i % 2:
-            tb.append(_time_once(fb, args))
-            ta.append(_time_once(fa, args))
-        else:
-            ta.append(_time_once(fa, args))
-            tb.append(_time_once(fb, args))
+        for j in range(n):
+            k = (j + i) % n
+            out[k].append(_time_once(*calls[k]))
+    return out
+
+
+def interleaved(fa, fb, args, *, budget: float, min_reps: int, max_reps: int):
+    """Median seconds of ``fa(*args)`` and ``fb(*args)``, alternating calls.
+
+    See :func:`interleaved_samples` (warm-up discarded, order alternating).
+    """
+    ta, tb = interleaved_samples([(fa, args), (fb, args)], budget=budget,
+                                 min_reps=min_reps, max_reps=max_reps)
     return statistics.median(ta), statistics.median(tb)
+
+
+def ratio_range(num: Sequence[float], den: Sequence[float]) -> list[float]:
+    """Interquartile range of the per-repetition ratios ``num[i] / den[i]``."""
+    r = np.asarray(num, float) / np.maximum(np.asarray(den, float), 1e-12)
+    lo, hi = np.percentile(r, [25, 75])
+    return [float(lo), float(hi)]
 
 
 def _temp_bytes(compiled) -> int | None:
@@ -158,36 +258,209 @@ def _nbytes(tree) -> int:
     return int(sum(np.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(tree)))
 
 
-def planned_algorithm(case: Case) -> str:
-    """The formulation(s) ``"auto"`` picks for ``case`` (``jaxconv.explain``)."""
-    x, w = make_args(case)
-    rows = explain(make_fn(case, jl), x, w)
+def _formulations(rows) -> str:
     return "+".join(dict.fromkeys(r.formulation for r in rows)) or "auto"
 
 
-def run_case(case: Case, direction: str, *, quick: bool) -> dict:
+def planned_algorithm(case: AnyCase, direction: str = "forward") -> str:
+    """The formulation(s) ``"auto"`` picks for ``case`` (``jaxconv.explain``).
+
+    For ``"gradient"`` the formulations of the input and kernel gradients.
+    """
+    x, w = make_args(case)
+    f = make_fn(case, jl)
+    if direction == "gradient":
+        ct = jax.eval_shape(f, x, w)
+        rows = [r for r in explain(_gradient(f), x, w, ct) if "grad" in r.op]
+        if rows:
+            return _formulations(rows)
+    return _formulations(explain(f, x, w)[:1])
+
+
+def _compile_all(lowered: list) -> list:
+    """Compile XLA programs, two at a time where there are two cores.
+
+    XLA compiles outside the Python lock, so on a multi-core machine the
+    compiles of a layer's programs overlap; nothing is being timed meanwhile.
+    """
+    workers = min(len(lowered), max(1, _cores()))
+    if workers <= 1:
+        return [lo.compile() for lo in lowered]
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda lo: lo.compile(), lowered))
+
+
+class _Prepared(NamedTuple):
+    case: Any
+    jobs: list  # (direction, jaxconv fn, lax fn, args)
+    lowered: list  # jaxconv then lax, per job
+
+
+def _prepare_layer(case: AnyCase, directions: Sequence[str]) -> _Prepared:
+    """Trace and lower ``case``'s programs (jaxconv and lax per direction)."""
     x, w = make_args(case)
     fj, fl = make_fn(case, jl), make_fn(case, lax)
-    args: tuple[Any, ...] = (x, w)
-    if direction == "gradient":
-        y = jax.eval_shape(fl, x, w)
-        ct = jnp.asarray(np.random.default_rng(1).standard_normal(y.shape, np.float32))
-        fj, fl = _gradient(fj), _gradient(fl)
-        args = (x, w, ct)
-    cj = jax.jit(fj).lower(*args).compile()
-    cl = jax.jit(fl).lower(*args).compile()
-    out = jax.eval_shape(fl, *args)
-    budget, reps = (0.6, (5, 41)) if quick else (3.0, (7, 101))
-    tj, tl = interleaved(cj, cl, args, budget=budget, min_reps=reps[0],
-                         max_reps=reps[1])
+    jobs: list[tuple[str, Callable, Callable, tuple]] = []
+    for direction in directions:
+        if direction == "gradient":
+            y = jax.eval_shape(fl, x, w)
+            ct = jnp.asarray(np.random.default_rng(1).standard_normal(
+                y.shape, np.float32))
+            jobs.append((direction, _gradient(fj), _gradient(fl), (x, w, ct)))
+        elif direction == "forward":
+            jobs.append((direction, fj, fl, (x, w)))
+        else:
+            raise ValueError(f"`direction` (={direction!r}) must be 'forward' or "
+                             "'gradient'.")
+    lowered = []
+    for _, gj, gl, args in jobs:
+        lowered += [jax.jit(gj).lower(*args), jax.jit(gl).lower(*args)]
+    return _Prepared(case, jobs, lowered)
+
+
+def _time_layer(prep: _Prepared, compiled: list, *, quick: bool,
+                timing: tuple[float, int, int] | None = None) -> list[dict]:
+    """Time the compiled programs of :func:`_prepare_layer`: one record each."""
+    case = prep.case
+    if timing is None:
+        zoo = isinstance(case, _zoo.ZooCase)
+        timing = TIMING[("zoo" if zoo else "suite") + ("_quick" if quick else "")]
+    budget, min_reps, max_reps = timing
+    fwd_flops = forward_flops(case)
+    records = []
+    for k, (direction, _, gl, args) in enumerate(prep.jobs):
+        cj, cl = compiled[2 * k], compiled[2 * k + 1]
+        out = jax.eval_shape(gl, *args)
+        tj, tl = interleaved_samples([(cj, args), (cl, args)], budget=budget,
+                                     min_reps=min_reps, max_reps=max_reps)
+        mj, ml = statistics.median(tj), statistics.median(tl)
+        records.append({
+            "case": case.id, "direction": direction,
+            "algorithm": planned_algorithm(case, direction),
+            "jaxconv_s": mj, "lax_s": ml, "speedup": ml / mj,
+            "speedup_range": ratio_range(tl, tj),
+            "temp_bytes": _temp_bytes(cj), "lax_temp_bytes": _temp_bytes(cl),
+            "input_bytes": _nbytes(args), "output_bytes": _nbytes(out),
+            "flops": fwd_flops * (2 if direction == "gradient" else 1),
+        })
+    return records
+
+
+def run_layer(case: AnyCase, directions: Sequence[str], *, quick: bool,
+              timing: tuple[float, int, int] | None = None) -> list[dict]:
+    """Time ``case`` in each of ``directions`` (``"forward"``, ``"gradient"``).
+
+    Returns one record per direction (the fields of the JSON ``results``).
+    """
+    prep = _prepare_layer(case, directions)
+    return _time_layer(prep, _compile_all(prep.lowered), quick=quick, timing=timing)
+
+
+def run_layers(cases: Sequence[AnyCase], directions: Sequence[str], *, quick: bool,
+               timing: tuple[float, int, int] | None = None):
+    """Yield :func:`run_layer`'s records of each case, in order, pipelined.
+
+    While the programs of one case compile (on background threads), the next
+    case is traced and lowered; the compiles are finished before anything is
+    timed, so no timing shares the CPU with a compile.
+    """
+    workers = max(1, _cores())
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        pending: tuple[_Prepared, list] | None = None
+        for case in cases:
+            prep = _prepare_layer(case, directions)
+            if pending is not None:
+                done = [f.result() for f in pending[1]]
+                yield _time_layer(pending[0], done, quick=quick, timing=timing)
+            pending = (prep, [pool.submit(lo.compile) for lo in prep.lowered])
+        if pending is not None:
+            done = [f.result() for f in pending[1]]
+            yield _time_layer(pending[0], done, quick=quick, timing=timing)
+
+
+def run_case(case: AnyCase, direction: str, *, quick: bool) -> dict:
+    """One record: ``case`` timed in ``direction`` (see :func:`run_layer`)."""
+    return run_layer(case, (direction,), quick=quick)[0]
+
+
+# --- vmap: a model written for one example, vmapped over the batch --------------
+
+def _vmap_fns(f, direction: str):
+    """``(vmapped, batched)`` functions of ``direction`` and their arguments.
+
+    ``vmapped`` takes ``(xb, w, ctb)`` with ``xb = x[:, None]`` (one example
+    per vmapped slice, as a model written for one example sees it);
+    ``batched`` takes ``(x, w, ct)``: the same work as one batched call.
+    """
+    per_example = jax.vmap(f, in_axes=(0, None))
+
+    def batched_kernel_grad(x, w, ct):
+        return jax.vjp(lambda w_: f(x, w_), w)[1](ct)[0]
+
+    if direction == "vmap_forward":
+        return (lambda xb, w, ctb: per_example(xb, w),
+                lambda x, w, ct: f(x, w))
+    if direction == "vmap_kernel_grad":
+        def vmapped(xb, w, ctb):
+            return jax.vjp(lambda w_: per_example(xb, w_), w)[1](ctb)[0]
+        return vmapped, batched_kernel_grad
+    if direction == "per_example_grad":
+        def one(x1, w, ct1):
+            return jax.vjp(lambda w_: f(x1, w_), w)[1](ct1)[0]
+        return jax.vmap(one, in_axes=(0, None, 0)), batched_kernel_grad
+    raise ValueError(f"`direction` (={direction!r}) must be one of "
+                     f"{', '.join(VMAP_DIRECTIONS)}.")
+
+
+def vmap_case(case: AnyCase) -> AnyCase:
+    """``case`` at the batch of its vmap records (``VMAP_BATCH`` when it is 1)."""
+    return case if case.n > 1 else case._replace(n=VMAP_BATCH)
+
+
+def run_vmap(case: AnyCase, direction: str, *, quick: bool) -> dict:
+    """A vmap record of ``case`` (at :func:`vmap_case`'s batch).
+
+    ``jaxconv_s`` and ``lax_s`` are the times of ``jit(vmap(f))`` over
+    ``x[:, None]`` with jaxconv and with ``jax.lax`` (``speedup`` = their
+    ratio, as everywhere); ``batched_s`` is jaxconv's time for the same work
+    as one batched call and ``vmap_ratio = batched_s / jaxconv_s`` (about 1:
+    vmap costs nothing; 0.1: the vmapped call is 10x slower).  The batched
+    twin of ``per_example_grad`` is the batched kernel gradient (the same
+    products, summed over the batch).
+    """
+    case = vmap_case(case)
+    x, w = make_args(case)
+    y = jax.eval_shape(make_fn(case, lax), x, w)
+    ct = jnp.asarray(np.random.default_rng(1).standard_normal(y.shape, np.float32))
+    xb, ctb = x[:, None], ct[:, None]
+    vj, bj = _vmap_fns(make_fn(case, jl), direction)
+    vl, _ = _vmap_fns(make_fn(case, lax), direction)
+    vargs, bargs = (xb, w, ctb), (x, w, ct)
+    cvj, cbj, cvl = _compile_all([jax.jit(vj).lower(*vargs),
+                                  jax.jit(bj).lower(*bargs),
+                                  jax.jit(vl).lower(*vargs)])
+    budget, min_reps, max_reps = TIMING["suite_quick" if quick else "suite"]
+    tv, tb, tl = interleaved_samples([(cvj, vargs), (cbj, bargs), (cvl, vargs)],
+                                     budget=budget, min_reps=min_reps,
+                                     max_reps=max_reps)
+    mv, mb, ml = (statistics.median(t) for t in (tv, tb, tl))
+    used = (xb, w) if direction == "vmap_forward" else vargs
+    rows = explain(vj, *vargs)
     return {
-        "case": case.id, "direction": direction,
-        "algorithm": planned_algorithm(case),
-        "jaxconv_s": tj, "lax_s": tl, "speedup": tl / tj,
-        "temp_bytes": _temp_bytes(cj), "lax_temp_bytes": _temp_bytes(cl),
-        "input_bytes": _nbytes(args), "output_bytes": _nbytes(out),
+        "case": case.id,
+        "direction": direction,
+        "algorithm": _formulations(rows),
+        "jaxconv_s": mv, "lax_s": ml, "speedup": ml / mv,
+        "speedup_range": ratio_range(tl, tv),
+        "temp_bytes": _temp_bytes(cvj), "lax_temp_bytes": _temp_bytes(cvl),
+        "input_bytes": _nbytes(used), "output_bytes": _nbytes(jax.eval_shape(
+            vj, *vargs)),
+        "batch": case.n, "batched_s": mb, "vmap_ratio": mb / mv,
+        "vmap_ratio_range": ratio_range(tb, tv),
     }
 
+
+# --- compile time -----------------------------------------------------------------
 
 STACK_DEPTH = 16
 
@@ -225,63 +498,259 @@ def run_compile(*, quick: bool) -> dict:
     return {
         "case": "stack16", "direction": "compile", "algorithm": "auto",
         "jaxconv_s": mj, "lax_s": ml, "speedup": ml / mj,
+        "speedup_range": ratio_range(tl, tj),
         "temp_bytes": _temp_bytes(cj), "lax_temp_bytes": _temp_bytes(cl),
         "input_bytes": _nbytes((x, ws)), "output_bytes": _nbytes(x),
     }
 
 
-def machine_info() -> dict:
+# --- the machine ------------------------------------------------------------------
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout jaxconv is imported from, or ``None``.
+
+    ``None`` when jaxconv is not imported from the top of a git checkout
+    (e.g. installed from a wheel) or git is not available.
+    """
+    package = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(package)
+    if not os.path.exists(os.path.join(root, ".git")):
+        return None
+    try:
+        out = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else None
+
+
+def cpu_model() -> str:
+    """The CPU model (``model name`` of /proc/cpuinfo, else the platform's)."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
                 if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return model
+
+
+def machine_info() -> dict:
+    """The ``machine`` record of the JSON output."""
+    from . import __version__
+    from .algorithms.profile import current_profile
+
     dev = jax.devices()[0]
     return {
-        "cpu": model,
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
+        "cpu": cpu_model(),
+        "cores": _cores(),
         "jax": jax.__version__,
-        "jaxlib": getattr(getattr(jax, "lib", None), "__version__", None)
-        or jax.__version__,
+        "jaxlib": _version("jaxlib") or jax.__version__,
+        "jaxconv": __version__,
+        "git_commit": git_commit(),
+        "profile": current_profile().name,
+        "device_kind": dev.device_kind,
         "platform": f"{jax.default_backend()} ({dev.device_kind}); "
                     f"{platform.platform()}",
         "python": platform.python_version(),
     }
 
 
+# --- output -----------------------------------------------------------------------
+
+def _note(r: dict) -> str:
+    if "vmap_ratio" in r:
+        return f"batched/vmapped {r['vmap_ratio']:.2f} (batch {r['batch']})"
+    if "rel_err" in r:
+        return (f"rel err {r['rel_err']:.1e} (lax {r['lax_rel_err']:.1e}), per "
+                f"parameter {r['leaf_rel_err']:.1e} (lax "
+                f"{r['lax_leaf_rel_err']:.1e})" + ("" if r["ok"] else " NOT OK"))
+    if r.get("same_as"):
+        return f"= {r['same_as']}"
+    return ""
+
+
 def format_table(results: list[dict]) -> str:
-    head = (f"{'case':<10} {'direction':<9} {'algorithm':<16} {'jaxconv ms':>11} "
-            f"{'lax ms':>10} {'speedup':>8} {'temp MB':>8} {'lax MB':>7} "
-            f"{'temp/io':>7}")
+    """The printed table of ``results`` (one row per record)."""
+    wc = max([4] + [len(r["case"]) for r in results])
+    wd = max([9] + [len(r["direction"]) for r in results])
+    wa = max([9] + [len(r["algorithm"]) for r in results])
+    head = (f"{'case':<{wc}} {'direction':<{wd}} {'algorithm':<{wa}} "
+            f"{'jaxconv ms':>11} {'lax ms':>10} {'speedup':>8} {'range':>13} "
+            f"{'temp MB':>8} {'lax MB':>7} {'temp/io':>7}")
     lines = [head, "-" * len(head)]
     for r in results:
         io = r["input_bytes"] + r["output_bytes"]
         tb = r["temp_bytes"]
         ratio = f"{tb / io:.2f}" if tb is not None and io else "-"
         unit = 1.0 if r["direction"] == "compile" else 1e3
+        rng = r.get("speedup_range")
+        spread = f"{rng[0]:.2f}-{rng[1]:.2f}" if rng else "-"
+        note = _note(r)
         lines.append(
-            f"{r['case']:<10} {r['direction']:<9} {r['algorithm']:<16} "
+            f"{r['case']:<{wc}} {r['direction']:<{wd}} {r['algorithm']:<{wa}} "
             f"{r['jaxconv_s'] * unit:>11.3f} {r['lax_s'] * unit:>10.3f} "
-            f"{r['speedup']:>8.2f} {(tb or 0) / 2**20:>8.2f} "
+            f"{r['speedup']:>8.2f} {spread:>13} {(tb or 0) / 2**20:>8.2f} "
             f"{(r['lax_temp_bytes'] or 0) / 2**20:>7.2f} {ratio:>7}"
+            + (f"  {note}" if note else "")
         )
-    lines.append("(compile rows are in seconds; speedup = lax / jaxconv)")
+    lines.append("(compile rows are in seconds; speedup = lax / jaxconv, range = "
+                 "interquartile range of the per-repetition ratios)")
+    return "\n".join(lines)
+
+
+def geomean(values: Sequence[float]) -> float:
+    """Geometric mean (``nan`` for no values)."""
+    if not values:
+        return float("nan")
+    return float(math.exp(sum(math.log(v) for v in values) / len(values)))
+
+
+def summarize_zoo(results: list[dict], *, worst: int = 10,
+                  threshold: float = 0.8) -> str:
+    """Geomean speedups forward and gradient, the worst layers, the count below
+    ``threshold``, over the zoo's records (a layer identical to one of an earlier
+    architecture, ``same_as``, counts once)."""
+    zoo = [r for r in results if r["case"].startswith("zoo/")
+           and r["direction"] in ("forward", "gradient") and not r.get("same_as")]
+    if not zoo:
+        return ""
+    lines = [f"zoo summary ({len({r['case'] for r in zoo})} distinct layer "
+             f"problems x batch; speedup = lax / jaxconv):"]
+    for direction in ("forward", "gradient"):
+        sp = [r["speedup"] for r in zoo if r["direction"] == direction]
+        if sp:
+            below = sum(v < threshold for v in sp)
+            lines.append(f"  {direction:<8}  geomean {geomean(sp):.2f}  "
+                         f"min {min(sp):.2f}  {below} of {len(sp)} below "
+                         f"{threshold}")
+    lines.append(f"  geomean of all {len(zoo)}: "
+                 f"{geomean([r['speedup'] for r in zoo]):.2f}")
+    lines.append(f"  worst {min(worst, len(zoo))}:")
+    for r in sorted(zoo, key=lambda r: r["speedup"])[:worst]:
+        lines.append(f"    {r['speedup']:6.2f}  {r['case']} {r['direction']} "
+                     f"({r['algorithm']}; jaxconv {r['jaxconv_s'] * 1e3:.3f} ms, "
+                     f"lax {r['lax_s'] * 1e3:.3f} ms)")
+    return "\n".join(lines)
+
+
+def summarize_models(results: list[dict]) -> str:
+    """Per-model train-step speedups and their geomean."""
+    rows = [r for r in results if r["direction"] == "train_step"]
+    if not rows:
+        return ""
+    sp = [r["speedup"] for r in rows]
+    return (f"models: train step geomean speedup {geomean(sp):.2f} over {len(rows)} "
+            f"(min {min(sp):.2f}: "
+            f"{min(rows, key=lambda r: r['speedup'])['case']})")
+
+
+def compare(old: dict, new: dict, *, threshold: float = 0.1) -> str:
+    """What got faster or slower from ``old`` to ``new`` (two bench JSON dicts).
+
+    Per ``(case, direction)`` in both: ``change = new speedup / old speedup``.
+    A change counts when it is beyond ``1 + threshold`` either way and the two
+    runs' speedup ranges do not overlap (where both have one); the rest is
+    noise.  Faster and slower records are listed sorted by the change.
+    """
+    def index(d):
+        return {(r["case"], r["direction"]): r for r in d.get("results", [])}
+
+    a, b = index(old), index(new)
+    faster, slower, same = [], [], 0
+    for key in a.keys() & b.keys():
+        ra, rb = a[key], b[key]
+        change = rb["speedup"] / ra["speedup"]
+        overlap = False
+        if ra.get("speedup_range") and rb.get("speedup_range"):
+            (lo_a, hi_a), (lo_b, hi_b) = ra["speedup_range"], rb["speedup_range"]
+            overlap = lo_a <= hi_b and lo_b <= hi_a
+        if change > 1 + threshold and not overlap:
+            faster.append((change, key, ra, rb))
+        elif change < 1 / (1 + threshold) and not overlap:
+            slower.append((change, key, ra, rb))
+        else:
+            same += 1
+    lines = []
+    ma, mb = old.get("machine", {}), new.get("machine", {})
+    for field in ("cpu", "cores", "profile", "device_kind"):
+        if ma.get(field) != mb.get(field):
+            lines.append(f"note: {field} differs: {ma.get(field)!r} -> "
+                         f"{mb.get(field)!r}")
+
+    def row(change, key, ra, rb):
+        return (f"  {change:6.2f}x  {key[0]} {key[1]}: speedup {ra['speedup']:.2f} "
+                f"-> {rb['speedup']:.2f} (jaxconv {ra['jaxconv_s'] * 1e3:.3f} -> "
+                f"{rb['jaxconv_s'] * 1e3:.3f} ms)")
+
+    lines.append(f"faster ({len(faster)}; change = new speedup / old speedup, "
+                 f"beyond {1 + threshold:.2f}x and outside the old range):")
+    lines += [row(*t) for t in sorted(faster, key=lambda t: -t[0])]
+    lines.append(f"slower ({len(slower)}):")
+    lines += [row(*t) for t in sorted(slower, key=lambda t: t[0])]
+    lines.append(f"unchanged within noise: {same}")
+    only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
+    if only_a:
+        lines.append(f"only in the old run: {len(only_a)} "
+                     f"({', '.join(' '.join(k) for k in only_a[:5])}"
+                     f"{', ...' if len(only_a) > 5 else ''})")
+    if only_b:
+        lines.append(f"only in the new run: {len(only_b)} "
+                     f"({', '.join(' '.join(k) for k in only_b[:5])}"
+                     f"{', ...' if len(only_b) > 5 else ''})")
     return "\n".join(lines)
 
 
 def plot(results: list[dict], path: str) -> None:
-    """Write a bar chart of the speed-ups to ``path`` (PNG; needs matplotlib).
+    """Write a chart of the speed-ups to ``path`` (PNG; needs matplotlib).
 
-    Draws on a bare ``matplotlib.figure.Figure``: matplotlib's global backend
-    (and so a notebook's inline plots) is left as it was.
+    Zoo records are drawn as speedup against the layer's FLOPs (log-log, one
+    marker per direction); otherwise one bar per record.  Draws on a bare
+    ``matplotlib.figure.Figure``: matplotlib's global backend (and so a
+    notebook's inline plots) is left as it was.
     """
     from matplotlib.figure import Figure
 
+    zoo = [r for r in results if r["case"].startswith("zoo/") and r.get("flops")
+           and r["direction"] in ("forward", "gradient")]
+    if zoo:
+        fig = Figure(figsize=(8, 5))
+        ax = fig.subplots()
+        for direction, marker, color in (("forward", "o", "tab:blue"),
+                                         ("gradient", "^", "tab:orange")):
+            rs = [r for r in zoo if r["direction"] == direction]
+            if rs:
+                ax.scatter([r["flops"] for r in rs], [r["speedup"] for r in rs],
+                           marker=marker, s=14, alpha=0.7, color=color,
+                           label=f"{direction} (geomean "
+                           f"{geomean([r['speedup'] for r in rs]):.2f})")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.axhline(0.8, color="tab:red", lw=0.8, ls="--")
+        ax.set_xlabel("layer FLOPs (forward; gradient: input + kernel)")
+        ax.set_ylabel("speedup vs jax.lax (log)")
+        ax.set_title("jaxconv vs XLA conv on the layer zoo")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        return
     labels = [f"{r['case']}\n{r['direction'][:4]}" for r in results]
     vals = [r["speedup"] for r in results]
     colors = ["tab:green" if v >= 1 else "tab:red" for v in vals]
@@ -298,14 +767,17 @@ def plot(results: list[dict], path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the suite; returns the process exit status."""
+# --- the command ------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jaxconv bench",
         description="Benchmark jaxconv against jax.lax in one process: "
         "interleaved calls, medians, speedup = lax time / jaxconv time (> 1: "
-        "jaxconv is faster), XLA temporaries of every compiled function. "
-        "Float32, channels last; forward for every case, forward + backward "
+        "jaxconv is faster) with the interquartile range of the per-repetition "
+        "ratios, XLA temporaries of every compiled function. Float32, channels "
+        "last. Without --zoo, --models or --vmap: the 15 cases, forward for "
+        "every case, forward + backward "
         f"for {', '.join(c.id for c in CASES if c.grad)}, and the compile time "
         "of a 16-layer conv stack (stack16). A progress bar is drawn only on a "
         "terminal.",
@@ -313,13 +785,80 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="fewer repetitions (same shapes)")
     p.add_argument("--cases", default=None, metavar="ID,...",
-                   help="comma-separated case ids; default: all of "
-                        f"{', '.join(CASE_IDS)}, stack16")
+                   help="comma-separated case ids or glob patterns (e.g. "
+                        "'zoo/resnet18/*'); default: all of "
+                        f"{', '.join(CASE_IDS)}, stack16 (with --zoo: every zoo "
+                        "layer)")
+    p.add_argument("--zoo", action="store_true",
+                   help="every distinct conv layer of ResNet-18, ResNet-50, "
+                   "ResNeXt-50 32x4d, MobileNetV2, EfficientNet-B0, ConvNeXt-T, "
+                   "U-Net, 3-D U-Net and the HiFi-GAN generator (real channels, "
+                   f"{_zoo.IMAGE}x{_zoo.IMAGE} images, {_zoo.VOLUME}^3 volumes, "
+                   f"{_zoo.FRAMES} mel frames) at batch 1 and 8, forward and "
+                   "gradient; prints the geomeans and the worst layers")
+    p.add_argument("--models", action="store_true",
+                   help="the training step (loss and every parameter's gradient) "
+                   "of Flax models with jaxconv's convolutions and pooling against "
+                   "Flax's own, outputs and gradients checked (needs flax)")
+    p.add_argument("--vmap", action="store_true",
+                   help="jit(vmap(f)) over single examples against the batched "
+                   "call: vmapped forward, kernel gradient through the vmap and "
+                   "per-example gradients, for "
+                   f"{', '.join(c.id for c in CASES if c.vmap)} (batch "
+                   f"{VMAP_BATCH} where theirs is 1); with --zoo for the zoo's "
+                   "batch-8 layers too")
     p.add_argument("--json", default=None, metavar="PATH",
-                   help="write results as JSON")
+                   help="write results as JSON (with a machine record: CPU model, "
+                   "cores, versions, git commit, profile, device)")
     p.add_argument("--plot", default=None, metavar="PATH",
-                   help="write a PNG bar chart of the speedups (needs matplotlib)")
-    args = p.parse_args(argv)
+                   help="write a PNG of the speedups (the zoo: against layer FLOPs; "
+                   "needs matplotlib)")
+    p.add_argument("--compare", nargs="+", default=None, metavar="JSON",
+                   help="OLD.json: run, then print what got faster or slower "
+                   "than OLD.json; OLD.json NEW.json: compare two saved runs "
+                   "without running anything")
+    p.add_argument("--threshold", type=float, default=0.1, metavar="F",
+                   help="--compare: changes within 1 + F either way are noise "
+                   "(default 0.1)")
+    return p
+
+
+def _select(patterns: list[str], ids: list[str]) -> list[str]:
+    return [i for i in ids if any(fnmatch.fnmatchcase(i, p) for p in patterns)]
+
+
+def _load(path: str) -> dict | None:
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as err:
+        print(f"jaxconv bench: cannot read {path}: {err}", file=sys.stderr)
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+        print(f"jaxconv bench: {path} is not a jaxconv bench JSON file (no "
+              "'results' list)", file=sys.stderr)
+        return None
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    old = None
+    if args.compare is not None:
+        if len(args.compare) > 2:
+            print("jaxconv bench: --compare takes OLD.json or OLD.json NEW.json, "
+                  f"got {len(args.compare)} files", file=sys.stderr)
+            return 2
+        old = _load(args.compare[0])
+        if old is None:
+            return 2
+        if len(args.compare) == 2:
+            new = _load(args.compare[1])
+            if new is None:
+                return 2
+            print(compare(old, new, threshold=args.threshold))
+            return 0
     if args.plot is not None:
         try:
             import matplotlib  # noqa: F401
@@ -327,37 +866,114 @@ def main(argv: list[str] | None = None) -> int:
             print("jaxconv bench: --plot needs matplotlib "
                   "(pip install 'jaxconv[examples]')", file=sys.stderr)
             return 2
-    wanted = CASE_IDS + ["stack16"]
-    if args.cases:
-        wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
-        bad = [c for c in wanted if c not in CASE_IDS + ["stack16"]]
+    models_mod: Any = None
+    if args.models:
+        try:
+            models_mod = importlib.import_module("jaxconv._bench_models")
+            models_mod.require_flax()
+        except ImportError:
+            print("jaxconv bench: --models needs flax (pip install flax)",
+                  file=sys.stderr)
+            return 2
+
+    patterns = ([c.strip() for c in args.cases.split(",") if c.strip()]
+                if args.cases else None)
+    suite_ids = CASE_IDS + ["stack16"]
+    zoo_cases = _zoo.zoo_cases() if args.zoo else []
+    zoo_ids = [c.id for c in zoo_cases]
+    model_ids = models_mod.model_ids(quick=args.quick) if models_mod else []
+    parts = args.zoo or args.models or args.vmap
+    if patterns is None:
+        wanted_suite = [] if parts else suite_ids
+        wanted_zoo, wanted_models = zoo_ids, model_ids
+    else:
+        wanted_suite = _select(patterns, suite_ids)
+        wanted_zoo = _select(patterns, zoo_ids)
+        wanted_models = _select(patterns, model_ids)
+        known = suite_ids + zoo_ids + model_ids
+        bad = [p for p in patterns if not _select([p], known)]
         if bad:
             print(f"jaxconv bench: unknown case(s) {', '.join(bad)}; known: "
-                  f"{', '.join(CASE_IDS + ['stack16'])}", file=sys.stderr)
+                  f"{', '.join(suite_ids)}"
+                  + (", zoo/<arch>/<layer>/b<n> (see --zoo)" if not args.zoo
+                     else ", zoo/...") + (", " + ", ".join(model_ids)
+                                          if model_ids else ""),
+                  file=sys.stderr)
             return 2
-    jobs: list[tuple[Case | None, str]] = []
+    vmap_suite = ([c for c in CASES if c.vmap and (patterns is None
+                                                   or c.id in wanted_suite)]
+                  if args.vmap else [])
+
+    jobs: list[tuple[str, Any, Any]] = []
     for case in CASES:
-        if case.id in wanted:
-            jobs.append((case, "forward"))
+        if case.id in wanted_suite and not (args.vmap and patterns is None):
+            jobs.append(("case", case, "forward"))
             if case.grad:
-                jobs.append((case, "gradient"))
-    if "stack16" in wanted:
-        jobs.append((None, "compile"))
-    results = []
-    for c, direction in progress(
-        jobs, "bench", label=lambda job: f"{job[0].id if job[0] else 'stack16'} "
-        f"{job[1]}"
-    ):
-        if c is None:
+                jobs.append(("case", case, "gradient"))
+    if "stack16" in wanted_suite and not (args.vmap and patterns is None):
+        jobs.append(("compile", None, "compile"))
+    for case in vmap_suite:
+        for direction in VMAP_DIRECTIONS:
+            jobs.append(("vmap", case, direction))
+    for mid in wanted_models:
+        jobs.append(("model", mid, "train_step"))
+    chosen = set(wanted_zoo)
+    zoo_run = [zc for zc in zoo_cases if zc.id in chosen]
+    zoo_unique = list({(zc.layer.problem, zc.n): zc for zc in reversed(zoo_run)}
+                      .values())[::-1]  # the first case of every problem
+    if args.vmap:
+        for zc in zoo_run:
+            if zc.n > 1:
+                for direction in VMAP_DIRECTIONS:
+                    jobs.append(("vmap", zc, direction))
+
+    def label(job):
+        kind, c, direction = job
+        name = c if kind == "model" else (c.id if c is not None else "stack16")
+        return f"{name} {direction}"
+
+    results: list[dict] = []
+    t_start = time.perf_counter()
+    for kind, c, direction in progress(jobs, "bench", label=label):
+        if kind == "compile":
             results.append(run_compile(quick=args.quick))
-        else:
+        elif kind == "case":
             results.append(run_case(c, direction, quick=args.quick))
+        elif kind == "vmap":
+            results.append(run_vmap(c, direction, quick=args.quick))
+        else:
+            assert models_mod is not None
+            results.append(models_mod.run_model(c, quick=args.quick))
+    if zoo_run:
+        by_problem: dict[tuple, list[dict]] = {}
+        records = run_layers(zoo_unique, ("forward", "gradient"), quick=args.quick)
+        for zc, recs in zip(zoo_unique, progress(records, "zoo",
+                                                 total=len(zoo_unique))):
+            by_problem[(zc.layer.problem, zc.n)] = recs
+        zoo_results = []
+        for zc in zoo_run:
+            recs = by_problem[(zc.layer.problem, zc.n)]
+            zoo_results += [r if r["case"] == zc.id
+                            else dict(r, case=zc.id, same_as=r["case"])
+                            for r in recs]
+        vmap_at = next((i for i, r in enumerate(results)
+                        if r["case"].startswith("zoo/")), len(results))
+        results[vmap_at:vmap_at] = zoo_results  # the zoo before its vmap records
+    wall = time.perf_counter() - t_start
     print(format_table(results))
+    for summary in (summarize_zoo(results), summarize_models(results)):
+        if summary:
+            print(summary)
+    print(f"({len(results)} records in {wall:.0f} s; {cpu_model()}, "
+          f"{_cores()} cores)")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"machine": machine_info(), "results": results}, fh, indent=1)
     if args.plot:
         plot(results, args.plot)
+    if old is not None:
+        print(compare(old, {"machine": machine_info(), "results": results},
+                      threshold=args.threshold))
     return 0
 
 
