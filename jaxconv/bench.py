@@ -798,8 +798,9 @@ def _parser() -> argparse.ArgumentParser:
                    "gradient; prints the geomeans and the worst layers")
     p.add_argument("--models", action="store_true",
                    help="the training step (loss and every parameter's gradient) "
-                   "of Flax models with jaxconv's convolutions and pooling against "
-                   "Flax's own, outputs and gradients checked (needs flax)")
+                   "of ResNet-18, MobileNetV2, ConvNeXt-T and U-Net in Flax with "
+                   "jaxconv's convolutions and pooling against Flax's own, outputs "
+                   "and gradients checked against float64 (needs flax)")
     p.add_argument("--vmap", action="store_true",
                    help="jit(vmap(f)) over single examples against the batched "
                    "call: vmapped forward, kernel gradient through the vmap and "
