@@ -164,7 +164,10 @@ def conv_canonical(
         return xla.run(x, w, feature_group_count=feature_group_count, **kw)
     problem = chosen.problem
     out_dtype = np.dtype(preferred_element_type or x.dtype)
-    if problem.x_shape != tuple(x.shape):  # planned on the materialised input
+    carried = (tuple(map(tuple, padding)) == problem.pads and batch_group_count == 1
+               and tuple(lhs_dilation) == problem.lhs_dilation)
+    if not carried:  # planned on the materialised input (a shape may not change:
+        # padding (1, -1) crops one end and pads the other)
         x = pad_and_dilate(x, padding, lhs_dilation)
         if batch_group_count > 1:
             x = batch_groups_to_feature_groups(x, batch_group_count)

@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_close
 from jax import lax
 
 import jaxconv
-from conftest import assert_close
 from jaxconv import bench
 from jaxconv import lax as jl
 from jaxconv.algorithms import plan as planning
@@ -419,3 +419,16 @@ def test_every_registered_formulation_is_planned_somewhere():
     assert set(planning.TAPS_FAMILY) <= set(planning.REGISTRY)
     assert {"direct", "patches", "fft", "winograd"} <= set(planning.REGISTRY)
     assert np.all([name in planning.ALGORITHMS for name in ("auto", "xla", "autotune")])
+
+
+@pytest.mark.parametrize("pad", [(1, -1), (-1, 1), (2, -2), (-1, -1), (1, 2)])
+def test_padding_that_keeps_the_size_is_still_applied(pad, rng):
+    # (1, -1) pads one end and crops the other: the input keeps its size, yet
+    # must be padded (the plan is made on the materialised input).
+    x = rng.standard_normal((2, 5, 3))
+    w = rng.standard_normal((2, 3, 2))
+    kw = dict(dimension_numbers=("NWC", "WIO", "NWC"))
+    for algorithm in ("auto", "direct", "xla"):
+        assert_close(jl.conv_general_dilated(x, w, (1,), [pad], algorithm=algorithm,
+                                             **kw),
+                     lax.conv_general_dilated(x, w, (1,), [pad], **kw))
