@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_close
 from jax import export, lax
 
 import jaxconv
-from conftest import assert_close
 from jaxconv import bench
 from jaxconv import lax as jl
 

@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_close
 from jax import lax
 
 import jaxconv
-from conftest import assert_close
 from jaxconv import lax as jl
 from jaxconv.algorithms import autotune
 from jaxconv.algorithms.plan import candidates, choose, execute
