@@ -221,6 +221,100 @@ def _():
     return "checked: " + ", ".join(done)
 
 
+# --- Explicit mesh axes (sharding in types) ----------------------------------
+
+def _explicit_mesh():
+    from jax.sharding import AxisType
+
+    return jax.make_mesh((4,), ("d",), axis_types=(AxisType.Explicit,))
+
+
+def _explicit(f, args, *, grad=True):
+    """``f`` jitted under an Explicit mesh with batch-sharded ``args[0]``:
+    equal to the unsharded call, batch-sharded output, gradients too."""
+    expected = f(*args)
+    emesh = _explicit_mesh()
+    with jax.set_mesh(emesh):
+        x = jax.device_put(args[0], NamedSharding(emesh, P("d")))
+        out = jax.jit(f)(x, *args[1:])
+        _close(out, expected, "explicit batch-sharded result")
+        spec = out.sharding.spec
+        if not spec or spec[0] != "d":
+            raise AssertionError(f"output sharding {out.sharding} is not batch-sharded")
+        if grad:
+            def loss(*a):
+                return jnp.sum(jnp.sin(f(*a)))
+            got = jax.jit(jax.grad(loss, tuple(range(len(args)))))(x, *args[1:])
+    if grad:
+        want = jax.grad(loss, tuple(range(len(args))))(*args)
+        for g, e in zip(got, want):  # sums of many terms: relative to the scale
+            g, e = np.asarray(g), np.asarray(e)
+            if not np.allclose(g, e, rtol=1e-5, atol=1e-5 * max(1, np.abs(e).max())):
+                raise AssertionError(f"explicit gradient: max abs diff "
+                                     f"{np.max(np.abs(g - e))}")
+    return f"output spec {spec}"
+
+
+EXPLICIT_CASES = {
+    "dense": (lambda x, w: _conv("auto")(x, w), (X, W)),
+    "dense_blocked": (lambda x, w: jl.conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=NHWC),
+        (rng.standard_normal((8, 40, 40, 32)).astype(np.float32),
+         rng.standard_normal((3, 3, 32, 32)).astype(np.float32))),
+    "depthwise": (lambda x, w: _conv("auto", WD, 4)(x, w), (X, WD)),
+    "grouped": (lambda x, w: jl.conv_general_dilated(
+        x, w, (2, 2), "SAME", dimension_numbers=NHWC, feature_group_count=2),
+        (X, rng.standard_normal((3, 3, 2, 8)).astype(np.float32))),
+    "transpose": (lambda x, w: jl.conv_transpose(
+        x, w, (2, 2), "SAME", dimension_numbers=NHWC),
+        (X, rng.standard_normal((4, 4, 4, 3)).astype(np.float32))),
+    "long1d": (lambda x, w: jl.conv_general_dilated(
+        x, w, (1,), "SAME", feature_group_count=4,
+        dimension_numbers=("NWC", "WIO", "NWC")),
+        (rng.standard_normal((4, 300, 4)).astype(np.float32),
+         rng.standard_normal((70, 1, 4)).astype(np.float32))),
+    "strided_1d": (lambda x, w: jl.conv_general_dilated(
+        x, w, (2,), "SAME", dimension_numbers=("NWC", "WIO", "NWC")),
+        (rng.standard_normal((4, 50, 8)).astype(np.float32),
+         rng.standard_normal((5, 8, 6)).astype(np.float32))),
+    "friendly_conv": (lambda x, w: jaxconv.conv(x, w, padding="SAME",
+                                                padding_mode="reflect"), (X, W)),
+    "friendly_conv_transpose": (lambda x, w: jaxconv.conv_transpose(
+        x, w, stride=2, padding=1, output_padding=1),
+        (X, rng.standard_normal((3, 3, 4, 6)).astype(np.float32))),
+    "depthwise_conv": (lambda x, w: jaxconv.depthwise_conv(x, w, padding="SAME"),
+                       (X, WD)),
+    "max_pool": (lambda x: jaxconv.max_pool(x, (3, 3), stride=2, padding="SAME"),
+                 (X,)),
+    "avg_pool": (lambda x: jaxconv.avg_pool(x, (2, 2)), (X,)),
+}
+for _name, (_f, _args) in EXPLICIT_CASES.items():
+    check(f"explicit_{_name}")(lambda f=_f, a=_args: _explicit(f, a))
+
+
+@check("explicit_nn_model")
+def _():
+    nn = jaxconv.nn
+    model = nn.Sequential([nn.Conv(8, (3, 3), padding="SAME"), nn.Relu(),
+                           nn.DepthwiseConv((3, 3), padding="SAME"), nn.MaxPool((2, 2)),
+                           nn.GlobalAvgPool(), nn.Dense(3)])
+    params, _ = model.init(jax.random.key(0), X.shape[1:])
+    return _explicit(lambda x: model.apply(params, x), (X,))
+
+
+@check("explicit_out_sharding")
+def _():
+    emesh = _explicit_mesh()
+    with jax.set_mesh(emesh):
+        x = jax.device_put(X, NamedSharding(emesh, P("d")))
+        out = jax.jit(lambda x, w: jl.conv_general_dilated(
+            x, w, (1, 1), "SAME", dimension_numbers=NHWC, out_sharding=P("d")))(x, W)
+    _close(out, _conv("auto")(X, W), "explicit out_sharding")
+    if out.sharding.spec[0] != "d":
+        raise AssertionError(f"requested P('d'), got {out.sharding}")
+    return f"output spec {out.sharding.spec}"
+
+
 if __name__ == "__main__":
     if jax.device_count() < 4:
         raise SystemExit(f"expected 4 devices, got {jax.devices()}")

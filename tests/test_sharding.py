@@ -9,7 +9,10 @@ process keeps its single device.  The worker reports one result per check:
   conv_transpose and the friendly ops) give the unsharded result, stay
   batch-sharded and compile without any ``all-gather``;
 * inputs sharded over a spatial axis give the unsharded result;
-* ``out_sharding`` is honoured: the output's sharding is the requested one.
+* ``out_sharding`` is honoured: the output's sharding is the requested one;
+* with Explicit mesh axes (sharding in types, ``jax.set_mesh``) every op, a
+  ``jaxconv.nn`` model and their gradients give the unsharded result with
+  a batch-sharded output.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ CHECKS = (
        for algo in ("auto", "taps", "patches")]
     + ["spatial_long1d_auto", "out_sharding", "conv_transpose_batch_sharded",
        "friendly_ops_batch_sharded"]
+    + [f"explicit_{name}" for name in (
+        "dense", "dense_blocked", "depthwise", "grouped", "transpose", "long1d",
+        "strided_1d", "friendly_conv", "friendly_conv_transpose", "depthwise_conv",
+        "max_pool", "avg_pool", "nn_model", "out_sharding")]
 )
 
 

@@ -13,6 +13,24 @@ from jax import lax
 from .._taps import valid_out_size
 
 
+def batch_zeros(x, shape, dtype, batch_axis=0):
+    """``zeros(shape)`` whose axis ``batch_axis`` is sharded as ``x``'s batch.
+
+    A scan's carry must carry the sharding of what the loop adds to it: with
+    Explicit mesh axes (``jax.sharding.AxisType.Explicit``) a batch-sharded
+    input makes batch-sharded updates, and an unsharded zero carry is a
+    sharding type error.  With Auto axes (or none) the type has no sharding
+    and the zeros are returned as they are.
+    """
+    z = jnp.zeros(shape, dtype)
+    spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
+    if spec and spec[0] is not None:
+        target = [None] * len(shape)
+        target[batch_axis] = spec[0]
+        z = jax.sharding.reshard(z, jax.sharding.PartitionSpec(*target))
+    return z
+
+
 def out_spatial(x_shape, kernel, stride, dilation) -> tuple[int, ...]:
     """Spatial output sizes of a VALID, strided, dilated window slide."""
     return tuple(

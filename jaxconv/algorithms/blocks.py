@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._common import out_spatial, pad_spatial, padded_shape
+from ._common import batch_zeros, out_spatial, pad_spatial, padded_shape
 
 # One level of blocking: (spatial axis, output rows per block, blocks).
 Level = tuple[int, int, int]
@@ -140,7 +140,7 @@ def row_blocks(fn, x, w, levels, *, stride, dilation, acc_dtype, pads,
             idx[1 + axis] = start
             return lax.dynamic_update_slice(acc, yb, idx), None
 
-        init = jnp.zeros((x.shape[0], *out, o), acc_dtype)
+        init = batch_zeros(x, (x.shape[0], *out, o), acc_dtype)
         return lax.scan(step, init, jnp.asarray(starts))[0]
 
     f = jax.custom_jvp(lambda x, w: blocked(x, w))

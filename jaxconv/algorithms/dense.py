@@ -26,7 +26,15 @@ import numpy as np
 from jax import lax
 
 from .._taps import tap_offsets, tap_slice
-from ._common import contract_tap, flat_taps, matmul, out_spatial, pad_spatial, take
+from ._common import (
+    batch_zeros,
+    contract_tap,
+    flat_taps,
+    matmul,
+    out_spatial,
+    pad_spatial,
+    take,
+)
 from .blocks import row_blocks
 
 BLOCKED = ("alltaps", "im2col", "rows", "wide")
@@ -89,7 +97,7 @@ def _taps_scan(x, wt, kernel, out, stride, dilation, groups, precision, acc_dtyp
         xs = lax.dynamic_slice(x, start, (n, *extent, c))[(slice(None), *steps)]
         return acc + contract_tap(xs, wk, groups, precision, acc_dtype), None
 
-    init = jnp.zeros((n, *out, wt.shape[-1]), acc_dtype)
+    init = batch_zeros(x, (n, *out, wt.shape[-1]), acc_dtype)
     acc, _ = lax.scan(step, init, (offsets, wt))
     return acc
 

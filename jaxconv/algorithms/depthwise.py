@@ -20,7 +20,7 @@ import numpy as np
 from jax import lax
 
 from .._taps import padded_tap_slice, tap_offsets, tap_slice
-from ._common import flat_taps, out_spatial, pad_spatial, padded_shape
+from ._common import batch_zeros, flat_taps, out_spatial, pad_spatial, padded_shape
 from .guards import finite_or
 from .rowscan import rowscan
 
@@ -142,7 +142,7 @@ def _depthwise_rows(x, w, kernel, out, stride, dilation, groups, acc_dtype):
         return acc + row_term(x, w, i), None
 
     del n, c
-    init = jnp.zeros((x.shape[0], *out, w.shape[-1]), acc_dtype)
+    init = batch_zeros(x, (x.shape[0], *out, w.shape[-1]), acc_dtype)
     acc, _ = lax.scan(step, init, jnp.arange(k0))
     return acc
 
@@ -171,7 +171,7 @@ def _depthwise_scan(x, w, kernel, out, stride, dilation, groups, acc_dtype):
         offset, wk = tap
         return acc + term(x, offset, wk), None
 
-    init = jnp.zeros((n, *out, w.shape[-1]), acc_dtype)
+    init = batch_zeros(x, (n, *out, w.shape[-1]), acc_dtype)
     acc, _ = lax.scan(step, init, (offsets, wt))
     return acc
 

@@ -15,7 +15,7 @@ import numpy as np
 from jax import lax
 
 from .._taps import tap_offsets, valid_out_size
-from ._common import contract_tap, matmul
+from ._common import batch_zeros, contract_tap, matmul
 from .guards import finite_or
 
 
@@ -122,13 +122,15 @@ def run(x, w, plan, precision):
         pads = [(0, 0)] + [(0, qm - sp[-1]) for qm, sp in zip(qmax, specs)] + [(0, 0)]
         ys.append(jnp.pad(y, pads))
     # Interleave by stacking each phase axis right after its Q axis, innermost
-    # axis first: (N, Q_1, s_1, ..., Q_d, s_d, O), a free reshape away from
+    # axis first: (N, Q_1, s_1, ..., Q_d, s_d, O), free reshapes away from
     # the output (XLA writes the phase sums straight into it).
     for a in reversed(range(nd)):
         s_a = p.lhs_dilation[a]
         ys = [jnp.stack(ys[i:i + s_a], axis=2 + a) for i in range(0, len(ys), s_a)]
-    full = (q * s for q, s in zip(qmax, p.lhs_dilation))
-    y = ys[0].reshape(n_b, *full, o)
+    y = ys[0]
+    for a in range(nd):  # merge (Q_a, s_a) one axis at a time (sharded reshapes)
+        y = y.reshape(*y.shape[:1 + a], y.shape[1 + a] * y.shape[2 + a],
+                      *y.shape[3 + a:])
     return y[(slice(None), *(slice(0, t) for t in lo_out))]
 
 
@@ -275,7 +277,7 @@ def _phase_taps_scan(x, wt, kernel, e0, d2, q, groups, precision, acc_dtype):
             real = ok if real is None else real & ok
         return acc + jnp.where(real, term, jnp.zeros((), acc_dtype)), None
 
-    init = jnp.zeros((x.shape[0], *q, wt.shape[-1]), acc_dtype)
+    init = batch_zeros(x, (x.shape[0], *q, wt.shape[-1]), acc_dtype)
     acc, _ = lax.scan(step, init, (offs, wt))
     return acc
 

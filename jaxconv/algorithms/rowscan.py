@@ -58,7 +58,10 @@ def rowscan(x, w, stride, dilation, groups, acc_dtype):
         acc = None
         for k, tap in enumerate(tap_offsets(kernel)):
             xs = tap_slice(rows, tap, (1, *out[1:]), (1, *stride[1:]), dilation)
-            xs = xs.reshape(n, *out[1:], groups, i)
+            # Drop the row axis, then split the channels: one axis at a time,
+            # as reshapes of sharded arrays (Explicit mesh axes) need.
+            xs = lax.squeeze(xs, (1,))
+            xs = xs.reshape(*xs.shape[:-1], groups, i)
             for j in range(i):
                 wb = wbs[k * i + j]
                 if m == 1 and i == 1:

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ._common import batch_zeros
 from .depthwise import run as run_depthwise
 from .guards import finite_or, poison_windows
 
@@ -134,7 +135,7 @@ def _toeplitz_gemm(x, w, precision, acc_dtype, block, pads=((0, 0),)):
     def step(acc, m):
         return acc + block_term(xb, w_pad, m), None
 
-    init = jnp.zeros((c, n, nb, b), acc_dtype)
+    init = batch_zeros(x, (c, n, nb, b), acc_dtype, batch_axis=1)
     acc, _ = lax.scan(step, init, jnp.arange(m_blocks))
     y = acc.reshape(c, n, nb * b)[:, :, :lo]
     return jnp.transpose(y, (1, 2, 0))
