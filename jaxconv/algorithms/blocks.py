@@ -69,7 +69,7 @@ def blocking(x_shape, pads, kernel, stride, dilation, *, itemsize, temp_channels
 
 
 def row_blocks(fn, x, w, levels, *, stride, dilation, acc_dtype, pads,
-               tangent_fn=None):
+               tangent_fn=None, kernel_fn=None):
     """``fn(pad(x), w)`` computed in the row blocks ``levels`` (of :func:`blocking`).
 
     Each scan step reads its input rows plus the kernel's halo and writes its
@@ -85,7 +85,9 @@ def row_blocks(fn, x, w, levels, *, stride, dilation, acc_dtype, pads,
 
     Derivatives: a ``custom_jvp`` whose tangent is
     ``tangent_fn(tx, w) + blocked(x, tw)`` (``fn`` is bilinear;
-    ``tangent_fn`` defaults to ``fn`` unblocked).  The input tangent is not
+    ``tangent_fn`` defaults to ``fn`` unblocked; the kernel tangent's blocks
+    run ``kernel_fn``, another formulation of the same bilinear map whose
+    transpose is faster, when given).  The input tangent is not
     blocked: reverse mode would transpose the scan into a full-size input
     cotangent per block.  The kernel tangent is blocked like the forward
     (rows of every image — never one image per step, which would all-gather
@@ -101,12 +103,12 @@ def row_blocks(fn, x, w, levels, *, stride, dilation, acc_dtype, pads,
     o = w.shape[-1]
     inner = tuple((0, 0) if a == axis else p for a, p in enumerate(pads))
 
-    def block_fn(xb, w):  # xb: padded along ``axis`` only
+    def block_fn(xb, w, f):  # xb: padded along ``axis`` only
         if inner_levels:
-            return row_blocks(fn, xb, w, inner_levels, stride=stride,
+            return row_blocks(f, xb, w, inner_levels, stride=stride,
                               dilation=dilation, acc_dtype=acc_dtype, pads=inner,
-                              tangent_fn=tangent_fn)
-        return fn(pad_spatial(xb, inner), w)
+                              tangent_fn=tangent_fn, kernel_fn=kernel_fn)
+        return f(pad_spatial(xb, inner), w)
 
     s0, k0, d0 = stride[axis], kernel[axis], dilation[axis]
     lo, hi = pads[axis]
@@ -126,9 +128,9 @@ def row_blocks(fn, x, w, levels, *, stride, dilation, acc_dtype, pads,
         xb = jnp.pad(xb, widths)
         return lax.dynamic_slice_in_dim(xb, u - c + lo, rows_in, axis=1 + axis)
 
-    def blocked(x, w, remat=False):
+    def blocked(x, w, remat=False, f=fn):
         def compute(x, start, w):
-            return block_fn(read_block(x, start), w)
+            return block_fn(read_block(x, start), w, f)
 
         if remat:  # residuals: x itself (loop-invariant) and the block starts
             compute = jax.checkpoint(compute)
@@ -157,7 +159,7 @@ def row_blocks(fn, x, w, levels, *, stride, dilation, acc_dtype, pads,
             # input blocks are kept.  Blocks are rows of every image, never
             # images: a scan over the batch axis would all-gather a
             # batch-sharded input.
-            terms.append(blocked(x, tw, remat=True))
+            terms.append(blocked(x, tw, remat=True, f=kernel_fn or fn))
         y = blocked(x, w)
         if not terms:
             return y, jnp.zeros_like(y)

@@ -57,9 +57,15 @@ def run(x, w, plan, precision):
             # patch matrix.
             def tangent(x, w):
                 return conv_per_tap(x, w, force_scan=True, **kw)
+        kernel_fn = None
+        if plan.param("kernel_tangent") == "im2col":
+            # Its transpose is one GEMM, patches^T @ ct, per block.
+            def kernel_fn(x, w):
+                return conv_im2col(x, w, **kw)
         return row_blocks(lambda x, w: fn(x, w, **kw), x, w, plan.param("blocks"),
                           stride=p.stride, dilation=p.dilation,
-                          acc_dtype=p.acc_dtype, pads=p.pads, tangent_fn=tangent)
+                          acc_dtype=p.acc_dtype, pads=p.pads, tangent_fn=tangent,
+                          kernel_fn=kernel_fn)
     x = pad_spatial(x, p.pads)
     return conv_per_tap(x, w, force_scan=plan.param("scan", False), **kw)
 

@@ -219,6 +219,12 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
         if levels and (name in ("wide", "alltaps")
                        or (name == "im2col" and i > prof.im2col_max_i)):
             params["input_tangent"] = "taps-scan"
+        if levels and name != "im2col" and o + 2 * t * i <= 2 * temp_channels:
+            # The kernel gradient of a shifted-sum form transposes into a
+            # sum of shifted cotangents; the patch form's is one GEMM per
+            # block (in the same blocks: only where its patches take at most
+            # twice the block's temporaries).
+            params["kernel_tangent"] = "im2col"
     elif name in ("dot", "taps"):
         if p.taps > prof.unroll_limit:
             params["scan"] = True
