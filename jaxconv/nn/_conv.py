@@ -16,7 +16,7 @@ from .. import shapes as _shapes
 from .._args import check_data_format, check_positive, ntuple, positive_tuple
 from .._conv import conv, conv_transpose
 from .._typing import Padding
-from ..algorithms.select import check_algorithm
+from ..algorithms.plan import check_algorithm
 from ..padding import normalize_padding_mode
 from ._base import (
     Initializer,
