@@ -96,6 +96,7 @@ TRANSPOSE_CASES = [  # (num_spatial_dims, kwargs of both ConvTranspose classes)
     (1, dict(kernel_size=4, stride=2, padding=1, output_padding=1)),
     (1, dict(kernel_size=3, stride=3, padding="SAME", output_padding=2)),
     (1, dict(kernel_size=5, stride=2, padding="SAME_LOWER", dilation=2, groups=2)),
+    (1, dict(kernel_size=2, padding=[(0, 2)], groups=2)),  # padding beyond the reach
     (2, dict(kernel_size=3, stride=2, padding="SAME")),
     (2, dict(kernel_size=(2, 3), stride=(2, 1), padding=[(1, 0), (2, 1)],
              output_padding=(1, 0), groups=4, use_bias=False)),
