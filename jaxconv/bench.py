@@ -519,23 +519,35 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _git(*argv: str) -> str | None:
+    """Output of ``git argv`` in the checkout jaxconv is imported from."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(package)
+    if not os.path.exists(os.path.join(root, ".git")):
+        return None
+    try:
+        out = subprocess.run(["git", "-C", root, *argv], capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
 def git_commit() -> str | None:
     """The commit of the checkout jaxconv is imported from, or ``None``.
 
     ``None`` when jaxconv is not imported from the top of a git checkout
     (e.g. installed from a wheel) or git is not available.
     """
-    package = os.path.dirname(os.path.abspath(__file__))
-    root = os.path.dirname(package)
-    if not os.path.exists(os.path.join(root, ".git")):
-        return None
-    try:
-        out = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and commit else None
+    commit = (_git("rev-parse", "HEAD") or "").strip()
+    return commit or None
+
+
+def git_dirty() -> bool | None:
+    """Whether the checkout has uncommitted changes to tracked files (``None``
+    outside a checkout)."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return None if status is None else bool(status.strip())
 
 
 def cpu_model() -> str:
@@ -564,6 +576,7 @@ def machine_info() -> dict:
         "jaxlib": _version("jaxlib") or jax.__version__,
         "jaxconv": __version__,
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
         "profile": current_profile().name,
         "device_kind": dev.device_kind,
         "platform": f"{jax.default_backend()} ({dev.device_kind}); "
@@ -721,14 +734,15 @@ def plot(results: list[dict], path: str) -> None:
     """Write a chart of the speed-ups to ``path`` (PNG; needs matplotlib).
 
     Zoo records are drawn as speedup against the layer's FLOPs (log-log, one
-    marker per direction); otherwise one bar per record.  Draws on a bare
+    marker per direction; a layer repeated in a later architecture once);
+    otherwise one bar per record.  Draws on a bare
     ``matplotlib.figure.Figure``: matplotlib's global backend (and so a
     notebook's inline plots) is left as it was.
     """
     from matplotlib.figure import Figure
 
     zoo = [r for r in results if r["case"].startswith("zoo/") and r.get("flops")
-           and r["direction"] in ("forward", "gradient")]
+           and r["direction"] in ("forward", "gradient") and not r.get("same_as")]
     if zoo:
         fig = Figure(figsize=(8, 5))
         ax = fig.subplots()

@@ -118,6 +118,8 @@ def test_machine_record():
     assert m["device_kind"] == jax.devices()[0].device_kind
     assert isinstance(m["cpu"], str) and m["cpu"] and m["cores"] >= 1
     assert m["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}", m["git_commit"])
+    assert m["git_dirty"] in (None, True, False)
+    assert (m["git_commit"] is None) == (m["git_dirty"] is None)
 
 
 def test_bench_unknown_case(capsys):
