@@ -58,3 +58,17 @@ def assert_close(actual, expected, dtype=None, scale=None):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def pytest_sessionstart(session):
+    """With ``JAXCONV_REQUIRE_TORCH=1`` (CI) the PyTorch oracle tests must run:
+    fail at once if torch cannot be imported, instead of skipping them."""
+    import os
+
+    if os.environ.get("JAXCONV_REQUIRE_TORCH") == "1":
+        try:
+            import torch  # noqa: F401
+        except ImportError as e:
+            raise pytest.UsageError(
+                "JAXCONV_REQUIRE_TORCH=1 but torch cannot be imported "
+                f"({e}): the PyTorch oracle tests would be skipped.") from e
