@@ -104,6 +104,9 @@ CASE_IDS = [c.id for c in CASES]
 #: The batch of the vmap records of a case whose own batch is 1.
 VMAP_BATCH = 8
 VMAP_DIRECTIONS = ("vmap_forward", "vmap_kernel_grad", "per_example_grad")
+# --quick: fewer repetitions of a vmap record whose round of calls is slow
+# (lax's per-example gradient of group32 takes about a minute a call).
+VMAP_QUICK_CAP_S = 20.0
 
 # Timing of one record: (budget in seconds, minimum and maximum repetitions).
 TIMING = {
@@ -205,7 +208,8 @@ def _time_once(f, args) -> float:
 
 
 def interleaved_samples(calls: Sequence[tuple[Callable, tuple]], *, budget: float,
-                        min_reps: int, max_reps: int) -> list[list[float]]:
+                        min_reps: int, max_reps: int,
+                        cap_s: float | None = None) -> list[list[float]]:
     """Seconds of every timed call of each ``(f, args)``, the calls interleaved.
 
     One warm-up call of each is timed only to size the run and then
@@ -213,7 +217,9 @@ def interleaved_samples(calls: Sequence[tuple[Callable, tuple]], *, budget: floa
     thread pool, and with the few repetitions of ``--quick`` it would weigh on
     the median.  Repetition ``i`` runs the functions in an order rotated by
     ``i`` (for two: a b, b a, a b, ...) so that none always runs right after
-    another.
+    another.  ``cap_s`` (seconds) lowers the repetitions below ``min_reps``
+    (to one at the least) where one round of calls takes longer than
+    ``cap_s / min_reps``.
 
     Returns:
       One list of ``reps`` durations per function, repetition by repetition
@@ -221,6 +227,8 @@ def interleaved_samples(calls: Sequence[tuple[Callable, tuple]], *, budget: floa
     """
     per = max(sum(_time_once(f, a) for f, a in calls), 1e-6)
     reps = int(min(max_reps, max(min_reps, budget / per)))
+    if cap_s is not None:
+        reps = min(reps, max(1, int(cap_s / per)))
     out: list[list[float]] = [[] for _ in calls]
     n = len(calls)
     for i in range(reps):
@@ -442,7 +450,8 @@ def run_vmap(case: AnyCase, direction: str, *, quick: bool) -> dict:
     budget, min_reps, max_reps = TIMING["suite_quick" if quick else "suite"]
     tv, tb, tl = interleaved_samples([(cvj, vargs), (cbj, bargs), (cvl, vargs)],
                                      budget=budget, min_reps=min_reps,
-                                     max_reps=max_reps)
+                                     max_reps=max_reps,
+                                     cap_s=VMAP_QUICK_CAP_S if quick else None)
     mv, mb, ml = (statistics.median(t) for t in (tv, tb, tl))
     used = (xb, w) if direction == "vmap_forward" else vargs
     rows = explain(vj, *vargs)

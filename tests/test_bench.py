@@ -79,6 +79,16 @@ def test_interleaved_samples_rotates_three_functions():
     assert order[3:] == list("abc" "bca" "cab")
 
 
+def test_interleaved_samples_cap():
+    calls = [(lambda: time.sleep(0.02) or np.zeros(()), ())]
+    out = bench.interleaved_samples(calls, budget=0.0, min_reps=5, max_reps=9,
+                                    cap_s=0.05)
+    assert 1 <= len(out[0]) <= 2
+    out = bench.interleaved_samples(calls, budget=0.0, min_reps=5, max_reps=9,
+                                    cap_s=0.001)
+    assert len(out[0]) == 1
+
+
 def test_ratio_range_is_the_interquartile_range():
     num = [2.0, 4.0, 6.0, 8.0, 10.0]
     assert bench.ratio_range(num, [1.0] * 5) == [4.0, 8.0]
