@@ -46,22 +46,24 @@ import statistics
 import tempfile
 import time
 import warnings
+from types import ModuleType
 
 import jax
 import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: writes stay atomic, concurrent merges may race
-    fcntl = None
-
 from .._progress import progress
 from .plan import Plan, candidates, execute
 from .plan import choose as choose_auto
 from .problem import Problem
 from .profile import Profile
+
+fcntl: ModuleType | None
+try:
+    import fcntl
+except ImportError:  # not POSIX: writes stay atomic, concurrent merges may race
+    fcntl = None
 
 CACHE_VERSION = 2
 LOG = logging.getLogger("jaxconv")

@@ -132,7 +132,7 @@ class Profile:
 # (the Toeplitz scan of batched GEMMs instead of the per-channel Hankel
 # GEMMs), plain autodiff for kernel gradients (XLA's column reductions are
 # fast there), and exact float32 GEMMs for depthwise reformulations.
-_ACCELERATOR = dict(
+_ACCELERATOR = Profile(
     workspace_bytes=256 * _MiB, block_min_bytes=256 * _MiB,
     block_max_bytes=256 * _MiB, pad_in_loop_max_taps=0, hankel_min_taps=1 << 62,
     s2d_max_i=0, phase_gemm_max_taps=64, branch_free=True,
@@ -140,8 +140,8 @@ _ACCELERATOR = dict(
 )
 PRESETS: dict[str, Profile] = {
     "cpu": Profile(),
-    "gpu": Profile(name="gpu", **_ACCELERATOR),
-    "tpu": Profile(name="tpu", **_ACCELERATOR),
+    "gpu": _ACCELERATOR.replace(name="gpu"),
+    "tpu": _ACCELERATOR.replace(name="tpu"),
 }
 _BACKENDS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}
 _ACTIVE: contextvars.ContextVar[Profile | None] = contextvars.ContextVar(
