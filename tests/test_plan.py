@@ -49,6 +49,8 @@ GRID = [
     ("1-D dw mult 2", (1, 4096, 16), (128, 1, 32), 1, "VALID", 1, 16, "depthwise"),
     ("dw mult 2", (1, 28, 28, 96), (3, 3, 1, 192), 1, "SAME", 1, 96, "depthwise"),
     ("dw 11x11", (1, 9, 9, 4), (11, 11, 1, 4), 1, "SAME", 1, 4, "depthwise"),
+    ("1-channel input", (8, 64, 64, 1), (3, 3, 1, 64), 1, "SAME", 1, 1, "im2col"),
+    ("1-channel 1x1", (1, 9, 9, 1), (3, 3, 1, 1), 1, "SAME", 1, 1, "depthwise"),
     ("3-D strided", (1, 8, 8, 8, 16), (3, 3, 3, 16, 16), 2, "SAME", 1, 1, "im2col"),
 ]
 ON_ACCELERATORS = {"1-D s2 64ch": "taps"}

@@ -120,7 +120,9 @@ def choose(p: Problem, prof: Profile) -> tuple[str, str]:
         phases = math.prod(p.lhs_dilation)
         return "polyphase", (f"transposed (lhs dilation {_dims(p.lhs_dilation)}), "
                              f"stride 1: {phases} sub-pixel phases on the real inputs")
-    if p.depthwise:
+    if p.depthwise and (p.groups > 1 or p.out_channels == 1):
+        # (One input channel feeding many outputs is a dense conv of depth
+        # T: the patch form below; its kernel gradient is one GEMM.)
         if toeplitz.applies(p, prof):
             return "toeplitz", (f"1-D depthwise, {t} taps >= {prof.toeplitz_min_taps}: "
                                 "blocked Toeplitz GEMMs")
