@@ -304,7 +304,8 @@ ERRORS = [  # (constructor or call, exception type, message fragment)
 ]
 
 
-@pytest.mark.parametrize("make, exc, message", ERRORS, ids=lambda v: str(v)[:40])
+@pytest.mark.parametrize("make, exc, message", ERRORS,
+                         ids=[f"{i}-{e[1].__name__}" for i, e in enumerate(ERRORS)])
 def test_errors_name_the_argument(make, exc, message):
     with pytest.raises(exc) as info:
         make()
