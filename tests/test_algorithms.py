@@ -64,13 +64,14 @@ def _small_problems_take_rows_or_wide(request):
     """The stride-1 cases named "rows"/"wide"/"im2col" are small; below the
     profile's ``alltaps_max_bytes`` "auto" would pick "alltaps" for them, so
     the threshold is lowered to keep those formulations under test (the
-    large problems they serve are too slow for the ``direct`` reference)."""
+    large problems they serve are too slow for the ``direct`` reference);
+    ``rows`` and ``wide`` get channel thresholds (the cpu preset's are 0)."""
     case = getattr(request.node, "callspec", None)
     case = case.params.get("case") if case else None
     stride1 = case is not None and all(s == 1 for s in case[3])
     profile = CPU
     if stride1 and case[0] in ("rows", "wide", "im2col"):
-        profile = CPU.replace(alltaps_max_bytes=0)
+        profile = CPU.replace(alltaps_max_bytes=0, rows_max_i=32, wide_max_i=4096)
     with jaxconv.use_profile(profile):
         yield
 

@@ -161,7 +161,8 @@ def choose(p: Problem, prof: Profile) -> tuple[str, str]:
             return "rows", f"1-D dense, I = {i} <= {prof.rows_max_i}: taps concatenated"
         if i <= prof.wide_max_i:
             return "wide", f"1-D dense, I = {i}: one GEMM against all taps"
-        return "taps", f"1-D dense, I = {i} > {prof.wide_max_i}: per-tap GEMMs"
+        return "taps", ("1-D dense, all-tap GEMM output > "
+                        f"{_mib(prof.alltaps_max_bytes)}: per-tap GEMMs")
     return "taps", f"1-D dense, stride {s}, I = {i}: strided per-tap GEMMs"
 
 

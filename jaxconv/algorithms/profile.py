@@ -53,10 +53,13 @@ class Profile:
       alltaps_max_i: beyond ``alltaps_max_bytes``, 2-D stride-1 kernels on
         at most this many input channels still run ``"alltaps"`` (in row
         blocks); wider ones build patches.
-      rows_max_i: 1-D stride-1 dense kernels on at most this many input
-        channels concatenate their taps along channels (``"rows"``).
+      rows_max_i: 1-D stride-1 dense kernels (beyond ``alltaps_max_bytes``)
+        on at most this many input channels concatenate their taps along
+        channels (``"rows"``); 0: never.
       wide_max_i: up to this many, one GEMM against all taps (``"wide"``);
-        beyond, per-tap GEMMs.
+        beyond, per-tap GEMMs (``"taps"``). The ``cpu`` preset sets both to
+        0: on the 1-D layers of a HiFi-GAN stack per-tap GEMMs ran their
+        gradients 1.5-6x faster than ``rows``/``wide`` (BENCHMARKS.md).
       s2d_max_i: strided 1-D dense kernels on fewer input channels fold the
         stride phases into channels (``"s2d"``).
       block_io_fraction: a row block's temporaries may take this fraction of
@@ -95,8 +98,8 @@ class Profile:
     im2col_max_i: int = 4
     alltaps_max_bytes: int = 2 * _MiB
     alltaps_max_i: int = 64
-    rows_max_i: int = 32
-    wide_max_i: int = 4096
+    rows_max_i: int = 0
+    wide_max_i: int = 0
     s2d_max_i: int = 128
     block_io_fraction: float = 0.8
     block_min_bytes: int = _MiB // 2
