@@ -80,6 +80,20 @@ def ntuple(value: Any, n: int, name: str) -> tuple[int, ...]:
     return (as_int(value, name),) * n
 
 
+def check_bool(value: Any, name: str) -> bool:
+    """``value`` if it is a bool (NumPy's too), else a ``TypeError`` naming ``name``.
+
+    A string such as ``"no"`` would otherwise count as true.
+
+    >>> check_bool(False, "ceil_mode")
+    False
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"`{name}` (={value!r}) must be True or False, got "
+                    f"{type(value).__name__}.")
+
+
 def check_positive(value: Any, name: str) -> int:
     """``value`` as an int, checked to be >= 1.
 

@@ -54,7 +54,13 @@ import numpy as np
 from jax import lax
 
 from . import shapes
-from ._args import _is_sequence, check_data_format, check_nonnegative, positive_tuple
+from ._args import (
+    _is_sequence,
+    check_bool,
+    check_data_format,
+    check_nonnegative,
+    positive_tuple,
+)
 from ._taps import tap_slice
 from ._typing import Padding
 
@@ -124,6 +130,7 @@ def _geometry(x, window_shape, *, stride, padding, dilation, ceil_mode, data_for
     """Validate and resolve every static argument of a pooling call."""
     n = _num_spatial(x, window_shape, "window_shape")
     window = positive_tuple(window_shape, n, "window_shape")
+    check_bool(ceil_mode, "ceil_mode")
     first = _first_spatial_axis(x, n, data_format)
     spatial = tuple(x.shape[first : first + n])
     stride = window if stride is None else positive_tuple(stride, n, "stride")
@@ -462,7 +469,7 @@ def avg_pool(
         x, window_shape, stride=stride, padding=padding, dilation=dilation,
         ceil_mode=ceil_mode, data_format=data_format,
     )  # fmt: skip
-    return _mean(x, g, bool(count_include_pad), 1.0)
+    return _mean(x, g, check_bool(count_include_pad, "count_include_pad"), 1.0)
 
 
 @functools.partial(jax.jit, static_argnames=("g", "include_pad", "scale"))

@@ -19,6 +19,25 @@ IMG = (8, 8, 3)
 
 # (id, thunk, exception type, regex the message must match)
 BAD_LAYERS = [
+    ("pool-ceil-mode-string", lambda: nn.MaxPool(2, ceil_mode="x").init(KEY, IMG),
+     TypeError, r"`ceil_mode` \(='x'\) must be True or False"),
+    ("avgpool-count-include-pad-string",
+     lambda: nn.AvgPool(2, count_include_pad="yes").init(KEY, IMG), TypeError,
+     r"`count_include_pad` \(='yes'\) must be True or False"),
+    ("conv-use-bias-string", lambda: nn.Conv(4, 3, use_bias="no").init(KEY, IMG),
+     TypeError, r"`use_bias` \(='no'\) must be True or False"),
+    ("conv-kernel-init-not-callable",
+     lambda: nn.Conv(4, 3, kernel_init=5).init(KEY, IMG), TypeError,
+     r"`kernel_init` \(=5\) must be a callable"),
+    ("dropout-rate-string", lambda: nn.Dropout("0.5").init(KEY, IMG), TypeError,
+     r"`rate` \(='0.5'\) must be a number"),
+    ("conv-after-flatten", lambda: nn.Sequential([nn.Flatten(), nn.Conv(3, 3)]).init(
+        KEY, IMG), ValueError, r"`kernel_size` \(=3\) needs spatial axes, but "
+     r"`input_shape` \(=\(192,\)\) has none"),
+    ("conv-transpose-after-flatten", lambda: nn.ConvTranspose(3, 2).init(KEY, (5,)),
+     ValueError, r"`kernel_size` \(=2\) needs spatial axes"),
+    ("depthwise-after-flatten", lambda: nn.DepthwiseConv(3).init(KEY, (5,)),
+     ValueError, r"`kernel_size` \(=3\) needs spatial axes"),
     ("conv-features-0", lambda: nn.Conv(0, 3).init(KEY, IMG), ValueError,
      r"`features` \(=0\) must be a positive integer"),
     ("conv-features-float", lambda: nn.Conv(2.5, 3).init(KEY, IMG), TypeError,

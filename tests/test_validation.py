@@ -260,3 +260,12 @@ def _argument_asserts() -> list[str]:
 def test_no_assert_statements_in_library():
     """``python -O`` strips asserts, so they cannot guard arguments."""
     assert _argument_asserts() == []
+
+
+@pytest.mark.parametrize("kw, name", [(dict(ceil_mode="x"), "ceil_mode"),
+                                      (dict(count_include_pad="yes"),
+                                       "count_include_pad")])
+def test_pool_flags_must_be_booleans(kw, name):
+    x = jnp.ones((1, 8, 8, 3), jnp.float32)
+    with pytest.raises(TypeError, match=f"`{name}` .* must be True or False"):
+        jc.avg_pool(x, (3, 3), stride=2, **kw)

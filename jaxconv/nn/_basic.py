@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any
 
 import jax
@@ -255,6 +256,9 @@ class Dropout(Layer):
     _keeps_rank = True
 
     def __post_init__(self):
+        if isinstance(self.rate, (str, bytes, bool)) or not isinstance(
+                self.rate, numbers.Real):
+            raise TypeError(f"`rate` (={self.rate!r}) must be a number in [0, 1).")
         if not 0.0 <= float(self.rate) < 1.0:
             raise ValueError(f"`rate` (={self.rate!r}) must be in [0, 1).")
 

@@ -13,7 +13,13 @@ import jax
 import jax.numpy as jnp
 
 from .. import shapes as _shapes
-from .._args import check_data_format, check_positive, ntuple, positive_tuple
+from .._args import (
+    check_bool,
+    check_data_format,
+    check_positive,
+    ntuple,
+    positive_tuple,
+)
 from .._conv import conv, conv_transpose
 from .._typing import Padding
 from ..algorithms.plan import check_algorithm
@@ -39,11 +45,25 @@ def _geometry(layer, input_shape):
     nd = len(layer.kernel_size) if not isinstance(layer.kernel_size, int) else (
         len(shape) - 1
     )
+    if isinstance(layer.kernel_size, int) and nd < 1:
+        # An int kernel size means "every spatial axis": an input with none
+        # (e.g. after Flatten) is a mistake, not a 0-D convolution (pass
+        # kernel_size=() for that).
+        raise ValueError(f"`kernel_size` (={layer.kernel_size}) needs spatial axes, "
+                         f"but `input_shape` (={tuple(shape)}) has none; pass "
+                         "kernel_size=() for a 0-D convolution.")
     spatial, c_in = spatial_split(shape, nd, fmt)
     kernel = positive_tuple(layer.kernel_size, nd, "kernel_size")
     # Options the shapes alone do not check, so that `init` (not the first
     # `apply`) reports them.
     check_algorithm(layer.algorithm)
+    check_bool(getattr(layer, "use_bias", True), "use_bias")
+    for name in ("kernel_init", "bias_init"):
+        init = getattr(layer, name, None)
+        if init is not None and not callable(init):
+            raise TypeError(f"`{name}` (={init!r}) must be a callable "
+                            "(key, shape, dtype) -> array, e.g. "
+                            "jax.nn.initializers.lecun_normal().")
     mode = getattr(layer, "padding_mode", "zeros")
     normalize_padding_mode(mode, nd)
     return spatial, c_in, kernel, nd

@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import pooling as _pooling
 from .. import shapes as _shapes
-from .._args import check_data_format, ntuple
+from .._args import check_bool, check_data_format, ntuple
 from ._base import Layer, LayerInfo, check_shape, join, spatial_split
 
 
@@ -46,6 +46,8 @@ class _Pool(Layer):
         spatial, c = spatial_split(shape, nd, fmt)
         window = ntuple(self.window_shape, nd, "window_shape")
         stride = window if self.stride is None else ntuple(self.stride, nd, "stride")
+        check_bool(self.ceil_mode, "ceil_mode")
+        check_bool(getattr(self, "count_include_pad", True), "count_include_pad")
         out = _shapes.pool_output_shape(
             spatial, window, stride=stride, padding=self.padding,
             dilation=self.dilation, ceil_mode=self.ceil_mode,
