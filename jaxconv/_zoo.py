@@ -159,7 +159,8 @@ def _gap(x: _T) -> _T:
 
 
 def _concat(a: _T, b: _T) -> _T:
-    assert a.spatial == b.spatial, (a, b)
+    if a.spatial != b.spatial:
+        raise ValueError(f"cannot concatenate {a} and {b}: spatial sizes differ")
     return _T(a.spatial, a.c + b.c, None)
 
 

@@ -966,7 +966,8 @@ def main(argv: list[str] | None = None) -> int:
         elif kind == "vmap":
             results.append(run_vmap(c, direction, quick=args.quick))
         else:
-            assert models_mod is not None
+            if models_mod is None:
+                raise RuntimeError("model records need jaxconv._bench_models")
             results.append(models_mod.run_model(c, quick=args.quick))
     if zoo_run:
         by_problem: dict[tuple, list[dict]] = {}

@@ -23,10 +23,11 @@ def batch_zeros(x, shape, dtype, batch_axis=0):
     and the zeros are returned as they are.
     """
     z = jnp.zeros(shape, dtype)
-    spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
-    if spec and spec[0] is not None:
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    partition = None if sharding is None else sharding.spec
+    if partition and partition[0] is not None:
         target = [None] * len(shape)
-        target[batch_axis] = spec[0]
+        target[batch_axis] = partition[0]
         z = jax.sharding.reshard(z, jax.sharding.PartitionSpec(*target))
     return z
 
