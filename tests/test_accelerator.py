@@ -202,3 +202,48 @@ def test_branch_free_guards_keep_nan_and_inf_local(case, profile, rng):
         np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want), target)
         fin = np.isfinite(want)
         assert_close(got[fin], want[fin])
+
+
+def _zoo_programs():
+    from jaxconv import _zoo
+
+    seen, out = set(), []
+    for case in _zoo.zoo_cases():
+        layer = case.layer
+        key = (layer.spatial, layer.c_in, layer.c_out, layer.kernel, layer.stride,
+               layer.dilation, layer.padding, layer.groups, layer.transposed)
+        if case.n != 1 or key in seen:
+            continue
+        seen.add(key)
+        out.append(case)
+    return out
+
+
+@pytest.mark.parametrize("case", _zoo_programs(), ids=lambda c: c.id)
+def test_every_zoo_layer_on_the_gpu_profile(case):
+    # Every distinct layer of the benchmark zoo (batch 1), forward and
+    # gradient, exported for cuda: the same structure rules. (The tpu
+    # preset shares the gpu thresholds.)
+    layer = case.layer
+    nd = len(layer.spatial)
+    dn = bench._dn(nd)
+    if layer.transposed:
+        ws = (*layer.kernel, layer.c_in, layer.c_out)
+
+        def f(x, w):
+            return jl.conv_transpose(x, w, layer.stride, layer.padding,
+                                     dimension_numbers=dn)
+    else:
+        ws = (*layer.kernel, layer.c_in // layer.groups, layer.c_out)
+
+        def f(x, w):
+            return jl.conv_general_dilated(
+                x, w, layer.stride, layer.padding, rhs_dilation=layer.dilation,
+                dimension_numbers=dn, feature_group_count=layer.groups)
+
+    shapes = ((1, *layer.spatial, layer.c_in), ws)
+    for which, fn in (("forward", f), ("gradient", _gradient(f))):
+        s = _structure(fn, shapes, "gpu")
+        assert s["conditionals"] == 0 and s["convolutions"] == 0, (which, s)
+        if math.prod(layer.kernel) <= 49:
+            assert s["loops"] <= 2, (which, s)
