@@ -304,7 +304,7 @@ POLYPHASE = [
     ((1, 5, 6, 4), (3, 2, 2, 6), (3, 2), [(-1, 2), (1, 0)], (2, 1), 2),
     ((2, 7, 3), (5, 3, 4), (2,), [(4, 3)], (3,), 1),
     ((1, 3, 4, 3, 2), (2, 3, 2, 2, 3), (2, 1, 2), [(1, 1), (2, 0), (0, 1)], None, 1),
-    # a 70-tap sub-kernel per phase (> UNROLL_LIMIT taps): the scanned phase
+    # a 70-tap sub-kernel per phase (> the unroll limit): the scanned phase
     ((1, 9, 2), (140, 2, 3), (2,), [(70, 80)], None, 1),
 ]
 
