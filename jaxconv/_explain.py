@@ -9,6 +9,7 @@ import jax
 from jax.extend.core import jaxprs_in_params
 
 from ._canonical import RECORDER, canonical_plan
+from ._primitive import flipped_kernel, lhs_t_conv_params
 from .algorithms.plan import Plan
 
 # The primitive every jaxconv convolution binds (``jaxconv._primitive``), and
@@ -122,6 +123,12 @@ def _row(eqn) -> ExplainRow:
     shape, dtype = params.pop("operand_shape"), params.pop("operand_dtype")
     a, b = (jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars)
     operand = jax.ShapeDtypeStruct(shape, dtype) if shape is not None else None
+    if role == "lhs_t":
+        conv = lhs_t_conv_params(a, b, shape, dtype, params)
+        if conv is not None:  # planned as a convolution of ct (see _primitive)
+            wt = jax.eval_shape(
+                lambda w: flipped_kernel(w, params["feature_group_count"]), b)
+            return ExplainRow.of(canonical_plan(a, wt, **conv), role)
     x, w = {"fwd": (a, b), "lhs_t": (operand, b), "rhs_t": (a, operand)}[role]
     return ExplainRow.of(canonical_plan(x, w, **params), role)
 
@@ -133,8 +140,10 @@ def explain(f: Callable, *args, **kwargs) -> Explanation:
     ``args`` may be ``jax.ShapeDtypeStruct``\\ s) and every jaxconv
     convolution in the trace reports its plan: one row per convolution, in
     program order, gradients included (``jax.grad`` adds an input-gradient
-    and a kernel-gradient row per convolution, computed by differentiating
-    the forward's plan).  ``f`` can be one op, a Flax ``apply``, a
+    and a kernel-gradient row per convolution: the kernel gradient
+    differentiates the forward's plan; the input gradient of a stride-1
+    convolution is planned as a convolution of the output cotangent with the
+    flipped kernel, other input gradients differentiate the forward's plan).  ``f`` can be one op, a Flax ``apply``, a
     ``jaxconv.nn`` model or a ``jax.grad`` of any of them.
 
     Args:

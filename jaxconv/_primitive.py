@@ -38,7 +38,10 @@ role       operands -> result   definition
 =========  ===================  ============================================
 
 The transposed roles run ``jax.vjp`` of ``conv_canonical`` (at zeros: the map
-is linear), so the custom derivative rules of the formulations are what runs.
+is linear), so the custom derivative rules of the formulations are what runs;
+except ``lhs_t`` of a stride-1 problem, which is itself a convolution (of
+``ct`` with the flipped kernel, :func:`lhs_t_conv_params`) and is planned as
+one.
 Transposes (``<a, f(b)> = <f^T(a), b>``): ``fwd``: lhs -> ``lhs_t(ct, w)``,
 rhs -> ``rhs_t(x, ct)``; ``lhs_t(ct, w)`` with cotangent ``g`` (x-shaped): ct
 -> ``fwd(g, w)``, w -> ``rhs_t(g, ct)``; ``rhs_t(x, ct)`` with ``g``
@@ -174,6 +177,11 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
     with jax.named_scope(f"jaxconv_conv_{role}"):
         if role == "fwd":
             return conv_canonical(a, b, **params)
+        conv_params = (lhs_t_conv_params(a, b, operand_shape, operand_dtype, params)
+                       if role == "lhs_t" else None)
+        if conv_params is not None:
+            wt = flipped_kernel(b, params["feature_group_count"])
+            return conv_canonical(a, wt, **conv_params)
         zero = jnp.zeros(operand_shape, operand_dtype)
         if role == "lhs_t":
             w = b
@@ -182,6 +190,46 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
             x = a
             _, vjp = jax.vjp(lambda w: conv_canonical(x, w, **params), zero)
         return vjp(a if role == "lhs_t" else b)[0]
+
+
+def lhs_t_conv_params(ct, w, x_shape, x_dtype, params) -> dict | None:
+    """The parameters of ``lhs_t`` run as a planned forward convolution, or None.
+
+    For a stride-1, undilated-input problem without batch groups the
+    transpose with respect to ``x`` is itself a correlation of the cotangent
+    with the flipped kernel (:func:`flipped_kernel`), which the plan then
+    treats as any forward convolution: the row-blocked forms and their
+    cache-sized temporaries instead of the transpose of the forward's
+    formulation.  Per axis, ``gx[q] = sum_k ct[q + k*d - (d*(K-1) - lo)] *
+    w[K-1-k]``: padding ``(d*(K-1) - lo, d*(K-1) - hi)`` (negative values
+    crop), an output of ``x``'s size.  Only for ``"auto"``/``"taps"``, one
+    floating dtype throughout, and no empty axis; ``ct``, ``w`` need only
+    ``shape`` and ``dtype``.
+    """
+    if not (params["algorithm"] in ("auto", "taps")
+            and all(s == 1 for s in params["stride"])
+            and all(d == 1 for d in params["lhs_dilation"])
+            and params["batch_group_count"] == 1
+            and np.dtype(ct.dtype) == np.dtype(w.dtype) == np.dtype(x_dtype)
+            and jnp.issubdtype(ct.dtype, jnp.floating)
+            and all(n > 0 for n in (*x_shape, *ct.shape, *w.shape))):
+        return None
+    kernel = w.shape[:-2]
+    pads = tuple((d * (k - 1) - lo, d * (k - 1) - hi) for k, d, (lo, hi)
+                 in zip(kernel, params["rhs_dilation"], params["padding"]))
+    return {**params, "padding": pads, "preferred_element_type": None}
+
+
+def flipped_kernel(w, groups: int):
+    """``w (*K, I, G*M)`` flipped along ``K``, each group's ``(I, M)``
+    transposed: ``(*K, M, G*I)``, the kernel of the input gradient."""
+    kernel = w.shape[:-2]
+    nd = len(kernel)
+    i, o = w.shape[-2:]
+    m = o // groups
+    wt = jnp.flip(w, tuple(range(nd))).reshape(*kernel, i, groups, m)
+    return jnp.transpose(wt, (*range(nd), nd + 2, nd + 1, nd)).reshape(
+        *kernel, m, groups * i)
 
 
 def fwd_shape(x_shape, w_shape, *, stride, padding, lhs_dilation, rhs_dilation,

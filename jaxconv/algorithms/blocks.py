@@ -95,7 +95,9 @@ def row_blocks(fn, x, w, levels, *, stride, dilation, acc_dtype, pads,
     ``x`` and the block starts and accumulates a kernel-sized cotangent.
     """
     if not levels:
-        return fn(pad_spatial(x, pads), w)
+        if kernel_fn is None:
+            return fn(pad_spatial(x, pads), w)
+        return _unblocked(fn, kernel_fn, tangent_fn, pads, x, w)
     (axis, r, nb), inner_levels = levels[0], levels[1:]
     kernel = w.shape[:-2]
     out = out_spatial(padded_shape(x.shape, pads), kernel, stride, dilation)
@@ -133,7 +135,7 @@ def row_blocks(fn, x, w, levels, *, stride, dilation, acc_dtype, pads,
             return block_fn(read_block(x, start), w, f)
 
         if remat:  # residuals: x itself (loop-invariant) and the block starts
-            compute = jax.checkpoint(compute)
+            return stacked(jax.checkpoint(compute), x, w)
 
         def step(acc, start):
             zero = jnp.zeros((), jnp.int32)
@@ -144,6 +146,27 @@ def row_blocks(fn, x, w, levels, *, stride, dilation, acc_dtype, pads,
 
         init = batch_zeros(x, (x.shape[0], *out, o), acc_dtype)
         return lax.scan(step, init, jnp.asarray(starts))[0]
+
+    def stacked(compute, x, w):
+        # The blocks as the scan's stacked outputs, then assembled.  (Written
+        # in place into a carried output, as the forward does, the transpose
+        # would carry the whole cotangent through the loop, which XLA copies
+        # at every step; stacked, the transpose reads its block as the
+        # scan's input.)
+        def step(_, start):
+            return None, compute(x, start, w).astype(acc_dtype)
+
+        ys = lax.scan(step, None, jnp.asarray(starts))[1]
+        ys = jnp.moveaxis(ys, 0, 1 + axis)
+        shape = list(ys.shape)
+        ys = ys.reshape(*shape[:1 + axis], nb * r, *shape[3 + axis:])
+        extra = nb * r - h  # the last block was shifted back by this much
+        if extra:
+            ys = lax.concatenate(
+                [lax.slice_in_dim(ys, 0, (nb - 1) * r, axis=1 + axis),
+                 lax.slice_in_dim(ys, (nb - 1) * r + extra, nb * r, axis=1 + axis)],
+                1 + axis)
+        return ys
 
     f = jax.custom_jvp(lambda x, w: blocked(x, w))
 
@@ -161,6 +184,33 @@ def row_blocks(fn, x, w, levels, *, stride, dilation, acc_dtype, pads,
             # batch-sharded input.
             terms.append(blocked(x, tw, remat=True, f=kernel_fn or fn))
         y = blocked(x, w)
+        if not terms:
+            return y, jnp.zeros_like(y)
+        return y, terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+    f.defjvp(_jvp, symbolic_zeros=True)
+    return f(x, w)
+
+
+def _unblocked(fn, kernel_fn, tangent_fn, pads, x, w):
+    """``fn(pad(x), w)`` whose kernel tangent runs ``kernel_fn`` (unblocked).
+
+    The same rule as the blocked form's (:func:`row_blocks`), for problems
+    small enough to run whole: the transpose of the patch form's kernel
+    tangent is one GEMM, where autodiff of a shifted-sum form is a sum of
+    shifted cotangents.
+    """
+    f = jax.custom_jvp(lambda x, w: fn(pad_spatial(x, pads), w))
+
+    def _jvp(primals, tangents):
+        (x, w), (tx, tw) = primals, tangents
+        zero = jax.custom_derivatives.SymbolicZero
+        y = f(x, w)
+        terms = []
+        if not isinstance(tx, zero):
+            terms.append((tangent_fn or fn)(pad_spatial(tx, pads), w))
+        if not isinstance(tw, zero):
+            terms.append(kernel_fn(pad_spatial(x, pads), tw))
         if not terms:
             return y, jnp.zeros_like(y)
         return y, terms[0] if len(terms) == 1 else terms[0] + terms[1]

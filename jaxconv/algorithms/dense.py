@@ -13,9 +13,11 @@ to the GEMM (the plan, ``plan.py``, picks one and its blocks):
 * ``"rows"``: the last-axis taps concatenated along channels, one GEMM per
   row of taps;
 * ``"wide"``: one GEMM per row of taps against all last-axis taps, then
-  shifted partial sums.
+  shifted partial sums;
+* ``"shifted"``: per-tap GEMMs over whole input rows (no input slice is
+  copied), their outputs shifted and summed.
 
-``alltaps``, ``im2col``, ``rows`` and ``wide`` run in the plan's row blocks
+``alltaps``, ``im2col``, ``rows``, ``wide`` and ``shifted`` run in the plan's row blocks
 (``blocks.row_blocks``), padding each block as they read it.
 """
 
@@ -37,7 +39,7 @@ from ._common import (
 )
 from .blocks import row_blocks
 
-BLOCKED = ("alltaps", "im2col", "rows", "wide")
+BLOCKED = ("alltaps", "im2col", "rows", "wide", "shifted")
 NAMES = ("dot", "taps", *BLOCKED)
 
 
@@ -49,7 +51,7 @@ def run(x, w, plan, precision):
     name = plan.formulation
     if name in BLOCKED:
         fn = {"im2col": conv_im2col, "rows": conv_rows, "wide": conv_wide,
-              "alltaps": conv_alltaps}[name]
+              "alltaps": conv_alltaps, "shifted": conv_shifted}[name]
         tangent = None
         if plan.param("input_tangent") == "taps-scan":
             # Input gradient as a scan of per-tap GEMMs (deep enough when
@@ -208,5 +210,32 @@ def conv_wide(x, w, *, stride, dilation, groups, precision, acc_dtype):
             start[-3], limit[-3] = j * dl, j * dl + out[-1]
             start[-2], limit[-2] = j, j + 1
             term = lax.slice(y, start, limit).reshape(*y.shape[:-3], out[-1], o)
+            acc = term if acc is None else acc + term
+    return acc
+
+
+def conv_shifted(x, w, *, stride, dilation, groups, precision, acc_dtype):
+    """Per-tap GEMMs over whole input rows, their outputs shifted and summed.
+
+    Like :func:`conv_wide`, but one GEMM per last-axis tap
+    (``rows @ w[..., j, :, :]``, ``N = O``) instead of one against all of
+    them: the sum then reads ``k_w`` contiguous outputs instead of strided
+    slices of an interleaved ``(..., k_w, O)`` one, and no input slice is
+    copied for the GEMMs (along the last axis they read the rows whole).
+    Stride 1 along the last axis.
+    """
+    del groups
+    kernel = w.shape[:-2]
+    out = out_spatial(x.shape, kernel, stride, dilation)
+    kl, dl = kernel[-1], dilation[-1]
+    width = x.shape[-2]
+    lead_k = kernel[:-1]
+    acc = None
+    for tap in tap_offsets(lead_k):
+        rows = tap_slice(x, (*tap, 0), (*out[:-1], width), (*stride[:-1], 1),
+                         (*dilation[:-1], 1))  # (N, *out[:-1], W, I)
+        for j in range(kl):
+            y = matmul(rows, take(w, (*tap, j)), precision, acc_dtype)
+            term = lax.slice_in_dim(y, j * dl, j * dl + out[-1], axis=y.ndim - 2)
             acc = term if acc is None else acc + term
     return acc

@@ -183,6 +183,16 @@ class Problem:
         return math.prod(self.out_shape) * self.acc_itemsize
 
     @property
+    def w_bytes(self) -> int:
+        return math.prod(self.w_shape) * np.dtype(self.w_dtype).itemsize
+
+    @property
+    def patch_bytes(self) -> int:
+        """Bytes of the whole patch matrix ``(N, *out, T * I)`` (accumulation dtype)."""
+        return (math.prod(self.out_shape[:-1]) * self.taps * self.in_per_group
+                * self.groups * self.acc_itemsize)
+
+    @property
     def io_bytes(self) -> int:
         """Input plus output bytes (the memory rule allows twice this)."""
         return self.in_bytes + self.out_bytes
