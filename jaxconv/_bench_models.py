@@ -55,8 +55,11 @@ def require_flax() -> None:
 
 
 def model_ids(quick: bool = False) -> list[str]:
-    """The ids of the models (``model/<arch>``)."""
-    return list(SHAPES)
+    """The ids of the models (``model/<arch>``), with the Equinox U-Net's
+    (:mod:`jaxconv._bench_eqx`) where equinox is installed."""
+    from . import _bench_eqx
+
+    return list(SHAPES) + ([_bench_eqx.NAME] if _bench_eqx.available() else [])
 
 
 class Ops:
@@ -381,9 +384,15 @@ def measure(name: str, build: Callable[[Ops], Any], x_shape: tuple[int, ...],
 
 
 def run_model(name: str, *, quick: bool) -> dict:
-    """The ``train_step`` record of the model ``name`` (one of :data:`SHAPES`)."""
+    """The ``train_step`` record of the model ``name`` (one of :data:`SHAPES`,
+    or ``model/eqx_unet``: :func:`jaxconv._bench_eqx.run_model`)."""
+    from . import _bench_eqx
+
+    if name == _bench_eqx.NAME:
+        return _bench_eqx.run_model(quick=quick)
     if name not in SHAPES:
-        raise ValueError(f"`name` (={name!r}) must be one of {', '.join(SHAPES)}.")
+        raise ValueError(f"`name` (={name!r}) must be one of {', '.join(SHAPES)}, "
+                         f"{_bench_eqx.NAME}.")
     x_shape, classes, per_pixel = SHAPES[name]
     build = _models()[name]
     return measure(name, lambda ops: build(ops, classes=classes), x_shape, classes,

@@ -143,8 +143,9 @@ def explain(f: Callable, *args, **kwargs) -> Explanation:
     and a kernel-gradient row per convolution: the kernel gradient
     differentiates the forward's plan; the input gradient of a stride-1
     convolution is planned as a convolution of the output cotangent with the
-    flipped kernel, other input gradients differentiate the forward's plan).  ``f`` can be one op, a Flax ``apply``, a
-    ``jaxconv.nn`` model or a ``jax.grad`` of any of them.
+    flipped kernel, other input gradients differentiate the forward's
+    plan).  ``f`` can be one op, a Flax ``apply``, a ``jaxconv.nn`` model or
+    a ``jax.grad`` of any of them.
 
     Args:
       f: any function of arrays.

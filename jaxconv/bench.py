@@ -14,7 +14,9 @@ Beyond the 15 cases:
   (:mod:`jaxconv._zoo`) at batch 1 and 8, forward and gradient, ids
   ``zoo/<arch>/<layer>/b<n>``, with a summary (geomeans, worst layers).
 * ``--models``: the training step of Flax models with and without jaxconv
-  (:mod:`jaxconv._bench_models`; needs flax).
+  (:mod:`jaxconv._bench_models`; needs flax), and of an Equinox U-Net vmapped
+  over the batch (``model/eqx_unet``, :mod:`jaxconv._bench_eqx`; needs
+  equinox, skipped without it).
 * ``--vmap``: ``jit(vmap(f))`` over single examples (``x[:, None]``) against
   the batched call, for the cases marked ``vmap`` (with ``--zoo``: for the
   zoo's batch-8 layers too).
@@ -572,8 +574,21 @@ def cpu_model() -> str:
     return model
 
 
-def machine_info() -> dict:
-    """The ``machine`` record of the JSON output."""
+def gemm_rate(n: int = 1024, reps: int = 15) -> float:
+    """The host's float32 GEMM rate in GFLOP/s: the fastest of ``reps`` timed
+    ``n x n x n`` products (``jnp.dot``, after a warm-up call), the
+    roofline a dense convolution is compared with.  On a shared host it
+    moves with the load: compare it only with figures of the same run."""
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+    f = jax.jit(jnp.dot)
+    (times,) = interleaved_samples([(f, (a, a))], budget=0.0, min_reps=reps,
+                                   max_reps=reps)
+    return 2 * n ** 3 / min(times) / 1e9
+
+
+def machine_info(gemm_gflops: float | None = None) -> dict:
+    """The ``machine`` record of the JSON output (with the measured GEMM rate
+    of :func:`gemm_rate` when given)."""
     from . import __version__
     from .algorithms.profile import current_profile
 
@@ -591,6 +606,7 @@ def machine_info() -> dict:
         "platform": f"{jax.default_backend()} ({dev.device_kind}); "
                     f"{platform.platform()}",
         "python": platform.python_version(),
+        **({} if gemm_gflops is None else {"gemm_gflops": round(gemm_gflops, 1)}),
     }
 
 
@@ -644,11 +660,25 @@ def geomean(values: Sequence[float]) -> float:
     return float(math.exp(sum(math.log(v) for v in values) / len(values)))
 
 
+# The GEMM formulations: their roofline is the host's GEMM rate.
+DENSE_FORMULATIONS = ("dot", "taps", "alltaps", "im2col", "rows", "wide", "shifted",
+                      "s2d", "groupgemm")
+
+
+def roofline(r: dict, gemm_gflops: float) -> tuple[float, float]:
+    """Achieved GFLOP/s over the GEMM rate, jaxconv's and lax's, of a record
+    with ``flops`` (forward: the convolution's; gradient: twice that)."""
+    return (r["flops"] / r["jaxconv_s"] / 1e9 / gemm_gflops,
+            r["flops"] / r["lax_s"] / 1e9 / gemm_gflops)
+
+
 def summarize_zoo(results: list[dict], *, worst: int = 10,
-                  threshold: float = 0.8) -> str:
+                  threshold: float = 0.8, gemm_gflops: float | None = None) -> str:
     """Geomean speedups forward and gradient, the worst layers, the count below
     ``threshold``, over the zoo's records (a layer identical to one of an earlier
-    architecture, ``same_as``, counts once)."""
+    architecture, ``same_as``, counts once).  With the host's ``gemm_gflops``
+    the worst layers show the fraction of that rate each side achieved, and
+    the median fraction of the dense (GEMM-formulated) layers."""
     zoo = [r for r in results if r["case"].startswith("zoo/")
            and r["direction"] in ("forward", "gradient") and not r.get("same_as")]
     if not zoo:
@@ -664,11 +694,27 @@ def summarize_zoo(results: list[dict], *, worst: int = 10,
                          f"{threshold}")
     lines.append(f"  geomean of all {len(zoo)}: "
                  f"{geomean([r['speedup'] for r in zoo]):.2f}")
+    rate = gemm_gflops if gemm_gflops else None
+    if rate:
+        for direction in ("forward", "gradient"):
+            fr = [roofline(r, rate) for r in zoo if r.get("flops")
+                  and r["direction"] == direction
+                  and r["algorithm"].split("/")[-1] in DENSE_FORMULATIONS]
+            if fr:
+                ours = statistics.median(a for a, _ in fr)
+                theirs = statistics.median(b for _, b in fr)
+                lines.append(
+                    f"  dense {direction} layers at {ours:.0%} of the {rate:.0f} "
+                    f"GFLOP/s GEMM rate (median; lax {theirs:.0%}), {len(fr)} records")
     lines.append(f"  worst {min(worst, len(zoo))}:")
     for r in sorted(zoo, key=lambda r: r["speedup"])[:worst]:
+        extra = ""
+        if rate and r.get("flops"):
+            a, b = roofline(r, rate)
+            extra = f"; {a:.0%} / {b:.0%} of the GEMM rate"
         lines.append(f"    {r['speedup']:6.2f}  {r['case']} {r['direction']} "
                      f"({r['algorithm']}; jaxconv {r['jaxconv_s'] * 1e3:.3f} ms, "
-                     f"lax {r['lax_s'] * 1e3:.3f} ms)")
+                     f"lax {r['lax_s'] * 1e3:.3f} ms{extra})")
     return "\n".join(lines)
 
 
@@ -822,8 +868,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--models", action="store_true",
                    help="the training step (loss and every parameter's gradient) "
                    "of ResNet-18, MobileNetV2, ConvNeXt-T and U-Net in Flax with "
-                   "jaxconv's convolutions and pooling against Flax's own, outputs "
-                   "and gradients checked against float64 (needs flax)")
+                   "jaxconv's convolutions and pooling against Flax's own (needs "
+                   "flax), and of model/eqx_unet: an Equinox U-Net (GroupNorm, 3x3 "
+                   "convs, stride-2 convs down, transposed convs up, "
+                   "self-attention) jax.vmap-ed over the batch, eqx.nn layers "
+                   "against jaxconv.equinox.from_equinox's (needs equinox, "
+                   "skipped without it); outputs and gradients checked against "
+                   "float64")
     p.add_argument("--vmap", action="store_true",
                    help="jit(vmap(f)) over single examples against the batched "
                    "call: vmapped forward, kernel gradient through the vmap and "
@@ -906,6 +957,9 @@ def main(argv: list[str] | None = None) -> int:
     zoo_cases = _zoo.zoo_cases() if args.zoo else []
     zoo_ids = [c.id for c in zoo_cases]
     model_ids = models_mod.model_ids(quick=args.quick) if models_mod else []
+    if models_mod is not None and "model/eqx_unet" not in model_ids:
+        print("jaxconv bench: model/eqx_unet skipped: it needs equinox (pip "
+              "install equinox)", file=sys.stderr)
     parts = args.zoo or args.models or args.vmap
     if patterns is None:
         wanted_suite = [] if parts else suite_ids
@@ -986,14 +1040,17 @@ def main(argv: list[str] | None = None) -> int:
         results[vmap_at:vmap_at] = zoo_results  # the zoo before its vmap records
     wall = time.perf_counter() - t_start
     print(format_table(results))
-    for summary in (summarize_zoo(results), summarize_models(results)):
+    gemm = gemm_rate() if zoo_run else None
+    for summary in (summarize_zoo(results, gemm_gflops=gemm),
+                    summarize_models(results)):
         if summary:
             print(summary)
     print(f"({len(results)} records in {wall:.0f} s; {cpu_model()}, "
           f"{_cores()} cores)")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"machine": machine_info(), "results": results}, fh, indent=1)
+            json.dump({"machine": machine_info(gemm), "results": results}, fh,
+                      indent=1)
     if args.plot:
         plot(results, args.plot)
     if old is not None:

@@ -279,6 +279,30 @@ def test_summarize_zoo_counts_and_worst():
     assert len(worst) == 2 and all("0.50  zoo/a/l0/b1" in w for w in worst)
 
 
+def test_summarize_zoo_roofline():
+    rs = [{"case": "zoo/a/l0/b1", "direction": "forward", "speedup": 0.5,
+           "algorithm": "taps/im2col", "jaxconv_s": 2e-3, "lax_s": 1e-3,
+           "flops": 10 ** 8},
+          {"case": "zoo/a/l0/b1", "direction": "gradient", "speedup": 2.0,
+           "algorithm": "taps/depthwise", "jaxconv_s": 1e-3, "lax_s": 2e-3,
+           "flops": 2 * 10 ** 8}]
+    assert bench.roofline(rs[0], 100.0) == pytest.approx((0.5, 1.0))
+    text = bench.summarize_zoo(rs, gemm_gflops=100.0)
+    # 1e8 FLOP in 2 ms = 50 GFLOP/s: half the rate; lax all of it.
+    assert "dense forward layers at 50% of the 100 GFLOP/s GEMM rate" in text
+    assert "(median; lax 100%), 1 records" in text
+    assert "dense gradient" not in text  # depthwise is not a GEMM formulation
+    assert "taps/im2col; jaxconv 2.000 ms, lax 1.000 ms; 50% / 100% of" in text
+    assert "GEMM rate" not in bench.summarize_zoo(rs)
+
+
+def test_gemm_rate_and_machine_record():
+    rate = bench.gemm_rate(n=128, reps=3)
+    assert 0.01 < rate < 1e6
+    assert bench.machine_info(rate)["gemm_gflops"] == round(rate, 1)
+    assert "gemm_gflops" not in bench.machine_info()
+
+
 def test_zoo_plot(tmp_path):
     pytest.importorskip("matplotlib")
     rs = [{"case": f"zoo/a/l{i}/b1", "direction": d, "speedup": 0.5 + i,

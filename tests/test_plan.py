@@ -39,9 +39,13 @@ GRID = [
     ("dense 64x64 b8", (8, 64, 64, 64), (3, 3, 64, 64), 1, "SAME", 1, 1, "alltaps"),
     ("5x5 32->64", (1, 32, 32, 32), (5, 5, 32, 64), 1, "SAME", 1, 1, "alltaps"),
     ("strided 3x3", (1, 112, 112, 16), (3, 3, 16, 32), 2, "SAME", 1, 1, "im2col"),
-    ("2x2x512 b8", (8, 2, 2, 512), (3, 3, 512, 512), 1, "SAME", 1, 1, "im2col"),
-    ("2 wide groups s2", (1, 28, 28, 256), (3, 3, 128, 256), 2, "SAME", 1, 2, "taps"),
-    ("4 groups of 16", (1, 28, 28, 64), (3, 3, 16, 128), 1, "SAME", 1, 4, "grouped"),
+    ("2x2x512 b8", (8, 2, 2, 512), (3, 3, 512, 512), 1, "SAME", 1, 1, "taps"),
+    ("4x4x256 b1", (1, 4, 4, 256), (3, 3, 256, 256), 1, "SAME", 1, 1, "im2col"),
+    ("1-D 32ch 4096", (8, 4096, 32), (7, 32, 32), 1, "SAME", 3, 1, "shifted"),
+    ("2 wide groups s2", (1, 28, 28, 256), (3, 3, 128, 256), 2, "SAME", 1, 2,
+     "groupgemm"),
+    ("4 groups of 16", (1, 28, 28, 64), (3, 3, 16, 128), 1, "SAME", 1, 4, "groupgemm"),
+    ("4 groups of 8", (1, 28, 28, 32), (3, 3, 8, 64), 1, "SAME", 1, 4, "grouped"),
     ("RGB 7x7 s2", (2, 20, 20, 3), (7, 7, 3, 8), 2, "SAME", 1, 1, "im2col"),
     ("1-D s2 64ch", (2, 500, 64), (5, 64, 64), 2, "SAME", 1, 1, "s2d"),
     ("1-D 80 taps", (1, 3000, 64), (80, 64, 64), 1, "VALID", 1, 1, "taps"),
@@ -148,15 +152,23 @@ PROFILE_VARIANTS = {
     "no-alltaps": dict(alltaps_max_bytes=0, alltaps_max_i=0),
     "scan-everything": dict(unroll_limit=2, toeplitz_min_taps=4, hankel_min_taps=4,
                             phase_gemm_max_taps=0, pad_in_loop_max_taps=0),
+    # 1-D stride 1 runs "shifted" (2-D "im2col") in several row blocks:
+    "no-alltaps-tiny-blocks": dict(alltaps_max_bytes=0, alltaps_max_i=0,
+                                   block_min_bytes=1, block_max_bytes=600,
+                                   block_io_fraction=0),
+    "kernel-bound": dict(cache_patch_bytes=0),  # per-tap GEMMs where W > x
 }
 NUMERIC = [
     ((2, 9, 8, 6), (3, 3, 6, 5), (1, 1), "SAME", 1, None),
     ((1, 11, 10, 3), (5, 4, 3, 4), (2, 1), "SAME", 1, None),
     ((2, 9, 9, 8), (3, 3, 2, 8), (1, 1), "SAME", 4, None),
+    ((2, 9, 8, 48), (3, 3, 16, 12), (1, 2), "SAME", 3, None),  # groupgemm
     ((1, 9, 9, 6), (3, 3, 1, 6), (1, 2), "SAME", 6, None),
     ((2, 40, 6), (9, 1, 6), (1,), [(4, 4)], 6, None),
     ((2, 17, 5), (3, 5, 4), (2,), "VALID", 1, None),
     ((1, 5, 6, 4), (4, 4, 4, 3), (1, 1), [(2, 2), (1, 3)], 1, (2, 2)),  # transposed
+    ((2, 23, 5), (4, 5, 6), (1,), [(2, 3)], 1, None),
+    ((1, 6, 5, 16), (3, 3, 16, 24), (1, 1), "SAME", 1, None),  # kernel > input
 ]
 
 
@@ -434,3 +446,87 @@ def test_padding_that_keeps_the_size_is_still_applied(pad, rng):
         assert_close(jl.conv_general_dilated(x, w, (1,), [pad], algorithm=algorithm,
                                              **kw),
                      lax.conv_general_dilated(x, w, (1,), [pad], **kw))
+
+
+# --- input gradients: a planned convolution of the cotangent ------------------
+
+# (x, w, stride, padding, rhs_dilation, groups): stride-1 problems run their
+# input gradient as a forward conv with the flipped kernel (negative
+# padding, padding beyond the kernel's extent, dilation, groups, depthwise,
+# 1-D to 3-D); the strided one differentiates the forward's plan.
+INPUT_GRAD = [
+    ((2, 9, 10, 4), (3, 3, 2, 6), (1, 1), [(1, 1), (2, 0)], (1, 2), 2),
+    ((1, 9, 10, 6), (3, 3, 2, 9), (1, 1), [(4, 1), (2, -1)], (1, 2), 3),
+    ((2, 17, 3), (5, 3, 5), (1,), [(0, 0)], (2,), 1),
+    ((1, 8, 8, 4), (3, 3, 4, 4), (1, 1), [(3, 3), (0, 5)], (1, 1), 1),
+    ((1, 8, 8, 4), (3, 3, 1, 8), (1, 1), "SAME", (1, 1), 4),
+    ((1, 4, 5, 6, 3), (2, 3, 2, 3, 4), (1, 1, 1), "SAME", (1, 1, 1), 1),
+    ((2, 40, 16), (7, 16, 16), (1,), "SAME", (3,), 1),
+    ((1, 9, 9, 4), (3, 3, 4, 5), (2, 1), "SAME", (1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("case", INPUT_GRAD, ids=str)
+def test_input_gradient_equals_lax(case, rng):
+    xs, ws, s, pad, d, g = case
+    nd = len(xs) - 2
+    kw = dict(rhs_dilation=d, dimension_numbers=_dn(nd), feature_group_count=g)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+
+    def ours(x, w):
+        return jl.conv_general_dilated(x, w, s, pad, **kw)
+
+    def theirs(x, w):
+        return lax.conv_general_dilated(x, w, s, pad, **kw)
+
+    y, vjp = jax.vjp(theirs, x, w)
+    ct = rng.standard_normal(y.shape).astype(np.float32)
+    want = vjp(ct)
+    got = jax.jit(lambda x, w, ct: jax.vjp(ours, x, w)[1](ct))(x, w, ct)
+    for a, b in zip(got, want):
+        assert_close(a, b)
+    # Second order through the rule: the input gradient's own derivative.
+    hvp = jax.grad(lambda x: jnp.sum(jax.vjp(ours, x, w)[1](ct)[0] ** 2))(x)
+    hvp_want = jax.grad(lambda x: jnp.sum(jax.vjp(theirs, x, w)[1](ct)[0] ** 2))(x)
+    assert_close(hvp, hvp_want)
+
+
+@pytest.mark.parametrize("case", INPUT_GRAD, ids=str)
+def test_input_gradient_row_of_explain(case):
+    xs, ws, s, pad, d, g = case
+    nd = len(xs) - 2
+
+    def loss(x, w):
+        return jnp.sum(jl.conv_general_dilated(x, w, s, pad, rhs_dilation=d,
+                                               dimension_numbers=_dn(nd),
+                                               feature_group_count=g))
+
+    x, w = jax.ShapeDtypeStruct(xs, F32), jax.ShapeDtypeStruct(ws, F32)
+    rows = jaxconv.explain(jax.grad(loss), x, w)
+    row = next(r for r in rows if r.op.endswith("(input grad)"))
+    if all(v == 1 for v in s):  # the cotangent convolved with the flipped kernel
+        i, o = ws[-2:]
+        assert row.kernel_shape == (*ws[:-2], o // g, g * i)
+        assert row.output_shape == xs
+    else:
+        assert row.kernel_shape == ws
+
+
+def test_input_gradient_with_mixed_dtypes_differentiates_the_plan(rng):
+    # bfloat16 operands with a float32 result: the cotangent is float32, the
+    # kernel bfloat16, so the input gradient differentiates the forward.
+    x = jnp.asarray(rng.standard_normal((1, 8, 8, 4)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((3, 3, 4, 5)), jnp.bfloat16)
+    kw = dict(dimension_numbers=_dn(2), preferred_element_type=F32)
+
+    def loss(mod):
+        return lambda x: jnp.sum(jnp.sin(mod.conv_general_dilated(x, w, (1, 1), "SAME",
+                                                                  **kw)))
+
+    got, want = jax.grad(loss(jl))(x), jax.grad(loss(lax))(x)
+    assert got.dtype == want.dtype == jnp.bfloat16
+    assert_close(got.astype(F32), want.astype(F32), dtype=jnp.bfloat16)
+    row = next(r for r in jaxconv.explain(jax.grad(loss(jl)), x)
+               if r.op.endswith("(input grad)"))
+    assert row.kernel_shape == (3, 3, 4, 5)

@@ -28,6 +28,7 @@ from . import (
     dense,
     depthwise,
     grouped,
+    groupgemm,
     polyphase,
     space_to_depth,
     toeplitz,
@@ -46,8 +47,8 @@ ALGORITHMS = ("auto", "direct", "patches", "taps", "fft", "winograd", "autotune"
               "xla")
 # What "auto" may choose: the shift-and-accumulate family of exact
 # formulations (``algorithm="taps"`` asks for the same choice).
-TAPS_FAMILY = ("dot", "taps", "alltaps", "im2col", "rows", "wide", "s2d",
-               "grouped", "depthwise", "toeplitz", "polyphase")
+TAPS_FAMILY = ("dot", "taps", "alltaps", "im2col", "rows", "wide", "shifted", "s2d",
+               "grouped", "groupgemm", "depthwise", "toeplitz", "polyphase")
 
 
 def check_algorithm(algorithm) -> str:
@@ -129,14 +130,26 @@ def choose(p: Problem, prof: Profile) -> tuple[str, str]:
         return "depthwise", "depthwise (I = 1): elementwise shift-and-accumulate"
     if t == 1:
         return "dot", "1x1 kernel: one GEMM"
-    if g > 1 and i <= prof.grouped_max_i and t <= prof.unroll_limit:
-        return "grouped", (f"{g} groups of I = {i} <= {prof.grouped_max_i}: fused "
+    if (g > 1 and i <= prof.grouped_max_i and t * i <= prof.grouped_max_terms
+            and t <= prof.unroll_limit):
+        return "grouped", (f"{g} groups of I = {i} <= {prof.grouped_max_i}, "
+                           f"T*I = {t * i} <= {prof.grouped_max_terms}: fused "
                            "broadcast multiply-adds")
+    if g > 1 and t <= prof.unroll_limit:
+        return "groupgemm", (f"{g} groups of I = {i}, T*I = {t * i}: one patch GEMM "
+                             "per group, batched over groups")
     if g > 1:
-        return "taps", f"{g} groups of I = {i}: per-tap grouped GEMMs"
+        return "taps", f"{g} groups, {t} taps > unroll limit: per-tap grouped GEMMs"
     if t > prof.unroll_limit:
         return "taps", f"{t} taps > unroll limit {prof.unroll_limit}: per-tap GEMMs"
     if p.nd >= 2:
+        if (i > prof.im2col_max_i and p.stride1
+                and p.w_bytes > prof.kernel_bound_ratio * p.in_bytes):
+            why = f"dense stride 1, kernel > {prof.kernel_bound_ratio}x input bytes"
+            if p.patch_bytes <= prof.cache_patch_bytes:
+                return "im2col", (f"{why}, patch matrix <= "
+                                  f"{_mib(prof.cache_patch_bytes)}: one GEMM")
+            return "taps", f"{why}: per-tap GEMMs reading the kernel in place"
         if i > prof.im2col_max_i and p.stride1:
             if _alltaps_bytes(p) <= prof.alltaps_max_bytes:
                 return "alltaps", ("dense stride 1, all-tap GEMM output <= "
@@ -161,8 +174,9 @@ def choose(p: Problem, prof: Profile) -> tuple[str, str]:
             return "rows", f"1-D dense, I = {i} <= {prof.rows_max_i}: taps concatenated"
         if i <= prof.wide_max_i:
             return "wide", f"1-D dense, I = {i}: one GEMM against all taps"
-        return "taps", ("1-D dense, all-tap GEMM output > "
-                        f"{_mib(prof.alltaps_max_bytes)}: per-tap GEMMs")
+        return "shifted", ("1-D dense, all-tap GEMM output > "
+                           f"{_mib(prof.alltaps_max_bytes)}: per-tap GEMMs over "
+                           "row blocks, outputs shifted")
     return "taps", f"1-D dense, stride {s}, I = {i}: strided per-tap GEMMs"
 
 
@@ -203,7 +217,7 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
     if name in dense.BLOCKED:
         kernel, t, i, o = p.kernel, p.taps, p.in_per_group, p.out_channels
         temp_channels = {"im2col": o + 2 * t * i, "wide": (t + 1) * o,
-                         "alltaps": (t + 1) * o,
+                         "alltaps": (t + 1) * o, "shifted": (kernel[-1] + 1) * o,
                          "rows": kernel[-1] * i + (t // kernel[-1] + 1) * o}[name]
         levels: tuple = ()
         if name != "alltaps" or _alltaps_bytes(p) > prof.alltaps_max_bytes:
@@ -212,17 +226,18 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
                 (p.batch, *p.x_shape[1:]), p.pads, kernel, p.stride, p.dilation,
                 itemsize=itemsize, temp_channels=temp_channels, room=room,
                 min_bytes=prof.block_min_bytes, max_bytes=prof.block_max_bytes,
-                block_last=name == "im2col")
+                # (1-D: the only axis; the halo is read with each block.)
+                block_last=name == "im2col" or p.nd == 1)
         params["blocks"] = levels
         rows = math.prod(p.out_spatial)
         for axis, r, nb in levels:
             rows = rows // p.out_spatial[axis] * r
         temp = p.batch * rows * temp_channels * itemsize
         steps = math.prod(nb for _, _, nb in levels) if levels else 0
-        if levels and (name in ("wide", "alltaps")
+        if levels and (name in ("wide", "alltaps", "shifted")
                        or (name == "im2col" and i > prof.im2col_max_i)):
             params["input_tangent"] = "taps-scan"
-        if levels and name != "im2col" and o + 2 * t * i <= 2 * temp_channels:
+        if name != "im2col" and o + 2 * t * i <= 2 * temp_channels:
             # The kernel gradient of a shifted-sum form transposes into a
             # sum of shifted cotangents; the patch form's is one GEMM per
             # block (in the same blocks: only where its patches take at most
@@ -241,6 +256,24 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
         params["inner"] = inner[0].formulation
         params["guard"] = _guard("finite inputs", prof)
         temp, steps = inner[0].temp_bytes + sub.in_bytes, inner[0].loop_steps
+    elif name == "groupgemm":
+        # Per output position: the patches (T*C values), the GEMM output and
+        # its groups-last copy; plus the groups-first copy of the input.  The
+        # patches are T times the input (stride 1): blocks of the largest
+        # size (cache-sized on cpu) rather than a fraction of the memory
+        # bound, whose loop steps cost small layers 10-30 %.
+        temp_channels = p.taps * p.channels + 2 * p.out_channels
+        levels = blocking(
+            (p.batch, *p.x_shape[1:]), p.pads, p.kernel, p.stride, p.dilation,
+            itemsize=itemsize, temp_channels=temp_channels,
+            room=prof.block_max_bytes, min_bytes=prof.block_max_bytes,
+            max_bytes=prof.block_max_bytes, block_last=True)
+        params["blocks"] = levels
+        rows = math.prod(p.out_spatial)
+        for axis, r, _ in levels:
+            rows = rows // p.out_spatial[axis] * r
+        temp = p.batch * rows * temp_channels * itemsize + p.in_bytes
+        steps = math.prod(nb for _, _, nb in levels) if levels else 0
     elif name == "grouped":
         rule = grouped.rule_applies(p, prof)
         params["kernel_grad"] = "rowscan" if rule else "autodiff"
@@ -305,8 +338,8 @@ def candidates(problem: Problem, profile: Profile | None = None) -> list[Plan]:
     elif p.transposed or p.taps == 1:
         pass
     elif p.groups > 1:
-        names = (["grouped", "taps"] if p.in_per_group <= prof.grouped_max_i
-                 else ["taps"])
+        names = ["grouped"] if p.in_per_group <= prof.grouped_max_i else []
+        names += ["groupgemm", "taps"] if p.taps <= prof.unroll_limit else ["taps"]
     else:
         names = ["taps"]
         if p.taps <= prof.unroll_limit:
@@ -314,7 +347,7 @@ def candidates(problem: Problem, profile: Profile | None = None) -> list[Plan]:
             if p.stride1:
                 names.append("alltaps")
             if p.stride[-1] == 1 and p.kernel[-1] > 1:
-                names += ["rows", "wide"]
+                names += ["rows", "wide", "shifted"]
             if space_to_depth.applies(p):
                 names.append("s2d")
     return [make_plan(p, prof, n, reason if n == name else "candidate")
@@ -337,6 +370,7 @@ REGISTRY = {
     **{name: dense.run for name in dense.NAMES},
     "s2d": space_to_depth.run,
     "grouped": grouped.run,
+    "groupgemm": groupgemm.run,
     "depthwise": depthwise.run,
     "toeplitz": toeplitz.run,
     "polyphase": polyphase.run,

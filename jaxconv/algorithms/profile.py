@@ -53,13 +53,24 @@ class Profile:
       alltaps_max_i: beyond ``alltaps_max_bytes``, 2-D stride-1 kernels on
         at most this many input channels still run ``"alltaps"`` (in row
         blocks); wider ones build patches.
+      kernel_bound_ratio: a dense stride-1 kernel of more than this many
+        times the input's bytes is *kernel-bound* (few positions, many
+        channels: its GEMMs stream the weights) ...
+      cache_patch_bytes: ... and builds its patch matrix (``"im2col"``, one
+        GEMM) when that fits in this many bytes, a core's L2 cache, and runs
+        per-tap GEMMs
+        (``"taps"``, each reading its tap's weights in place) when it does
+        not; the all-tap GEMM would first copy the whole kernel into
+        ``(I, T*O)`` order.
       rows_max_i: 1-D stride-1 dense kernels (beyond ``alltaps_max_bytes``)
         on at most this many input channels concatenate their taps along
         channels (``"rows"``); 0: never.
       wide_max_i: up to this many, one GEMM against all taps (``"wide"``);
-        beyond, per-tap GEMMs (``"taps"``). The ``cpu`` preset sets both to
-        0: on the 1-D layers of a HiFi-GAN stack per-tap GEMMs ran their
-        gradients 1.5-6x faster than ``rows``/``wide`` (BENCHMARKS.md).
+        beyond, per-tap GEMMs over row blocks (``"shifted"``). The ``cpu``
+        preset sets both to 0: on the 1-D layers of a HiFi-GAN stack
+        per-tap GEMMs ran their gradients 1.5-6x faster than
+        ``rows``/``wide``, and in row blocks (``"shifted"``, temporaries of
+        a few MiB) their forward 2-3x faster than unblocked (BENCHMARKS.md).
       s2d_max_i: strided 1-D dense kernels on fewer input channels fold the
         stride phases into channels (``"s2d"``).
       block_io_fraction: a row block's temporaries may take this fraction of
@@ -67,7 +78,12 @@ class Profile:
       block_min_bytes: ... but at least this many bytes ...
       block_max_bytes: ... and at most this many (cache-sized blocks).
       grouped_max_i: grouped kernels with at most this many input channels per
-        group run as fused broadcast multiply-adds (``"grouped"``).
+        group run as fused broadcast multiply-adds (``"grouped"``) ...
+      grouped_max_terms: ... when they also have at most this many terms
+        ``T * I`` per output (XLA:CPU compiles longer sums into a loop 3-20x
+        slower: 3x3 kernels ran 1.3x lax at 12 channels per group, 0.4x at
+        14, 0.1x at 16); other grouped kernels are GEMMs batched over groups
+        (``"groupgemm"``).
       grouped_rule_max_terms: the grouped kernel-gradient rule keeps one scan
         carry per tap and input channel; beyond this many, plain autodiff.
       pad_in_loop_max_taps: depthwise kernels of at most this many taps apply
@@ -98,6 +114,8 @@ class Profile:
     im2col_max_i: int = 4
     alltaps_max_bytes: int = 2 * _MiB
     alltaps_max_i: int = 64
+    kernel_bound_ratio: int = 8
+    cache_patch_bytes: int = _MiB // 2
     rows_max_i: int = 0
     wide_max_i: int = 0
     s2d_max_i: int = 128
@@ -105,6 +123,7 @@ class Profile:
     block_min_bytes: int = _MiB // 2
     block_max_bytes: int = 4 * _MiB
     grouped_max_i: int = 16
+    grouped_max_terms: int = 100
     grouped_rule_max_terms: int = 128
     pad_in_loop_max_taps: int = 9
     toeplitz_min_taps: int = 64
