@@ -99,7 +99,7 @@ def _canon(xs, ws, s, g, pad="VALID"):
 
 def test_candidates_name_the_alternatives():
     dense = _names(_canon((1, 58, 58, 64), (3, 3, 64, 64), (1, 1), 1))
-    assert set(dense) == {"taps", "im2col", "alltaps", "rows", "wide"}
+    assert set(dense) == {"taps", "im2col", "alltaps", "rows", "wide", "shifted"}
     strided = _names(_canon((1, 57, 57, 16), (3, 3, 16, 32), (2, 2), 1))
     assert "s2d" in strided and "alltaps" not in strided
     assert _names(_canon((1, 9, 9, 4), (3, 3, 1, 4), (1, 1), 4)) == ["depthwise"]
