@@ -269,11 +269,15 @@ def _nbytes(*avals):
     ((2, 28, 28, 512), (3, 3, 16, 512), (2, 2)),
     ((2, 14, 14, 512), (3, 3, 16, 512), (1, 1)),
     ((2, 7, 7, 1024), (3, 3, 32, 1024), (1, 1)),
+    ((8, 14, 14, 512), (3, 3, 16, 512), (1, 1)),
 ], ids=str)
-def test_temporaries_within_twice_the_io(shape):
-    # ResNeXt-50 stage 3 and 4 layers at 224x224 (batch 2): the patches
-    # (9x the input at stride 1) run in row blocks, forward and gradient
-    # within 2 x (input + kernel + output bytes).  Compile only.
+def test_temporaries_within_the_memory_rule(shape):
+    # ResNeXt-50 stage 3 and 4 layers at 224x224: the patches (9x the input
+    # at stride 1) run in row blocks of at most the profile's block size, so
+    # forward and gradient stay within 2 x (input + kernel + output bytes)
+    # plus that block budget (inside the memory rule's workspace) and below
+    # 32 MiB, where XLA:CPU's temporary buffer would be mapped afresh on
+    # every call (docs/auto.md).  Compile only.
     xs, ws, stride = shape
     x, w = jax.ShapeDtypeStruct(xs, jnp.float32), jax.ShapeDtypeStruct(ws, jnp.float32)
 
@@ -285,10 +289,10 @@ def test_temporaries_within_twice_the_io(shape):
         return jax.vjp(f, x, w)[1](dy)
 
     y = jax.eval_shape(f, x, w)
-    with jaxconv.use_profile("cpu"):
+    with jaxconv.use_profile(CPU):
         (row,) = jaxconv.explain(f, x, w)
         assert row.formulation == "taps/groupgemm"
         for fn, args, out in [(f, (x, w), (y,)), (grads, (x, w, y), (x, w))]:
             temp = jax.jit(fn).lower(*args).compile().memory_analysis()
-            bound = 2 * (_nbytes(*args) + _nbytes(*out))
-            assert temp.temp_size_in_bytes <= bound
+            bound = 2 * (_nbytes(*args) + _nbytes(*out)) + CPU.block_max_bytes
+            assert temp.temp_size_in_bytes <= min(bound, 32 << 20)
