@@ -8,25 +8,26 @@ The input is laid out groups-first once, ``(G, N, *S, I)``, so that the
 stacked tap slices are already the batched GEMM's left operand
 ``(G, N, *P, T*I)`` (a patch matrix built groups-last would be transposed by
 XLA before the GEMM: a patch-sized copy); the kernel ``(*K, I, G*M)`` is
-rearranged to ``(G, T*I, M)``.  On ResNeXt-50 stage 3/4 layers (16 and 32
-channels per group, 3x3) XLA's grouped convolution on CPU runs at ~15
-GFLOP/s; the batched GEMM form ran 1.0-1.5x its speed, the per-tap batched
-GEMMs ``sum_t x_t @ w[t]`` (:func:`conv_group_taps`) 0.8-1.4x, and the fused
-broadcast form (``grouped.py``) 0.06-0.2x: beyond ~110 broadcast terms
-(``T * I``) XLA no longer compiles that sum into one fast loop
-(BENCHMARKS.md, docs/auto.md).
+rearranged to ``(G, T*I, M)``.  On the ResNeXt-50 stage 3/4 layers of the
+zoo (16 and 32 channels per group, 3x3, 8x8 down to 2x2) the batched GEMM
+form ran 0.9-1.5x XLA's grouped convolution forward (0.72-0.9x on the one
+whose 1.2 MB kernel dwarfs its 2x2 output: the kernel is copied
+groups-first, then packed), the per-tap batched GEMMs ``sum_t x_t @ w[t]``
+(:func:`conv_group_taps`) 0.8-1.4x, and the fused broadcast form
+(``grouped.py``) 0.07-0.25x: beyond ~110 broadcast terms (``T * I``) XLA no
+longer compiles that sum into one fast loop (docs/auto.md).
 
 Large problems run in the plan's row blocks (``blocks.row_blocks``), so the
 patch matrix of a block stays cache-sized: unblocked, patches of more than a
 few MiB made the form 2-4x slower than the per-tap GEMMs; blocked, it ran
-1.4-1.9x lax on 14x14 and 28x28 ResNeXt layers.
+1.2-1.9x lax on 14x14 and 28x28 ResNeXt layers.
 
 Exact per window: every product pairs an input of the output's own window
 with its weight (no structural zeros beyond the conv's own padding), so NaN
 and Inf stay local.  Derivatives: plain autodiff (a batched GEMM and the
-transpose of the patch stacking: 10-100x faster than XLA's grouped
-gradient); in row blocks, the input tangent is the unblocked per-tap form and
-the kernel tangent the blocked patch form (``blocks.row_blocks``).
+transpose of the patch stacking: 7-75x faster than XLA's grouped gradient
+on those layers); in row blocks, the input tangent is the unblocked per-tap
+form and the kernel tangent the blocked patch form (``blocks.row_blocks``).
 """
 
 from __future__ import annotations

@@ -261,7 +261,8 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
         # its groups-last copy; plus the groups-first copy of the input.  The
         # patches are T times the input (stride 1): blocks of the largest
         # size (cache-sized on cpu) rather than a fraction of the memory
-        # bound, whose loop steps cost small layers 10-30 %.
+        # bound, whose loop steps slowed the stage-4 ResNeXt layers at batch
+        # 8 1.4-2.2x (docs/auto.md).
         temp_channels = p.taps * p.channels + 2 * p.out_channels
         levels = blocking(
             (p.batch, *p.x_shape[1:]), p.pads, p.kernel, p.stride, p.dilation,
