@@ -27,7 +27,6 @@ imports it).
 from __future__ import annotations
 
 import functools
-import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._bench_models import TIMING, errors
+from ._bench_models import TIMING, train_step_record
 from ._explain import explain
 
 #: The record's ``case``.
@@ -258,34 +257,14 @@ def measure(name: str = NAME, *, batch: int = 8, image: int = 32,
                               jnp.asarray(x, jnp.float64),
                               jnp.asarray(target, jnp.float64))
         out_64 = jax.tree.map(np.asarray, out_64)
-    rel_err, leaf_err, n_cancelled = errors(_flat(out_j), _flat(out_64))
-    lax_rel_err, lax_leaf_err, _ = errors(_flat(out_l), _flat(out_64))
-    budget, min_reps, max_reps = timing
-    tj, tl = bench.interleaved_samples(
-        [(cj, (model_j, x, target)), (cl, (model_l, x, target))],
-        budget=budget, min_reps=min_reps, max_reps=max_reps)
-    mj, ml = statistics.median(tj), statistics.median(tl)
     params, static = eqx.partition(model_j, eqx.is_array)
     plans = explain(lambda p, x, t: loss_and_grads(eqx.combine(p, static), x, t),
                     params, x, target)
-    return {
-        "case": name, "direction": "train_step",
-        "algorithm": "+".join(sorted({r.formulation for r in plans})) or "auto",
-        "convs": len(plans),
-        "jaxconv_s": mj, "lax_s": ml, "speedup": ml / mj,
-        "speedup_range": bench.ratio_range(tl, tj),
-        "temp_bytes": bench._temp_bytes(cj.compiled),
-        "lax_temp_bytes": bench._temp_bytes(cl.compiled),
-        "input_bytes": bench._nbytes((params, x, target)),
-        "output_bytes": bench._nbytes(out_l),
-        "input_shape": list(x_shape),
-        "params": int(sum(np.prod(a.shape) for a in jax.tree.leaves(params))),
-        "rel_err": rel_err, "lax_rel_err": lax_rel_err,
-        "leaf_rel_err": leaf_err, "lax_leaf_rel_err": lax_leaf_err,
-        "cancelled_grads": n_cancelled,
-        "ok": bool(rel_err <= max(2 * lax_rel_err, 1e-5)
-                   and leaf_err <= max(2 * lax_leaf_err, 1e-5)),
-    }
+    return train_step_record(
+        name, plans, (cj, (model_j, x, target)), (cl, (model_l, x, target)),
+        (_flat(out_j), _flat(out_l), _flat(out_64)), timing=timing,
+        temp_bytes=(bench._temp_bytes(cj.compiled), bench._temp_bytes(cl.compiled)),
+        inputs=(params, x, target), x_shape=x_shape, params=params)
 
 
 def run_model(*, quick: bool) -> dict:

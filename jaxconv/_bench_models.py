@@ -357,24 +357,41 @@ def measure(name: str, build: Callable[[Ops], Any], x_shape: tuple[int, ...],
         v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
         out_64 = jax.jit(step_l)(v64, jnp.asarray(x, jnp.float64), labels)
         out_64 = jax.tree.map(np.asarray, out_64)
+    return train_step_record(
+        name, explain(step_j, *args), (cj, args), (cl, args), (out_j, out_l, out_64),
+        timing=timing, temp_bytes=(bench._temp_bytes(cj), bench._temp_bytes(cl)),
+        inputs=args, x_shape=x_shape, params=variables["params"])
+
+
+def train_step_record(name: str, plans, jaxconv_step: tuple, lax_step: tuple,
+                      outs: tuple, *, timing: tuple[float, int, int],
+                      temp_bytes: tuple, inputs, x_shape, params) -> dict:
+    """Time two compiled train steps interleaved; the ``train_step`` record.
+
+    ``jaxconv_step`` and ``lax_step`` are ``(compiled, args)``; ``outs`` the
+    outputs ``(jaxconv, lax, float64 lax)`` compared by :func:`errors`;
+    ``plans`` the ``explain`` rows of the jaxconv step; ``temp_bytes`` the
+    two programs' temporaries.
+    """
+    from . import bench
+
+    out_j, out_l, out_64 = outs
     rel_err, leaf_err, n_cancelled = errors(out_j, out_64)
     lax_rel_err, lax_leaf_err, _ = errors(out_l, out_64)
     budget, min_reps, max_reps = timing
-    tj, tl = bench.interleaved_samples([(cj, args), (cl, args)], budget=budget,
+    tj, tl = bench.interleaved_samples([jaxconv_step, lax_step], budget=budget,
                                        min_reps=min_reps, max_reps=max_reps)
     mj, ml = statistics.median(tj), statistics.median(tl)
-    plans = explain(step_j, *args)
     return {
         "case": name, "direction": "train_step",
         "algorithm": "+".join(sorted({r.formulation for r in plans})) or "auto",
         "convs": len(plans),
         "jaxconv_s": mj, "lax_s": ml, "speedup": ml / mj,
         "speedup_range": bench.ratio_range(tl, tj),
-        "temp_bytes": bench._temp_bytes(cj), "lax_temp_bytes": bench._temp_bytes(cl),
-        "input_bytes": bench._nbytes(args), "output_bytes": bench._nbytes(out_l),
+        "temp_bytes": temp_bytes[0], "lax_temp_bytes": temp_bytes[1],
+        "input_bytes": bench._nbytes(inputs), "output_bytes": bench._nbytes(out_l),
         "input_shape": list(x_shape),
-        "params": int(sum(np.prod(a.shape)
-                          for a in jax.tree.leaves(variables["params"]))),
+        "params": int(sum(np.prod(a.shape) for a in jax.tree.leaves(params))),
         "rel_err": rel_err, "lax_rel_err": lax_rel_err,
         "leaf_rel_err": leaf_err, "lax_leaf_rel_err": lax_leaf_err,
         "cancelled_grads": n_cancelled,

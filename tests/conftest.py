@@ -1,6 +1,7 @@
 """Shared test configuration: x64 on, rank promotion raises, one tolerance table."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -72,3 +73,17 @@ def pytest_sessionstart(session):
             raise pytest.UsageError(
                 "JAXCONV_REQUIRE_TORCH=1 but torch cannot be imported "
                 f"({e}): the PyTorch oracle tests would be skipped.") from e
+
+
+def second_order(f, tx, tw):
+    """``jit(g)`` with ``g(x, w)`` the second derivatives of ``sum(f(x, w)**3)``:
+    forward mode through the input gradient along ``tx``, and reverse mode
+    through the kernel gradient against ``tw``."""
+
+    def g(x, w):
+        gx = jax.grad(lambda x, w: jnp.sum(f(x, w) ** 3), (0, 1))
+        fwd = jax.jvp(lambda x: gx(x, w)[0], (x,), (tx,))[1]
+        rev = jax.grad(lambda w: jnp.vdot(gx(x, w)[1], tw))(w)
+        return fwd, rev
+
+    return jax.jit(g)

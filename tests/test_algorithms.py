@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, second_order
 from jax import lax
 
 import jaxconv
@@ -155,16 +155,8 @@ def test_variant_second_order_and_jvp(case, rng):
     x, w = _args(case, rng)
     tx, tw = _args(case, rng)
 
-    def second(f):
-        def g(x, w):
-            gx = jax.grad(lambda x, w: jnp.sum(f(x, w) ** 3), (0, 1))
-            fwd = jax.jvp(lambda x: gx(x, w)[0], (x,), (tx,))[1]
-            rev = jax.grad(lambda w: jnp.vdot(gx(x, w)[1], tw))(w)
-            return fwd, rev
-        return jax.jit(g)
-
-    for a, b in zip(second(_f(jl, case, algorithm="taps"))(x, w),
-                    second(_f(lax, case))(x, w)):
+    for a, b in zip(second_order(_f(jl, case, algorithm="taps"), tx, tw)(x, w),
+                    second_order(_f(lax, case), tx, tw)(x, w)):
         assert_close(a, b)
 
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, second_order
 from jax import lax
 
 import jaxconv
@@ -127,18 +127,10 @@ def test_second_order_and_jvp(case, blocks, rng):
     x, w = _args(case, rng)
     tx, tw = _args(case, rng)
 
-    def second(f):
-        def g(x, w):
-            gx = jax.grad(lambda x, w: jnp.sum(f(x, w) ** 3), (0, 1))
-            fwd = jax.jvp(lambda x: gx(x, w)[0], (x,), (tx,))[1]
-            rev = jax.grad(lambda w: jnp.vdot(gx(x, w)[1], tw))(w)
-            return fwd, rev
-        return jax.jit(g)
-
     profile = CPU if blocks == "unblocked" else TINY_BLOCKS
     with jaxconv.use_profile(profile):
-        got = second(_conv(jl, case))(x, w)
-    for a, b in zip(got, second(_f(lax, case))(x, w)):
+        got = second_order(_conv(jl, case), tx, tw)(x, w)
+    for a, b in zip(got, second_order(_f(lax, case), tx, tw)(x, w)):
         assert_close(a, b)
 
 
