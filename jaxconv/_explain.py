@@ -15,7 +15,8 @@ from .algorithms.plan import Plan
 # The primitive every jaxconv convolution binds (``jaxconv._primitive``), and
 # what its transposed roles are called in a report.
 PRIMITIVE = "jaxconv_conv"
-ROLE_NAMES = {"fwd": "", "lhs_t": " (input grad)", "rhs_t": " (kernel grad)"}
+ROLE_NAMES = {"fwd": "", "lhs_t": " (input grad)", "rhs_t": " (kernel grad)",
+              "rhs_t_each": " (per-example kernel grads)"}
 
 
 def _dims(shape) -> str:
@@ -129,6 +130,9 @@ def _row(eqn) -> ExplainRow:
             wt = jax.eval_shape(
                 lambda w: flipped_kernel(w, params["feature_group_count"]), b)
             return ExplainRow.of(canonical_plan(a, wt, **conv), role)
+    if role == "rhs_t_each":  # the plan of one example's kernel gradient
+        one = jax.ShapeDtypeStruct(a.shape[1:], a.dtype)
+        return ExplainRow.of(canonical_plan(one, operand, **params), role)
     x, w = {"fwd": (a, b), "lhs_t": (operand, b), "rhs_t": (a, operand)}[role]
     return ExplainRow.of(canonical_plan(x, w, **params), role)
 

@@ -108,9 +108,9 @@ def test_accelerator_programs_have_no_conditionals_or_long_loops(program, profil
 
 
 def test_cpu_profile_keeps_its_guards_for_contrast():
-    # The structure test can fail: the cpu profile's depthwise loop (padding
-    # applied per tap) guards the weights' finiteness with a conditional.
-    f = dict((p[0], p) for p in PROGRAMS)["dw3"]
+    # The structure test can fail: the cpu profile's long 1-D depthwise GEMMs
+    # guard the input's finiteness with a conditional.
+    f = dict((p[0], p) for p in PROGRAMS)["long1d"]
     args = [jax.ShapeDtypeStruct(s, jnp.float32) for s in f[2]]
     with jaxconv.use_profile("cpu"):
         text = _export(f[1], args, "cuda")

@@ -33,6 +33,9 @@ VARIANTS = [
     ("dot", (2, 5, 6, 8), (1, 1, 8, 4), (2, 1), "VALID", None, 1),
     ("depthwise", (2, 7, 6, 4), (3, 3, 1, 8), (1, 2), "SAME", (2, 1), 4),
     ("depthwise", (1, 12, 12, 2), (9, 9, 1, 2), (1, 1), "SAME", None, 2),  # scan
+    # 1-D: the kernel tangent's products on (N*L, C) matrices ("flat")
+    ("depthwise", (2, 19, 3), (4, 1, 6), (2,), [(3, 1)], (2,), 3),
+    ("depthwise", (3, 16, 4), (3, 1, 4), (1,), [(2, 0)], None, 4),
     ("toeplitz", (2, 150, 3), (70, 1, 3), (1,), [(20, 30)], None, 3),
     ("grouped", (1, 6, 7, 8), (3, 2, 2, 8), (1, 1), "SAME", (1, 2), 4),
     ("im2col", (1, 13, 12, 6), (5, 4, 6, 5), (2, 3), "SAME", None, 1),
@@ -148,6 +151,18 @@ def test_variant_gradients(case, rng):
 # rev-over-rev, against lax's exact derivatives).
 SECOND_ORDER = [c for i, c in enumerate(VARIANTS)
                 if c[0] not in [v[0] for v in VARIANTS[:i]]]
+# and each derivative rule of the depthwise loop (row scan in 2-D, row
+# matrices in 1-D)
+SECOND_ORDER += [c for c in VARIANTS if c[0] == "depthwise" and len(c[1]) == 3][:1]
+
+
+@pytest.mark.parametrize("case", [c for c in VARIANTS if c[0] == "depthwise"],
+                         ids=_ids)
+def test_depthwise_kernel_gradient_rules(case):
+    (row,) = jaxconv.explain(_f(jl, case, algorithm="taps"), *_structs(case))
+    unrolled = row.plan.param("form") == "unrolled"
+    want = {1: "flat", 2: "rowscan"}[len(case[1]) - 2] if unrolled else None
+    assert row.plan.param("kernel_grad") == want
 
 
 @pytest.mark.parametrize("case", SECOND_ORDER, ids=_ids)

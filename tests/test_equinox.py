@@ -1,5 +1,6 @@
 """jaxconv.equinox against equinox.nn: same weights, outputs and gradients."""
 
+import functools
 import inspect
 import os
 import subprocess
@@ -252,6 +253,113 @@ def test_from_equinox_converts_a_model():
         for name in ("weight", "bias"):
             assert_close(getattr(g_ours["features"].layers[i], name),
                          getattr(g_ref["features"].layers[i], name))
+
+
+@functools.cache  # built once: eqx.nn's eager initialisation compiles per shape
+def _convertible_model():
+    keys = jax.random.split(KEY, 6)
+    return eqx.nn.Sequential([
+        eqx.nn.Conv2d(3, 8, 3, padding=1, padding_mode="REFLECT", key=keys[0]),
+        eqx.nn.Lambda(jax.nn.relu),
+        eqx.nn.MaxPool2d(2, 2),
+        eqx.nn.Conv(2, 8, 8, (3, 1), groups=2, padding="SAME", use_bias=False,
+                    key=keys[1]),
+        eqx.nn.ConvTranspose2d(8, 6, 4, stride=2, padding=1, key=keys[2]),
+        eqx.nn.ConvTranspose(2, 6, 4, 3, padding="SAME", padding_mode="CIRCULAR",
+                             use_bias=False, key=keys[3]),
+        eqx.nn.AvgPool2d(2, 1, 1, use_ceil=True),
+        eqx.nn.Conv2d(4, 2, 1, dilation=2, key=keys[4]),
+    ])
+
+
+def _array_leaves(tree):
+    return jax.tree.leaves(eqx.filter(tree, eqx.is_array))
+
+
+def test_from_equinox_keeps_the_very_arrays():
+    model = _convertible_model()
+    ours = jqx.from_equinox(model)
+    for mine, theirs in zip(ours.layers, model.layers):
+        if isinstance(theirs, (eqx.nn.Conv, eqx.nn.ConvTranspose)):
+            assert mine.weight is theirs.weight
+            assert mine.bias is theirs.bias  # None without a bias
+    mine, theirs = _array_leaves(ours), _array_leaves(model)
+    assert len(mine) == len(theirs) == 8
+    assert all(a is b for a, b in zip(mine, theirs))
+    x = jax.random.normal(jax.random.key(1), (2, 3, 10, 10))
+    run = eqx.filter_jit(lambda m, x: jax.vmap(m)(x))
+    assert_close(run(ours, x), run(model, x))
+
+
+def test_from_equinox_keeps_the_arrays_of_the_benchmark_unet():
+    from jaxconv import _bench_eqx
+
+    # the benchmarked sizes, built abstractly: conversion takes any leaves
+    model = eqx.filter_eval_shape(_bench_eqx.build, **{
+        k: _bench_eqx.CONFIG[k] for k in ("in_channels", "channels", "groups",
+                                          "heads")})
+    ours = jqx.from_equinox(model, algorithm="taps")
+    def conv(m):
+        return isinstance(m, (jqx.Conv, jqx.ConvTranspose))
+
+    n_conv = sum(map(conv, jax.tree.leaves(ours, is_leaf=conv)))
+    assert n_conv == 30
+
+    def abstract(a):
+        return isinstance(a, jax.ShapeDtypeStruct)
+
+    mine, theirs = (jax.tree.leaves(m, is_leaf=abstract) for m in (ours, model))
+    arrays = [(a, b) for a, b in zip(mine, theirs) if abstract(b)]
+    assert len(mine) == len(theirs) and len(arrays) > 2 * n_conv
+    assert all(a is b for a, b in arrays)
+
+
+def test_from_equinox_computes_nothing():
+    # Any computation during conversion (a random draw for placeholder
+    # weights, a convolution) would be an equation of this jaxpr.
+    model = _convertible_model()
+    jaxpr = jax.make_jaxpr(lambda: eqx.filter(jqx.from_equinox(model), eqx.is_array))()
+    assert jaxpr.eqns == []
+
+
+DIRECT = [  # (class name, arguments of both classes); 4 -> 8 channels
+    ("Conv1d", (4, 8, 3, 2, "SAME"), dict(padding_mode="REFLECT")),
+    ("Conv2d", (4, 8, (3, 2)), dict(padding=[(1, 0), (2, 1)], groups=4,
+                                    use_bias=False)),
+    ("Conv3d", (4, 8, 3), dict(padding=1, dilation=(1, 2, 1),
+                               padding_mode="CIRCULAR", dtype=jnp.float32)),
+    ("Conv", (2, 4, 8, 3), dict(padding="SAME_LOWER")),
+    ("ConvTranspose1d", (4, 8, 3, 2, 1), {}),
+    ("ConvTranspose2d", (4, 8, 4), dict(stride=2, padding=1, groups=2)),
+    ("ConvTranspose", (3, 4, 8, 3), dict(padding="SAME", padding_mode="CIRCULAR",
+                                         use_bias=False)),
+    ("MaxPool2d", (3, 2, 1), dict(use_ceil=True)),
+    ("AvgPool1d", (2,), dict(padding=((1, 0),))),
+]
+
+
+@pytest.mark.parametrize("algorithm", ["auto", "taps"])
+@pytest.mark.parametrize("name, args, kwargs", DIRECT, ids=str)
+def test_from_equinox_structure_matches_direct_construction(name, args, kwargs,
+                                                            algorithm):
+    if "Pool" in name:
+        theirs = getattr(eqx.nn, name)(*args, **kwargs)
+        expected = getattr(jqx, name)(*args, **kwargs)
+    else:  # the same key: the same weights
+        theirs = getattr(eqx.nn, name)(*args, **kwargs, key=KEY)
+        expected = getattr(jqx, name)(*args, **kwargs, algorithm=algorithm, key=KEY)
+    ours = jqx.from_equinox(theirs, algorithm=algorithm)
+    assert type(ours) is type(expected)
+    # static fields (the configuration) are part of an eqx.Module's treedef
+    assert jax.tree.structure(ours) == jax.tree.structure(expected)
+    assert vars(ours).keys() == vars(expected).keys()
+    for field, value in vars(expected).items():
+        if not eqx.is_array(value):
+            assert getattr(ours, field) == value, field
+            assert type(getattr(ours, field)) is type(value), field
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(expected), strict=True):
+        assert (a.shape, a.dtype) == (b.shape, b.dtype)
+        np.testing.assert_array_equal(a, b)
 
 
 PAIRS = [(name, name) for name in (

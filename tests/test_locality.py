@@ -36,6 +36,10 @@ CASES = {
                           (1, 1), 4, NHWC),
     "dilated": ((1, 12, 12, 3), (3, 3, 3, 3), (1, 1), "SAME", (2, 2), 1, NHWC),
     "pointwise": ((1, 7, 7, 8), (1, 1, 8, 4), (1, 1), "VALID", (1, 1), 1, NHWC),
+    # padding on one side per axis, dilated taps reading beyond it, 3-D
+    "depthwise_3d_dilated": ((1, 6, 7, 5, 3), (2, 2, 2, 1, 3), (1, 2, 1),
+                             [(2, 0), (0, 1), (1, 3)], (2, 1, 2), 3,
+                             ("NDHWC", "DHWIO", "NDHWC")),
     "causal1d_depthwise": ((2, 64, 4), (4, 1, 4), (1,), [(3, 0)], (1,), 4, NWC),
     "long1d_depthwise": ((1, 2048, 2), (257, 1, 2), (1,), "SAME", (1,), 2, NWC),
     "dense1d_strided": ((1, 33, 8), (3, 8, 8), (2,), "VALID", (1,), 1, NWC),

@@ -152,6 +152,34 @@ def test_per_example_gradients_equal_loop(case, axes, rng):
             assert_close(g, r)
 
 
+PER_EXAMPLE = [c for c in CASES if c.name in (
+    "dense_nchw", "strided_dilated", "depthwise", "depthwise_conv", "grouped")]
+
+
+@pytest.mark.parametrize("case", PER_EXAMPLE, ids=[c.name for c in PER_EXAMPLE])
+def test_per_example_kernel_gradients_differentiate_and_nest(case, rng):
+    # Per-example kernel gradients (one equation of role rhs_t_each for dense
+    # kernels with several taps and depthwise ones, a folded grouped rhs_t
+    # otherwise) are differentiable in both operands, forward and reverse,
+    # and vmap again (a second axis of examples merges into the first).
+    x, w = _args(case, (0, None), rng)
+
+    def per_example(w, x):
+        def loss(w, x1):
+            return jnp.sum(jnp.sin(case.fn(x1, w)))
+        return jax.vmap(jax.grad(loss), (None, 0))(w, x)
+
+    roles = [e.params["role"] for e in
+             _equations(jax.make_jaxpr(per_example)(w, x).jaxpr)]
+    assert roles == ["fwd", "rhs_t" if case.name == "grouped" else "rhs_t_each"]
+    check_grads(per_example, (w, x), order=1, modes=("fwd", "rev"))
+    x2 = jnp.stack([x, jnp.flip(x, 0)])
+    got = jax.jit(jax.vmap(per_example, (None, 0)))(w, x2)
+    assert_close(got, jnp.stack([per_example(w, x2[0]), per_example(w, x2[1])]))
+    assert_close(per_example(w, x), _loop(lambda x1, w: jax.grad(
+        lambda w: jnp.sum(jnp.sin(case.fn(x1, w))))(w), (0, None), x, w))
+
+
 def test_transpose_with_unbatched_cotangent(rng):
     # vmap over w of the x-gradient (and over x of the w-gradient) with a
     # cotangent shared by all examples: the cotangent is broadcast.
@@ -313,13 +341,26 @@ def test_vmap_is_one_folded_convolution(rng):
     eqns = _equations(jax.make_jaxpr(wgrad)(w, x).jaxpr)
     assert [e.params["role"] for e in eqns] == ["fwd", "rhs_t"]
     assert _dot_generals(wgrad, w, x) == _dot_generals(wgrad_batched, w, x)
+    # Per-example gradients of a 3x3 kernel: one equation of per-example
+    # kernel gradients, each on its own example (a batch of GEMMs, no
+    # transposes into groups).
     per_example = jax.vmap(jax.grad(lambda w, x1: jnp.sum(single(x1, w) ** 2)),
                            (None, 0))
     eqns = _equations(jax.make_jaxpr(per_example)(w, x).jaxpr)
+    assert [e.params["role"] for e in eqns] == ["fwd", "rhs_t_each"]
+    assert eqns[1].invars[0].aval.shape == (8, 1, 12, 12, 8)
+    assert eqns[1].params["operand_shape"] == (3, 3, 8, 8)
+    assert eqns[1].outvars[0].aval.shape == (8, 3, 3, 8, 8)
+    rows = jaxconv.explain(per_example, w, x)
+    assert [r.op for r in rows] == ["conv", "conv (per-example kernel grads)"]
+    assert rows[1].input_shape == (1, 12, 12, 8)
+
+    # A 1x1 kernel folds: per-example kernels are 8 groups of 8 -> 8 channels.
+    w1 = w[:, :, :1, :1]
+    eqns = _equations(jax.make_jaxpr(per_example)(w1, x).jaxpr)
     assert [e.params["role"] for e in eqns] == ["fwd", "rhs_t"]
-    # Per-example kernels: 8 groups of 8 -> 8 channels each.
     assert eqns[1].params["feature_group_count"] == 8
-    assert eqns[1].params["operand_shape"] == (3, 3, 8, 64)
+    assert eqns[1].params["operand_shape"] == (1, 1, 8, 64)
 
 
 def test_equinox_style_model(rng):

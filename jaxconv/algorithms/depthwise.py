@@ -21,7 +21,6 @@ from jax import lax
 
 from .._taps import padded_tap_slice, tap_offsets, tap_slice
 from ._common import batch_zeros, flat_taps, out_spatial, pad_spatial, padded_shape
-from .guards import finite_or
 from .rowscan import rowscan
 
 
@@ -56,9 +55,11 @@ def run(x, w, plan, precision):
     form = plan.param("form")
     if form == "unrolled":
         args = (p.stride, p.dilation, p.groups, p.acc_dtype, p.pads,
-                plan.param("pad_in_loop"), plan.profile.branch_free)
+                plan.param("pad_in_loop"))
         if plan.param("kernel_grad") == "rowscan":
             return depthwise_with_fast_kernel_grad(x, w, *args)
+        if plan.param("kernel_grad") == "flat":
+            return depthwise_with_flat_kernel_grad(x, w, *args)
         return depthwise_unrolled(x, w, *args)
     return depthwise_scanned(pad_spatial(x, p.pads), w, p.stride, p.dilation,
                              p.groups, p.acc_dtype, rows=form == "rows-scan")
@@ -75,12 +76,12 @@ def depthwise_scanned(x, w, stride, dilation, groups, acc_dtype, rows):
 
 
 def depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
-                       pad_in_loop, branch_free=False):
+                       pad_in_loop):
     """Every tap unrolled into one fused elementwise loop over the output.
 
     ``pads`` is the zero padding of ``x``, applied per tap when
-    ``pad_in_loop`` (no padded copy; guarded, branch-free if asked), else
-    once up front.
+    ``pad_in_loop`` (no padded copy; NaN/Inf weights re-poison the border
+    outputs, :func:`_poison_padded_taps`), else once up front.
     """
     kernel = w.shape[:-2]
     out = out_spatial(padded_shape(x.shape, pads), kernel, stride, dilation)
@@ -88,29 +89,75 @@ def depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
     if not pad_in_loop:
         x, pads = pad_spatial(x, pads), ((0, 0),) * len(kernel)
 
-    def taps_sum(product_in_pad, x=x, wt=wt):
-        acc = None
-        for i, tap in enumerate(tap_offsets(kernel)):
-            def term(xs, i=i):
-                return _depthwise_term(xs, wt[i], groups, acc_dtype)
-            if product_in_pad:  # pad(slice * w): the fast form
-                y = padded_tap_slice(x, tap, out, stride, dilation, pads, term)
-            else:  # pad(slice) * w: padding zeros meet the weights, as in lax
-                y = term(padded_tap_slice(x, tap, out, stride, dilation, pads))
-            acc = y if acc is None else acc + y
-        return acc
-
+    y = None
+    for i, tap in enumerate(tap_offsets(kernel)):
+        def term(xs, i=i):
+            return _depthwise_term(xs, wt[i], groups, acc_dtype)
+        # pad(slice * w): the product fuses into the loop, the padding is a
+        # bounds check
+        t = padded_tap_slice(x, tap, out, stride, dilation, pads, term)
+        y = t if y is None else y + t
     if all(p == (0, 0) for p in pads) or not jnp.issubdtype(w.dtype, jnp.inexact):
-        return taps_sum(True)
+        return y
     # pad(slice * w) adds exact zeros where lax multiplies padding zeros by
-    # the weights: a NaN/Inf weight must still spoil the border outputs, so
-    # non-finite weights take the (2-3x slower) product of the padded slice.
-    # Both branches rematerialised: a linearised ``lax.cond`` allocates the
-    # residuals of both; with checkpoints they are ``x`` and the taps ``wt``
-    # themselves.
-    fast = jax.checkpoint(lambda x, wt: taps_sum(True, x, wt))
-    safe = jax.checkpoint(lambda x, wt: taps_sum(False, x, wt))
-    return finite_or(w, lambda: fast(x, wt), lambda: safe(x, wt), branch_free)
+    # the weights: a NaN/Inf weight must still spoil the outputs whose tap
+    # reads padding (0 * Inf is NaN).  Those outputs are set to NaN
+    # afterwards, in the border strips only.  (A ``lax.cond`` onto the exact
+    # product of the padded slice held the residuals of both branches under
+    # autodiff and computed both on accelerators.)
+    return _poison_padded_taps(y, w, out, stride, dilation, pads, x.shape[1:-1])
+
+
+def _poison_padded_taps(y, w, out, stride, dilation, pads, in_spatial):
+    """``y`` with NaN where a non-finite weight meets a padding zero.
+
+    Output ``(j_1, .., j_d, o)`` holds such a product iff some tap ``t``
+    with a non-finite ``w[t, :, o]`` reads padding at ``j``, i.e. iff along
+    some axis ``a`` its offset ``t_a`` reads padding at ``j_a``.  So the set
+    is the union over axes of ``(out_a, O)`` masks: ``reads_pad_a (out_a,
+    K_a)`` (static) against "some tap with offset ``t_a`` on axis ``a`` is
+    non-finite in channel ``o``" ``(K_a, O)``.
+    """
+    kernel = w.shape[:-2]
+    bad_w = ~jnp.isfinite(w).all(axis=-2)  # (*K, O)
+    nd = len(kernel)
+    for a, (k, o, s, d, (lo, _), n) in enumerate(zip(kernel, out, stride, dilation,
+                                                      pads, in_spatial)):
+        pos = np.arange(o)[:, None] * s + np.arange(k)[None, :] * d - lo
+        reads_pad = (pos < 0) | (pos >= n)  # (out_a, K_a), static
+        if not reads_pad.any():
+            continue
+        per_offset = bad_w.any(axis=tuple(i for i in range(nd) if i != a))  # (K_a, O)
+        hit = jnp.any(jnp.asarray(reads_pad)[:, :, None] & per_offset[None], axis=1)
+        nan_or_zero = jnp.where(hit, jnp.array(jnp.nan, y.dtype),
+                                jnp.zeros((), y.dtype))
+        # Only the first and last outputs along the axis can read padding
+        # (``reads_pad`` is monotone in the output index): the NaN (or 0)
+        # is added to those strips in place.  ``y + NaN`` is NaN, ``y + 0``
+        # is ``y``.  (Added over the whole output, the (out_a, O) operand
+        # made XLA's fused depthwise loop 2x slower, a select 4x.)
+        rows = np.flatnonzero(reads_pad.any(axis=1))
+        for lo_j, hi_j in _runs(rows):
+            shape = [1] * (nd + 2)
+            shape[1 + a], shape[-1] = hi_j - lo_j, hit.shape[-1]
+            start = [0] * (nd + 2)
+            start[1 + a] = lo_j
+            limit = list(y.shape)
+            limit[1 + a] = hi_j
+            strip = lax.slice(y, start, limit) + nan_or_zero[lo_j:hi_j].reshape(shape)
+            y = lax.dynamic_update_slice(y, strip, start)
+    return y
+
+
+def _runs(idx):
+    """Maximal runs ``[lo, hi)`` of consecutive integers in sorted ``idx``."""
+    runs: list[tuple[int, int]] = []
+    for i in idx.tolist():
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
 
 
 def _depthwise_rows(x, w, kernel, out, stride, dilation, groups, acc_dtype):
@@ -176,9 +223,9 @@ def _depthwise_scan(x, w, kernel, out, stride, dilation, groups, acc_dtype):
     return acc
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7, 8))
+@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
 def depthwise_with_fast_kernel_grad(x, w, stride, dilation, groups, acc_dtype, pads,
-                                    pad_in_loop, branch_free):
+                                    pad_in_loop):
     """:func:`depthwise_unrolled` whose kernel tangent is ``rowscan``.
 
     Same values; reverse-mode kernel gradients accumulate elementwise in a
@@ -187,16 +234,59 @@ def depthwise_with_fast_kernel_grad(x, w, stride, dilation, groups, acc_dtype, p
     is already memory-bound).
     """
     return depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
-                              pad_in_loop, branch_free)
+                              pad_in_loop)
 
 
 @depthwise_with_fast_kernel_grad.defjvp
-def _depthwise_jvp(stride, dilation, groups, acc_dtype, pads, pad_in_loop, branch_free,
+def _depthwise_jvp(stride, dilation, groups, acc_dtype, pads, pad_in_loop,
                    primals, tangents):
     x, w = primals
     tx, tw = tangents
-    args = (stride, dilation, groups, acc_dtype, pads, pad_in_loop, branch_free)
+    args = (stride, dilation, groups, acc_dtype, pads, pad_in_loop)
     y = depthwise_with_fast_kernel_grad(x, w, *args)
     ty = depthwise_with_fast_kernel_grad(tx, w, *args)
     ty = ty + rowscan(pad_spatial(x, pads), tw, stride, dilation, groups, acc_dtype)
     return y, ty
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
+def depthwise_with_flat_kernel_grad(x, w, stride, dilation, groups, acc_dtype, pads,
+                                    pad_in_loop):
+    """:func:`depthwise_unrolled` whose kernel tangent works on 2-D rows.
+
+    Same values.  Plain autodiff reduces each tap's ``slice_t(x) * ct`` over
+    ``(N, L)``; XLA:CPU folds a size-1 ``N`` away and its reduction of
+    ``(1, L, C)`` over ``L`` runs ~4x slower than the same sum over
+    ``(L, C)`` (per-example gradients fold to ``N = 1``: 5x slower than
+    the batched gradient).  Here each tap's product is taken on the slice
+    reshaped to ``(N * L, C)``, so the transpose sums axis 0 of a matrix.
+    """
+    return depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
+                              pad_in_loop)
+
+
+@depthwise_with_flat_kernel_grad.defjvp
+def _depthwise_flat_jvp(stride, dilation, groups, acc_dtype, pads, pad_in_loop,
+                        primals, tangents):
+    x, w = primals
+    tx, tw = tangents
+    args = (stride, dilation, groups, acc_dtype, pads, pad_in_loop)
+    y = depthwise_with_flat_kernel_grad(x, w, *args)
+    ty = depthwise_with_flat_kernel_grad(tx, w, *args)
+    return y, ty + _flat_kernel_tangent(pad_spatial(x, pads), tw, stride, dilation,
+                                        groups, acc_dtype)
+
+
+def _flat_kernel_tangent(x, tw, stride, dilation, groups, acc_dtype):
+    """``sum_t slice_t(x) * tw[t]`` with every product on ``(N * prod(out), C)``."""
+    kernel = tw.shape[:-2]
+    out = out_spatial(x.shape, kernel, stride, dilation)
+    wt, _ = flat_taps(tw)
+    o = wt.shape[-1]
+    rows = x.shape[0] * int(np.prod(out))
+    acc = None
+    for i, tap in enumerate(tap_offsets(kernel)):
+        xs = tap_slice(x, tap, out, stride, dilation).reshape(rows, x.shape[-1])
+        t = _depthwise_term(xs, wt[i], groups, acc_dtype)
+        acc = t if acc is None else acc + t
+    return acc.reshape(x.shape[0], *out, o)

@@ -283,10 +283,11 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
         if p.taps <= prof.unroll_limit:
             params["form"] = "unrolled"
             params["pad_in_loop"] = pad_in_loop = p.taps <= prof.pad_in_loop_max_taps
-            rule = prof.custom_kernel_grads and p.nd >= 2 and p.inexact
-            params["kernel_grad"] = "rowscan" if rule else "autodiff"
+            rule = prof.custom_kernel_grads and p.inexact
+            params["kernel_grad"] = (("rowscan" if p.nd >= 2 else "flat") if rule
+                                     else "autodiff")
             if pad_in_loop and any(pp != (0, 0) for pp in p.pads) and p.inexact:
-                params["guard"] = _guard("finite weights", prof)
+                params["guard"] = "re-poisoned borders"
             if not pad_in_loop:
                 temp = p.in_bytes
         elif depthwise.rows_scan_applies(p, prof):

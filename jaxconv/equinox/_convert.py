@@ -37,13 +37,16 @@ def _convert(layer: Any, cls: Any, algorithm: str) -> Any:
     kwargs = {n: getattr(layer, n) for n in names}
     if cls in (_conv.Conv, _conv.ConvTranspose):
         kwargs["num_spatial_dims"] = layer.num_spatial_dims
-    # The key only draws placeholder weights, replaced by the layer's own.
-    new = cls(dtype=layer.weight.dtype, algorithm=algorithm, key=jax.random.key(0),
-              **kwargs)
-    new = eqx.tree_at(lambda m: m.weight, new, layer.weight)
-    if layer.bias is not None:
-        new = eqx.tree_at(lambda m: m.bias, new, layer.bias)
-    return new
+    # The constructor only traced: its checks and static fields are the usual
+    # ones, its weight and bias shapes stand in for the arrays put in next (no
+    # random draw runs, nothing is compiled or allocated).
+    shell = eqx.filter_eval_shape(
+        lambda: cls(dtype=layer.weight.dtype, algorithm=algorithm,
+                    key=jax.random.key(0), **kwargs))
+    if shell.bias is None:  # use_bias=False
+        return eqx.tree_at(lambda m: m.weight, shell, layer.weight)
+    return eqx.tree_at(lambda m: (m.weight, m.bias), shell,
+                       (layer.weight, layer.bias))
 
 
 def from_equinox(tree: Any, *, algorithm: str = "auto") -> Any:
@@ -56,6 +59,9 @@ def from_equinox(tree: Any, *, algorithm: str = "auto") -> Any:
     the same ``weight`` and ``bias`` arrays; everything else is left as it is.
     The result computes the same function up to floating-point rounding, and
     trains like the original (the parameters are the same leaves).
+    Conversion computes nothing (no placeholder weights are drawn, nothing
+    is compiled), so it is quick, and it also converts an abstract model,
+    such as one built with ``eqx.filter_eval_shape``.
 
     Args:
       tree: a pytree holding Equinox layers.
