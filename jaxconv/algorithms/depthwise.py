@@ -223,58 +223,33 @@ def _depthwise_scan(x, w, kernel, out, stride, dilation, groups, acc_dtype):
     return acc
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
-def depthwise_with_fast_kernel_grad(x, w, stride, dilation, groups, acc_dtype, pads,
-                                    pad_in_loop):
-    """:func:`depthwise_unrolled` whose kernel tangent is ``rowscan``.
+def _with_kernel_tangent(kernel_tangent, doc):
+    """:func:`depthwise_unrolled` as a ``custom_jvp`` whose kernel tangent is
+    ``kernel_tangent(padded x, tw, stride, dilation, groups, acc_dtype)``.
 
-    Same values; reverse-mode kernel gradients accumulate elementwise in a
-    row scan instead of one XLA reduction per tap (``rowscan.py``).  The
-    input tangent is the fast forward itself (its transpose, pad and add,
-    is already memory-bound).
+    Same values; the input tangent is the fast forward itself (its
+    transpose, pad and add, is already memory-bound).  The kernel tangent is
+    linear in ``tw``, so JAX transposes it for reverse mode, and every
+    higher order keeps working.
     """
-    return depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
-                              pad_in_loop)
 
+    @partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
+    def f(x, w, stride, dilation, groups, acc_dtype, pads, pad_in_loop):
+        return depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
+                                  pad_in_loop)
 
-@depthwise_with_fast_kernel_grad.defjvp
-def _depthwise_jvp(stride, dilation, groups, acc_dtype, pads, pad_in_loop,
-                   primals, tangents):
-    x, w = primals
-    tx, tw = tangents
-    args = (stride, dilation, groups, acc_dtype, pads, pad_in_loop)
-    y = depthwise_with_fast_kernel_grad(x, w, *args)
-    ty = depthwise_with_fast_kernel_grad(tx, w, *args)
-    ty = ty + rowscan(pad_spatial(x, pads), tw, stride, dilation, groups, acc_dtype)
-    return y, ty
+    @f.defjvp
+    def _jvp(stride, dilation, groups, acc_dtype, pads, pad_in_loop, primals,
+             tangents):
+        x, w = primals
+        tx, tw = tangents
+        args = (stride, dilation, groups, acc_dtype, pads, pad_in_loop)
+        ty = f(tx, w, *args) + kernel_tangent(pad_spatial(x, pads), tw, stride,
+                                              dilation, groups, acc_dtype)
+        return f(x, w, *args), ty
 
-
-@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
-def depthwise_with_flat_kernel_grad(x, w, stride, dilation, groups, acc_dtype, pads,
-                                    pad_in_loop):
-    """:func:`depthwise_unrolled` whose kernel tangent works on 2-D rows.
-
-    Same values.  Plain autodiff reduces each tap's ``slice_t(x) * ct`` over
-    ``(N, L)``; XLA:CPU folds a size-1 ``N`` away and its reduction of
-    ``(1, L, C)`` over ``L`` runs ~4x slower than the same sum over
-    ``(L, C)`` (per-example gradients fold to ``N = 1``: 5x slower than
-    the batched gradient).  Here each tap's product is taken on the slice
-    reshaped to ``(N * L, C)``, so the transpose sums axis 0 of a matrix.
-    """
-    return depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
-                              pad_in_loop)
-
-
-@depthwise_with_flat_kernel_grad.defjvp
-def _depthwise_flat_jvp(stride, dilation, groups, acc_dtype, pads, pad_in_loop,
-                        primals, tangents):
-    x, w = primals
-    tx, tw = tangents
-    args = (stride, dilation, groups, acc_dtype, pads, pad_in_loop)
-    y = depthwise_with_flat_kernel_grad(x, w, *args)
-    ty = depthwise_with_flat_kernel_grad(tx, w, *args)
-    return y, ty + _flat_kernel_tangent(pad_spatial(x, pads), tw, stride, dilation,
-                                        groups, acc_dtype)
+    f.__doc__ = doc
+    return f
 
 
 def _flat_kernel_tangent(x, tw, stride, dilation, groups, acc_dtype):
@@ -290,3 +265,22 @@ def _flat_kernel_tangent(x, tw, stride, dilation, groups, acc_dtype):
         t = _depthwise_term(xs, wt[i], groups, acc_dtype)
         acc = t if acc is None else acc + t
     return acc.reshape(x.shape[0], *out, o)
+
+
+depthwise_with_fast_kernel_grad = _with_kernel_tangent(rowscan, """\
+:func:`depthwise_unrolled` whose kernel tangent is ``rowscan`` (2-D, 3-D).
+
+Reverse-mode kernel gradients accumulate elementwise in a row scan instead
+of one XLA reduction per tap (``rowscan.py``).
+""")
+
+depthwise_with_flat_kernel_grad = _with_kernel_tangent(_flat_kernel_tangent, """\
+:func:`depthwise_unrolled` whose kernel tangent works on matrices (1-D).
+
+Plain autodiff reduces each tap's ``slice_t(x) * ct`` over ``(N, L)``;
+XLA:CPU folds a size-1 ``N`` away and its reduction of ``(1, L, C)`` over
+``L`` runs ~4x slower than the same sum over ``(L, C)`` (per-example
+gradients fold to ``N = 1``: 5x slower than the batched gradient).  Here
+each tap's product is taken on the slice reshaped to ``(N * L, C)``, so the
+transpose sums axis 0 of a matrix.
+""")
