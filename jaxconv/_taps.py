@@ -61,6 +61,18 @@ def tap_slice(
     return lax.slice(x, start, limit, strides)
 
 
+def inside_outputs(offset: int, out: int, stride: int, dilation: int, lo: int,
+                   n: int) -> tuple[int, int]:
+    """Along one axis, the outputs ``[j0, j1]`` of the tap at kernel offset
+    ``offset`` whose input lies inside ``x`` (length ``n``, ``lo`` zeros of
+    padding before it); every other output of that tap reads padding.
+    ``j1 < j0`` when none does."""
+    first = offset * dilation - lo  # input position of output 0 (may be negative)
+    j0 = max(0, -(first // stride))
+    j1 = min(out - 1, (n - 1 - first) // stride)
+    return j0, j1
+
+
 def padded_tap_slice(
     x: jax.Array,
     tap: Sequence[int],
@@ -91,9 +103,8 @@ def padded_tap_slice(
     config = [(0, 0, 0)] * x.ndim
     for i, (k, o, s, d, (lo, _)) in enumerate(zip(tap, out, stride, dilation, pads)):
         ax = 1 + i
-        first = k * d - lo  # input position of output 0 (may be negative)
-        j0 = max(0, -(first // s))  # first output whose input exists
-        j1 = min(o - 1, (x.shape[ax] - 1 - first) // s)  # last one
+        j0, j1 = inside_outputs(k, o, s, d, lo, x.shape[ax])
+        first = k * d - lo  # input position of output 0
         if j1 < j0:  # every output of this tap falls in the padding
             start[ax], limit[ax], config[ax] = 0, 0, (o, 0, 0)
             continue

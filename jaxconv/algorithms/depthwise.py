@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .._taps import padded_tap_slice, tap_offsets, tap_slice
+from .._taps import inside_outputs, padded_tap_slice, tap_offsets, tap_slice
 from ._common import batch_zeros, flat_taps, out_spatial, pad_spatial, padded_shape
 from .rowscan import rowscan
 
@@ -123,8 +123,9 @@ def _poison_padded_taps(y, w, out, stride, dilation, pads, in_spatial):
     nd = len(kernel)
     for a, (k, o, s, d, (lo, _), n) in enumerate(zip(kernel, out, stride, dilation,
                                                       pads, in_spatial)):
-        pos = np.arange(o)[:, None] * s + np.arange(k)[None, :] * d - lo
-        reads_pad = (pos < 0) | (pos >= n)  # (out_a, K_a), static
+        j = np.arange(o)[:, None]
+        inside = np.array([inside_outputs(t, o, s, d, lo, n) for t in range(k)])
+        reads_pad = (j < inside[:, 0]) | (j > inside[:, 1])  # (out_a, K_a), static
         if not reads_pad.any():
             continue
         per_offset = bad_w.any(axis=tuple(i for i in range(nd) if i != a))  # (K_a, O)
