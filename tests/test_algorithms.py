@@ -20,8 +20,8 @@ from jax import lax
 
 import jaxconv
 from jaxconv import lax as jl
+from jaxconv.algorithms import dense, toeplitz
 from jaxconv.algorithms import plan as planning
-from jaxconv.algorithms import toeplitz
 from jaxconv.algorithms.problem import Problem
 
 CPU = jaxconv.get_profile("cpu")
@@ -57,6 +57,9 @@ VARIANTS = [
     ("alltaps", (3, 11, 5), (4, 5, 7), (1,), "SAME", (3,), 1),
     ("im2col", (1, 9, 9, 40), (3, 3, 40, 4), (1, 2), "SAME", (2, 2), 1),
     ("taps", (2, 17, 130), (3, 130, 4), (2,), "VALID", None, 1),
+    # 1-D stride 1 at batch 1: the kernel tangent is one 2-D GEMM per tap
+    ("taps", (1, 23, 256), (3, 256, 5), (1,), [(3, 0)], (2,), 1),
+    ("wide", (1, 31, 40), (5, 40, 7), (1,), [(0, 6)], (3,), 1),
 ]
 DN = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC"),
       3: ("NDHWC", "DHWIO", "NDHWC")}
@@ -68,13 +71,17 @@ def _small_problems_take_rows_or_wide(request):
     profile's ``alltaps_max_bytes`` "auto" would pick "alltaps" for them, so
     the threshold is lowered to keep those formulations under test (the
     large problems they serve are too slow for the ``direct`` reference);
-    ``rows`` and ``wide`` get channel thresholds (the cpu preset's are 0)."""
+    ``rows`` and ``wide`` get channel thresholds (the cpu preset's are 0).
+    1-D problems on one image take the per-tap kernel tangent at any length
+    (the preset asks for 512 output rows)."""
     case = getattr(request.node, "callspec", None)
     case = case.params.get("case") if case else None
     stride1 = case is not None and all(s == 1 for s in case[3])
     profile = CPU
-    if stride1 and case[0] in ("rows", "wide", "im2col"):
+    if stride1 and case[0] in ("rows", "wide", "im2col", "taps"):
         profile = CPU.replace(alltaps_max_bytes=0, rows_max_i=32, wide_max_i=4096)
+    if case is not None and len(case[1]) == 3:
+        profile = profile.replace(tap_gemm_min_rows=1)
     with jaxconv.use_profile(profile):
         yield
 
@@ -163,6 +170,50 @@ def test_depthwise_kernel_gradient_rules(case):
     unrolled = row.plan.param("form") == "unrolled"
     want = {1: "flat", 2: "rowscan"}[len(case[1]) - 2] if unrolled else None
     assert row.plan.param("kernel_grad") == want
+
+
+# and the 1-D per-tap kernel tangent at batch 1 (checked below)
+SECOND_ORDER += [c for c in VARIANTS if c[0] == "taps" and c[1][0] == 1]
+
+
+@pytest.mark.parametrize("case", [c for c in VARIANTS if len(c[1]) == 3
+                                  and c[0] not in ("depthwise", "toeplitz")],
+                         ids=_ids)
+def test_one_dimensional_kernel_tangent_rule(case):
+    """1-D stride-1 dense plans on one image take their kernel gradient as one
+    2-D GEMM per tap; batches keep the patch form (or plain autodiff)."""
+    (row,) = jaxconv.explain(_f(jl, case, algorithm="taps"), *_structs(case))
+    one_image = case[1][0] == 1 and all(s == 1 for s in case[3])
+    assert (row.plan.param("kernel_tangent") == "tap-gemms") == one_image
+    if one_image:  # the accelerator profiles keep plain forms
+        _, xs, _, s, p, rd, g = case
+        with jaxconv.use_profile("gpu"):
+            (row,) = jaxconv.explain(
+                lambda x, w: jl.conv_general_dilated(x, w, s, p, rhs_dilation=rd,
+                                                     dimension_numbers=DN[1]),
+                *_structs(case))
+        assert row.profile == "gpu"
+        assert row.plan.param("kernel_tangent") != "tap-gemms"
+
+
+@pytest.mark.parametrize("length, batch, want", [
+    (512, 1, "tap-gemms"), (511, 1, "im2col"), (4096, 2, "im2col"),
+    (4096, "b", "im2col")])
+def test_one_dimensional_kernel_tangent_needs_one_long_image(length, batch, want):
+    if batch == "b":  # a symbolic batch is not known to be one image
+        batch, = jax.export.symbolic_shape("b")
+    p = Problem.of(jax.ShapeDtypeStruct((batch, length, 8), jnp.float32),
+                   jax.ShapeDtypeStruct((3, 8, 8), jnp.float32),
+                   stride=(1,), dilation=(1,), groups=1, pads=((1, 1),))
+    assert planning.make_plan(p, CPU, "wide", "").param("kernel_tangent") == want
+
+
+def test_tap_gemms_refuse_what_they_cannot_compute():
+    with pytest.raises(ValueError, match=r"one 1-D image and stride 1, got input "
+                                         r"\(2, 9, 3\)"):
+        dense.conv_tap_gemms(jnp.ones((2, 9, 3)), jnp.ones((3, 3, 4)), stride=(1,),
+                             dilation=(1,), groups=1, precision=None,
+                             acc_dtype=jnp.float32)
 
 
 @pytest.mark.parametrize("case", SECOND_ORDER, ids=_ids)

@@ -41,7 +41,8 @@ GRID = [
     ("strided 3x3", (1, 112, 112, 16), (3, 3, 16, 32), 2, "SAME", 1, 1, "im2col"),
     ("2x2x512 b8", (8, 2, 2, 512), (3, 3, 512, 512), 1, "SAME", 1, 1, "taps"),
     ("4x4x256 b1", (1, 4, 4, 256), (3, 3, 256, 256), 1, "SAME", 1, 1, "im2col"),
-    ("1-D 32ch 4096", (8, 4096, 32), (7, 32, 32), 1, "SAME", 3, 1, "shifted"),
+    ("1-D 32ch 4096", (8, 4096, 32), (7, 32, 32), 1, "SAME", 3, 1, "wide"),
+    ("1-D 256ch 1024", (8, 1024, 256), (11, 256, 256), 1, "SAME", 5, 1, "taps"),
     ("2 wide groups s2", (1, 28, 28, 256), (3, 3, 128, 256), 2, "SAME", 1, 2,
      "groupgemm"),
     ("4 groups of 16", (1, 28, 28, 64), (3, 3, 16, 128), 1, "SAME", 1, 4, "groupgemm"),
@@ -57,7 +58,8 @@ GRID = [
     ("1-channel 1x1", (1, 9, 9, 1), (3, 3, 1, 1), 1, "SAME", 1, 1, "depthwise"),
     ("3-D strided", (1, 8, 8, 8, 16), (3, 3, 3, 16, 16), 2, "SAME", 1, 1, "im2col"),
 ]
-ON_ACCELERATORS = {"1-D s2 64ch": "taps"}
+ON_ACCELERATORS = {"1-D s2 64ch": "taps", "1-D 32ch 4096": "shifted",
+                   "1-D 256ch 1024": "shifted"}
 SUITE = {  # the benchmark suite's cases
     "dense3": "alltaps", "dense3_b8": "im2col", "point": "dot", "stem": "im2col",
     "dw3": "depthwise", "dw3_s2": "depthwise", "dw7": "depthwise",
@@ -169,6 +171,7 @@ NUMERIC = [
     ((1, 5, 6, 4), (4, 4, 4, 3), (1, 1), [(2, 2), (1, 3)], 1, (2, 2)),  # transposed
     ((2, 23, 5), (4, 5, 6), (1,), [(2, 3)], 1, None),
     ((1, 6, 5, 16), (3, 3, 16, 24), (1, 1), "SAME", 1, None),  # kernel > input
+    ((1, 700, 6), (5, 6, 4), (1,), [(3, 2)], 1, None),  # 1-D kernel grad: tap GEMMs
 ]
 
 

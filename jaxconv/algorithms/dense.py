@@ -49,6 +49,15 @@ def run(x, w, plan, precision):
     kw = dict(stride=p.stride, dilation=p.dilation, groups=p.groups,
               precision=precision, acc_dtype=p.acc_dtype)
     name = plan.formulation
+    kernel_fn = None
+    if plan.param("kernel_tangent") == "im2col":
+        # Its transpose is one GEMM, patches^T @ ct, per block.
+        def kernel_fn(x, w):
+            return conv_im2col(x, w, **kw)
+    elif plan.param("kernel_tangent") == "tap-gemms":
+        # One 1-D image: its transpose is one 2-D GEMM per tap.
+        def kernel_fn(x, w):
+            return conv_tap_gemms(x, w, **kw)
     if name in BLOCKED:
         fn = {"im2col": conv_im2col, "rows": conv_rows, "wide": conv_wide,
               "alltaps": conv_alltaps, "shifted": conv_shifted}[name]
@@ -59,17 +68,19 @@ def run(x, w, plan, precision):
             # patch matrix.
             def tangent(x, w):
                 return conv_per_tap(x, w, force_scan=True, **kw)
-        kernel_fn = None
-        if plan.param("kernel_tangent") == "im2col":
-            # Its transpose is one GEMM, patches^T @ ct, per block.
-            def kernel_fn(x, w):
-                return conv_im2col(x, w, **kw)
         return row_blocks(lambda x, w: fn(x, w, **kw), x, w, plan.param("blocks"),
                           stride=p.stride, dilation=p.dilation,
                           acc_dtype=p.acc_dtype, pads=p.pads, tangent_fn=tangent,
                           kernel_fn=kernel_fn)
-    x = pad_spatial(x, p.pads)
-    return conv_per_tap(x, w, force_scan=plan.param("scan", False), **kw)
+    scan = plan.param("scan", False)
+
+    def per_tap(x, w):
+        return conv_per_tap(x, w, force_scan=scan, **kw)
+
+    if kernel_fn is not None:
+        return row_blocks(per_tap, x, w, (), stride=p.stride, dilation=p.dilation,
+                          acc_dtype=p.acc_dtype, pads=p.pads, kernel_fn=kernel_fn)
+    return per_tap(pad_spatial(x, p.pads), w)
 
 
 def conv_per_tap(x, w, *, stride, dilation, groups, precision, acc_dtype,
@@ -154,6 +165,33 @@ def conv_im2col(x, w, *, stride, dilation, groups, precision, acc_dtype):
                       for tap in tap_offsets(kernel)], axis=-2)
     cols = cols.reshape(*cols.shape[:-2], -1)
     return matmul(cols, w.reshape(-1, w.shape[-1]), precision, acc_dtype)
+
+
+def conv_tap_gemms(x, w, *, stride, dilation, groups, precision, acc_dtype):
+    """One 1-D image, stride 1: one 2-D GEMM per tap on row ranges of its matrix.
+
+    Computes ``sum_k x[0, k*d : k*d + L_out] @ w[k]``: ``x[0]`` is an
+    ``(L, I)`` matrix and each tap's rows are a contiguous block of it.  The
+    plans use it only as the kernel tangent of the 1-D forms at batch 1
+    (``kernel_tangent="tap-gemms"``), for its transpose: one GEMM per tap,
+    ``dw[k] = rows_k^T @ ct``, on 2-D operands.  The patch form's GEMM, or
+    the same GEMMs on ``(1, L, I)`` arrays, ran 1.3-2x slower on XLA:CPU
+    (``docs/auto.md``).
+    """
+    del groups
+    (k,), (d,) = w.shape[:-2], dilation
+    if x.ndim != 3 or not (isinstance(x.shape[0], int) and x.shape[0] == 1) \
+            or tuple(stride) != (1,):
+        raise ValueError(f"tap GEMMs need one 1-D image and stride 1, got input "
+                         f"{x.shape} and stride {tuple(stride)}.")
+    rows = x[0]
+    n_out = rows.shape[0] - (k - 1) * d
+    acc = None
+    for j in range(k):
+        term = matmul(lax.slice_in_dim(rows, j * d, j * d + n_out), w[j],
+                      precision, acc_dtype)
+        acc = term if acc is None else acc + term
+    return acc[None]
 
 
 def conv_rows(x, w, *, stride, dilation, groups, precision, acc_dtype):

@@ -170,6 +170,9 @@ def choose(p: Problem, prof: Profile) -> tuple[str, str]:
         if _alltaps_bytes(p) <= prof.alltaps_max_bytes:
             return "alltaps", ("1-D dense, all-tap GEMM output <= "
                                f"{_mib(prof.alltaps_max_bytes)}: one GEMM")
+        if i >= prof.taps_min_i:
+            return "taps", (f"1-D dense, I = {i} >= {prof.taps_min_i}: per-tap GEMMs "
+                            "deep enough, none over the padding")
         if i <= prof.rows_max_i:
             return "rows", f"1-D dense, I = {i} <= {prof.rows_max_i}: taps concatenated"
         if i <= prof.wide_max_i:
@@ -237,7 +240,9 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
         if levels and (name in ("wide", "alltaps", "shifted")
                        or (name == "im2col" and i > prof.im2col_max_i)):
             params["input_tangent"] = "taps-scan"
-        if name != "im2col" and o + 2 * t * i <= 2 * temp_channels:
+        if _tap_gemm_kernel_tangent(p, prof):
+            params["kernel_tangent"] = "tap-gemms"
+        elif name != "im2col" and o + 2 * t * i <= 2 * temp_channels:
             # The kernel gradient of a shifted-sum form transposes into a
             # sum of shifted cotangents; the patch form's is one GEMM per
             # block (in the same blocks: only where its patches take at most
@@ -247,6 +252,8 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
         if p.taps > prof.unroll_limit:
             params["scan"] = True
             steps = p.taps
+        elif name == "taps" and _tap_gemm_kernel_tangent(p, prof):
+            params["kernel_tangent"] = "tap-gemms"
         temp = p.out_bytes
     elif name == "s2d":
         xs, ws, stride = space_to_depth.inner_shapes(p)
@@ -324,6 +331,23 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
     return Plan(name, p, prof, reason, tuple((k, v) for k, v in params.items()
                                               if v is not None),
                 inner, flops, temp, steps)
+
+
+def _tap_gemm_kernel_tangent(p: Problem, prof: Profile) -> bool:
+    """Whether a 1-D dense kernel gradient runs one 2-D GEMM per tap.
+
+    On one image each tap's rows are a contiguous block of its ``(L, I)``
+    matrix, so the kernel gradient is one 2-D GEMM per tap on the image
+    itself.  On HiFi-GAN's 1-D layers at batch 1 with 1024-4096 output rows
+    this ran the gradient up to 1.5x faster than the patch form; with 16 or
+    128 rows it was slower (each tap writes its own ``(I, O)`` product, a
+    lot of traffic for so little depth), and at batch 8 the same GEMMs
+    batched over images were as often slower as faster (BENCHMARKS.md).
+    """
+    return (prof.tap_gemm_kernel_tangent and p.nd == 1 and p.stride1
+            and p.groups == 1 and p.taps > 1 and not p.transposed
+            and isinstance(p.x_shape[0], int) and p.x_shape[0] == 1
+            and p.out_spatial[0] >= prof.tap_gemm_min_rows)
 
 
 def candidates(problem: Problem, profile: Profile | None = None) -> list[Plan]:

@@ -65,12 +65,16 @@ class Profile:
       rows_max_i: 1-D stride-1 dense kernels (beyond ``alltaps_max_bytes``)
         on at most this many input channels concatenate their taps along
         channels (``"rows"``); 0: never.
-      wide_max_i: up to this many, one GEMM against all taps (``"wide"``);
-        beyond, per-tap GEMMs over row blocks (``"shifted"``). The ``cpu``
-        preset sets both to 0: on the 1-D layers of a HiFi-GAN stack
-        per-tap GEMMs ran their gradients 1.5-6x faster than
-        ``rows``/``wide``, and in row blocks (``"shifted"``, temporaries of
-        a few MiB) their forward 2-3x faster than unblocked (BENCHMARKS.md).
+      wide_max_i: up to this many, one GEMM against all taps (``"wide"``,
+        in row blocks); beyond, per-tap GEMMs over row blocks
+        (``"shifted"``).
+      taps_min_i: from this many input channels on (checked first), per-tap
+        GEMMs on the padded input (``"taps"``, unblocked): deep enough to
+        run near the GEMM rate, with no GEMM over the padding the row-block
+        forms multiply.  On a HiFi-GAN stack (``cpu`` preset: ``rows`` never,
+        ``wide`` below 256 channels, ``taps`` from 256) this lifted the
+        forward geomean of the 72 dilated resblock layers from 0.72 to 0.83
+        of lax's speed against ``shifted`` everywhere (BENCHMARKS.md).
       s2d_max_i: strided 1-D dense kernels on fewer input channels fold the
         stride phases into channels (``"s2d"``).
       block_io_fraction: a row block's temporaries may take this fraction of
@@ -99,6 +103,11 @@ class Profile:
         ``2 x (input + output)`` bound (``JAXCONV_WORKSPACE_MB`` overrides).
       branch_free: guard NaN/Inf locality without conditionals (a
         conditional on GPU/TPU is a host round trip).
+      tap_gemm_kernel_tangent: the kernel gradient of a 1-D dense stride-1
+        conv on one image runs one 2-D GEMM per tap on row ranges of the
+        image (``kernel_tangent="tap-gemms"``) instead of the patch form's
+        GEMM (or autodiff of per-tap GEMMs on ``(1, L, I)`` arrays) ...
+      tap_gemm_min_rows: ... when it has at least this many output rows.
       custom_kernel_grads: use the row-scan kernel-gradient rules of the
         depthwise and grouped formulations (they work around a slow XLA:CPU
         reduction); off, plain autodiff.
@@ -117,7 +126,8 @@ class Profile:
     kernel_bound_ratio: int = 8
     cache_patch_bytes: int = _MiB // 2
     rows_max_i: int = 0
-    wide_max_i: int = 0
+    wide_max_i: int = 255
+    taps_min_i: int = 256
     s2d_max_i: int = 128
     block_io_fraction: float = 0.8
     block_min_bytes: int = _MiB // 2
@@ -133,6 +143,8 @@ class Profile:
     workspace_bytes: int = 64 * _MiB
     branch_free: bool = False
     custom_kernel_grads: bool = True
+    tap_gemm_kernel_tangent: bool = True
+    tap_gemm_min_rows: int = 512
     depthwise_gemm_precision: str | None = None
 
     def replace(self, **changes) -> Profile:
@@ -158,7 +170,9 @@ _ACCELERATOR = Profile(
     workspace_bytes=256 * _MiB, block_min_bytes=256 * _MiB,
     block_max_bytes=256 * _MiB, pad_in_loop_max_taps=0, hankel_min_taps=1 << 62,
     s2d_max_i=0, phase_gemm_max_taps=64, branch_free=True,
-    custom_kernel_grads=False, depthwise_gemm_precision="highest",
+    custom_kernel_grads=False, tap_gemm_kernel_tangent=False, wide_max_i=0,
+    taps_min_i=1 << 62,
+    depthwise_gemm_precision="highest",
 )
 PRESETS: dict[str, Profile] = {
     "cpu": Profile(),
