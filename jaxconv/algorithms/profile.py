@@ -72,9 +72,10 @@ class Profile:
         GEMMs on the padded input (``"taps"``, unblocked): deep enough to
         run near the GEMM rate, with no GEMM over the padding the row-block
         forms multiply.  On a HiFi-GAN stack (``cpu`` preset: ``rows`` never,
-        ``wide`` below 256 channels, ``taps`` from 256) this lifted the
-        forward geomean of the 72 dilated resblock layers from 0.72 to 0.83
-        of lax's speed against ``shifted`` everywhere (BENCHMARKS.md).
+        ``wide`` below 256 channels, ``taps`` from 256) this, with
+        ``tap_gemm_kernel_tangent``, lifted the forward geomean of its 84
+        layer x batch records from 0.79 to 0.85 of lax's speed, against
+        ``shifted`` everywhere (BENCHMARKS.md).
       s2d_max_i: strided 1-D dense kernels on fewer input channels fold the
         stride phases into channels (``"s2d"``).
       block_io_fraction: a row block's temporaries may take this fraction of
