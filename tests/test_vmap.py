@@ -84,6 +84,11 @@ CASES = [
          None, (2, 9, 3), (5, 3, 4)),
     Case("correlate", lambda x, w: jaxconv.correlate(x, w, mode="same"), None,
          (9, 7), (3, 4), batched=False),
+    # one long 1-D image: its kernel gradient is one 2-D GEMM per tap
+    Case("dense_1d_long", *_lax_pair(window_strides=(1,), padding=((4, 2),),
+                                     rhs_dilation=(2,),
+                                     dimension_numbers=("NWC", "WIO", "NWC")),
+         (1, 600, 3), (4, 3, 5)),
 ]
 IDS = [c.name for c in CASES]
 AXES = {"lhs": (0, None), "rhs": (None, 0), "both": (0, 0)}
@@ -153,7 +158,8 @@ def test_per_example_gradients_equal_loop(case, axes, rng):
 
 
 PER_EXAMPLE = [c for c in CASES if c.name in (
-    "dense_nchw", "strided_dilated", "depthwise", "depthwise_conv", "grouped")]
+    "dense_nchw", "strided_dilated", "depthwise", "depthwise_conv", "grouped",
+    "dense_1d_long")]
 
 
 @pytest.mark.parametrize("case", PER_EXAMPLE, ids=[c.name for c in PER_EXAMPLE])
@@ -172,6 +178,10 @@ def test_per_example_kernel_gradients_differentiate_and_nest(case, rng):
     roles = [e.params["role"] for e in
              _equations(jax.make_jaxpr(per_example)(w, x).jaxpr)]
     assert roles == ["fwd", "rhs_t" if case.name == "grouped" else "rhs_t_each"]
+    if case.name == "dense_1d_long":  # each example planned as one image
+        rows = jaxconv.explain(per_example, w, x)
+        assert [r.plan.param("kernel_tangent") for r in rows] == ["im2col",
+                                                                  "tap-gemms"]
     check_grads(per_example, (w, x), order=1, modes=("fwd", "rev"))
     x2 = jnp.stack([x, jnp.flip(x, 0)])
     got = jax.jit(jax.vmap(per_example, (None, 0)))(w, x2)
