@@ -176,7 +176,7 @@ def conv_tap_gemms(x, w, *, stride, dilation, groups, precision, acc_dtype):
     (``kernel_tangent="tap-gemms"``), for its transpose: one GEMM per tap,
     ``dw[k] = rows_k^T @ ct``, on 2-D operands.  The patch form's GEMM, or
     the same GEMMs on ``(1, L, I)`` arrays, ran 1.3-2x slower on XLA:CPU
-    (``docs/auto.md``).
+    (BENCHMARKS.md, "1-D dense layers re-planned").
     """
     del groups
     (k,), (d,) = w.shape[:-2], dilation
