@@ -48,6 +48,10 @@ VARIANTS = [
     ("alltaps", (1, 6, 7, 5), (2, 3, 5, 4), (1, 1), [(3, 2), (0, 4)], None, 1),
     ("rows", (2, 17, 6), (3, 6, 5), (1,), [(1, 0)], (2,), 1),
     ("wide", (1, 15, 40), (4, 40, 6), (1,), "SAME", None, 1),
+    ("wide", (2, 7, 9, 12), (3, 2, 12, 5), (1, 1), [(2, 0), (1, 3)], (2, 1), 1),
+    # one input channel: per-tap outer products, the patch form's kernel tangent
+    ("taps", (2, 9, 8, 1), (3, 3, 1, 5), (1, 1), [(1, 0), (2, 1)], (2, 1), 1),
+    ("taps", (1, 5, 6, 4, 1), (2, 3, 2, 1, 3), (1, 1, 1), "SAME", None, 1),
     ("im2col", (1, 13, 12, 3), (5, 4, 3, 5), (2, 3), "SAME", None, 1),
     ("im2col", (2, 9, 8, 2), (3, 3, 2, 4), (1, 1), "SAME", (2, 1), 1),
     ("im2col", (1, 5, 6, 7, 4), (2, 3, 2, 4, 3), (2, 1, 1), "VALID", None, 1),
@@ -467,8 +471,10 @@ def test_auto_never_picks_inexact_algorithms():
 
 # --- row blocking of the dense formulations ----------------------------------
 
+# (The blocked all-tap and wide forms are 2-D rules; 3-D blocks as im2col.)
 ROW_BLOCKED = [c for c in VARIANTS
-               if c[0] in ("im2col", "alltaps") and len(c[1]) >= 4]
+               if (c[0] == "im2col" and len(c[1]) >= 4)
+               or (c[0] in ("alltaps", "wide") and len(c[1]) == 4)]
 
 
 @pytest.mark.parametrize("budget", [1, 3000])
@@ -477,8 +483,11 @@ def test_row_blocks_match_lax(case, budget, rng):
     # A tiny block budget forces blocks of one row (3-D: nested blocks
     # along the second axis); 3000 B gives 2-row blocks with a shifted last.
     # (block_io_fraction 0: rows nest below ``budget``.)
+    # ("alltaps" cases keep the blocked all-tap GEMM, "wide" the 2-D rule.)
+    keep = (dict(wide_2d_max_i=0, alltaps_max_i=64) if case[0] == "alltaps"
+            else dict(wide_max_i=4096))
     profile = CPU.replace(block_min_bytes=budget, block_max_bytes=budget,
-                          block_io_fraction=0, alltaps_max_bytes=0)
+                          block_io_fraction=0, alltaps_max_bytes=0, **keep)
     with jaxconv.use_profile(profile):
         _row_blocks_match_lax(case, rng)
 
@@ -490,6 +499,7 @@ def _row_blocks_match_lax(case, rng):
         x, w, s, p, rhs_dilation=rd, dimension_numbers=dn, precision=HI)
     x, w = _args(case, rng)
     tx, tw = _args(case, rng)
+    assert jaxconv.explain(f, x, w)[0].formulation == "taps/" + case[0]
     text = jax.jit(f).lower(x, w).as_text()
     assert "while" in text  # blocked
     assert_close(jax.jit(f)(x, w), _f(lax, case)(x, w))

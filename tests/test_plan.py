@@ -36,8 +36,12 @@ def _dn(nd):
 # profiles choose differently (no space-to-depth: it needs a guard).
 GRID = [
     ("dense 16x16 b1", (1, 16, 16, 64), (3, 3, 64, 64), 1, "SAME", 1, 1, "alltaps"),
-    ("dense 64x64 b8", (8, 64, 64, 64), (3, 3, 64, 64), 1, "SAME", 1, 1, "alltaps"),
-    ("5x5 32->64", (1, 32, 32, 32), (5, 5, 32, 64), 1, "SAME", 1, 1, "alltaps"),
+    ("dense 64x64 b8", (8, 64, 64, 64), (3, 3, 64, 64), 1, "SAME", 1, 1, "wide"),
+    ("dense 16x16 b8", (8, 16, 16, 64), (3, 3, 64, 64), 1, "SAME", 1, 1, "wide"),
+    ("64 columns 128ch", (1, 64, 64, 128), (3, 3, 128, 64), 1, "SAME", 1, 1, "wide"),
+    ("32 columns 128ch", (1, 32, 32, 128), (3, 3, 128, 128), 1, "SAME", 1, 1,
+     "im2col"),
+    ("5x5 32->64", (1, 32, 32, 32), (5, 5, 32, 64), 1, "SAME", 1, 1, "wide"),
     ("strided 3x3", (1, 112, 112, 16), (3, 3, 16, 32), 2, "SAME", 1, 1, "im2col"),
     ("2x2x512 b8", (8, 2, 2, 512), (3, 3, 512, 512), 1, "SAME", 1, 1, "taps"),
     ("4x4x256 b1", (1, 4, 4, 256), (3, 3, 256, 256), 1, "SAME", 1, 1, "im2col"),
@@ -54,19 +58,26 @@ GRID = [
     ("1-D dw mult 2", (1, 4096, 16), (128, 1, 32), 1, "VALID", 1, 16, "depthwise"),
     ("dw mult 2", (1, 28, 28, 96), (3, 3, 1, 192), 1, "SAME", 1, 96, "depthwise"),
     ("dw 11x11", (1, 9, 9, 4), (11, 11, 1, 4), 1, "SAME", 1, 4, "depthwise"),
-    ("1-channel input", (8, 64, 64, 1), (3, 3, 1, 64), 1, "SAME", 1, 1, "im2col"),
+    ("1-channel input", (8, 64, 64, 1), (3, 3, 1, 64), 1, "SAME", 1, 1, "taps"),
+    ("1-channel 3-D", (1, 16, 16, 16, 1), (3, 3, 3, 1, 32), 1, "SAME", 1, 1, "taps"),
+    ("1-channel s2", (1, 64, 64, 1), (3, 3, 1, 32), 2, "SAME", 1, 1, "im2col"),
+    ("2-channel input", (8, 64, 64, 2), (3, 3, 2, 64), 1, "SAME", 1, 1, "im2col"),
     ("1-channel 1x1", (1, 9, 9, 1), (3, 3, 1, 1), 1, "SAME", 1, 1, "depthwise"),
     ("3-D strided", (1, 8, 8, 8, 16), (3, 3, 3, 16, 16), 2, "SAME", 1, 1, "im2col"),
 ]
 ON_ACCELERATORS = {"1-D s2 64ch": "taps", "1-D 32ch 4096": "shifted",
-                   "1-D 256ch 1024": "shifted"}
+                   "1-D 256ch 1024": "shifted", "dense 64x64 b8": "alltaps",
+                   "dense 16x16 b8": "alltaps", "64 columns 128ch": "im2col",
+                   "1-channel input": "im2col", "1-channel 3-D": "im2col",
+                   "5x5 32->64": "alltaps"}
 SUITE = {  # the benchmark suite's cases
-    "dense3": "alltaps", "dense3_b8": "im2col", "point": "dot", "stem": "im2col",
+    "dense3": "wide", "dense3_b8": "im2col", "point": "dot", "stem": "im2col",
     "dw3": "depthwise", "dw3_s2": "depthwise", "dw7": "depthwise",
     "dw31": "depthwise", "group32": "grouped", "atrous": "im2col",
     "causal1d": "depthwise", "long1d": "toeplitz", "wav1d": "taps",
     "tconv2d": "polyphase", "vol3d": "im2col",
 }
+SUITE_ON_ACCELERATORS = {"dense3": "alltaps"}
 
 
 def _formulations(f, *args):
@@ -79,7 +90,10 @@ def test_plan_table_suite(case, profile):
     x, w = (jax.ShapeDtypeStruct(a.shape, a.dtype) for a in bench.make_args(case))
     with jaxconv.use_profile(profile):
         rows = jaxconv.explain(bench.make_fn(case, jl), x, w)
-    assert [r.formulation for r in rows] == ["taps/" + SUITE[case.id]]
+    want = SUITE[case.id]
+    if profile != "cpu":
+        want = SUITE_ON_ACCELERATORS.get(case.id, want)
+    assert [r.formulation for r in rows] == ["taps/" + want]
     assert rows[0].profile == profile
 
 
@@ -139,7 +153,16 @@ def test_profile_thresholds_steer_the_plan():
     dense = _problem((1, 16, 16, 64), (3, 3, 64, 64), (1, 1))
     assert planning.plan(dense, cpu).formulation == "alltaps"
     assert planning.plan(dense, cpu.replace(alltaps_max_bytes=0,
-                                            alltaps_max_i=0)).formulation == "im2col"
+                                            wide_2d_max_i=0)).formulation == "im2col"
+    assert planning.plan(dense, cpu.replace(alltaps_max_bytes=0)).formulation == "wide"
+    assert planning.plan(dense, cpu.replace(alltaps_max_bytes=0, wide_2d_max_i=0,
+                                            alltaps_max_i=64)).formulation == "alltaps"
+    assert planning.plan(dense, cpu.replace(alltaps_max_bytes=0, wide_2d_max_i=0,
+                                            wide_min_width=14)).formulation == "wide"
+    mono = _problem((1, 16, 16, 1), (3, 3, 1, 8), (1, 1))
+    assert planning.plan(mono, cpu).formulation == "taps"
+    assert planning.plan(mono, cpu).param("kernel_tangent") == "im2col"
+    assert planning.plan(mono, cpu.replace(outer_max_i=0)).formulation == "im2col"
     assert planning.plan(dense, cpu.replace(unroll_limit=8)).formulation == "taps"
     dw = _problem((1, 20, 20, 4), (5, 5, 1, 4), (1, 1), 4)
     assert planning.plan(dw, cpu).param("form") == "unrolled"
@@ -151,13 +174,19 @@ def test_profile_thresholds_steer_the_plan():
 PROFILE_VARIANTS = {
     "cpu": {},
     "tiny-blocks": dict(block_min_bytes=1, block_max_bytes=2000, block_io_fraction=0),
-    "no-alltaps": dict(alltaps_max_bytes=0, alltaps_max_i=0),
+    "no-alltaps": dict(alltaps_max_bytes=0),  # 2-D: "wide"
     "scan-everything": dict(unroll_limit=2, toeplitz_min_taps=4, hankel_min_taps=4,
                             phase_gemm_max_taps=0, pad_in_loop_max_taps=0),
     # 1-D stride 1 runs "shifted" (2-D "im2col") in several row blocks:
-    "no-alltaps-tiny-blocks": dict(alltaps_max_bytes=0, alltaps_max_i=0,
+    "no-alltaps-tiny-blocks": dict(alltaps_max_bytes=0, wide_2d_max_i=0,
                                    block_min_bytes=1, block_max_bytes=600,
                                    block_io_fraction=0),
+    "wide-tiny-blocks": dict(alltaps_max_bytes=0, block_min_bytes=1,
+                             block_max_bytes=600, block_io_fraction=0),
+    "blocked-alltaps": dict(alltaps_max_bytes=0, wide_2d_max_i=0, alltaps_max_i=64,
+                            block_min_bytes=1, block_max_bytes=2000,
+                            block_io_fraction=0),
+    "no-outer-products": dict(outer_max_i=0),
     "kernel-bound": dict(cache_patch_bytes=0),  # per-tap GEMMs where W > x
 }
 NUMERIC = [
@@ -172,6 +201,8 @@ NUMERIC = [
     ((2, 23, 5), (4, 5, 6), (1,), [(2, 3)], 1, None),
     ((1, 6, 5, 16), (3, 3, 16, 24), (1, 1), "SAME", 1, None),  # kernel > input
     ((1, 700, 6), (5, 6, 4), (1,), [(3, 2)], 1, None),  # 1-D kernel grad: tap GEMMs
+    ((2, 9, 8, 1), (3, 2, 1, 5), (1, 1), [(1, 2), (0, 1)], 1, None),  # outer products
+    ((1, 5, 6, 5, 1), (2, 3, 3, 1, 4), (1, 1, 1), "SAME", 1, None),  # 3-D, I = 1
 ]
 
 

@@ -46,13 +46,32 @@ class Profile:
         ``"tpu"``).
       unroll_limit: kernels with more taps than this run their taps in a
         ``lax.scan`` (bounded compile time) instead of unrolled.
+      outer_max_i: dense stride-1 kernels of rank >= 2 on at most this
+        many input channels (a grayscale or mono input layer) run per-tap
+        products (``"taps"``): with one input channel each tap is an outer
+        product, which XLA fuses with the others into one elementwise loop,
+        where the patch matrix's GEMM of depth ``T`` runs far below the GEMM
+        rate (a U-Net's 1 -> 64 input layer at batch 8: 0.4-0.5x of lax's
+        speed as ``"im2col"``, 1.7-2.2x as per-tap products; with 2 or 3
+        input channels the products are GEMMs again and lose).  Their kernel
+        gradient is the patch form's one GEMM.
       im2col_max_i: dense kernels of rank >= 2 on at most this many input
         channels (an RGB stem) build the patch matrix (``"im2col"``).
       alltaps_max_bytes: a dense stride-1 kernel whose all-tap GEMM output
         fits in this many bytes runs ``"alltaps"`` unblocked.
-      alltaps_max_i: beyond ``alltaps_max_bytes``, 2-D stride-1 kernels on
-        at most this many input channels still run ``"alltaps"`` (in row
-        blocks); wider ones build patches.
+      wide_min_width: beyond ``alltaps_max_bytes``, 2-D stride-1 kernels
+        with at least this many output columns ...
+      wide_2d_max_i: ... or on at most this many input channels run one
+        GEMM per row of taps over whole padded rows (``"wide"``, in row
+        blocks): no patch matrix, and the padding columns it multiplies are
+        a small part of such a row.  On a U-Net's 64-wide layers (64 and
+        128 channels) this ran forward 0.8-0.9x -> 0.9-1.3x of lax's speed
+        and the gradient up to 1.6x faster than the all-tap GEMM or the
+        patch matrix; at 32 columns it lost to the patch matrix from 128
+        channels on (BENCHMARKS.md).
+      alltaps_max_i: narrower 2-D stride-1 kernels on at most this many
+        input channels run ``"alltaps"`` in row blocks; wider ones build
+        patches (``"im2col"``).
       kernel_bound_ratio: a dense stride-1 kernel of more than this many
         times the input's bytes is *kernel-bound* (few positions, many
         channels: its GEMMs stream the weights) ...
@@ -121,9 +140,12 @@ class Profile:
 
     name: str = "cpu"
     unroll_limit: int = 64
+    outer_max_i: int = 1
     im2col_max_i: int = 4
     alltaps_max_bytes: int = 2 * _MiB
-    alltaps_max_i: int = 64
+    wide_min_width: int = 64
+    wide_2d_max_i: int = 64
+    alltaps_max_i: int = 0
     kernel_bound_ratio: int = 8
     cache_patch_bytes: int = _MiB // 2
     rows_max_i: int = 0
@@ -172,7 +194,8 @@ _ACCELERATOR = Profile(
     block_max_bytes=256 * _MiB, pad_in_loop_max_taps=0, hankel_min_taps=1 << 62,
     s2d_max_i=0, phase_gemm_max_taps=64, branch_free=True,
     custom_kernel_grads=False, tap_gemm_kernel_tangent=False, wide_max_i=0,
-    taps_min_i=1 << 62,
+    taps_min_i=1 << 62, outer_max_i=0, wide_min_width=1 << 62, wide_2d_max_i=0,
+    alltaps_max_i=64,
     depthwise_gemm_precision="highest",
 )
 PRESETS: dict[str, Profile] = {
