@@ -52,7 +52,7 @@ class Profile:
         product, which XLA fuses with the others into one elementwise loop,
         where the patch matrix's GEMM of depth ``T`` runs far below the GEMM
         rate (a U-Net's 1 -> 64 input layer at batch 8: 0.4-0.5x of lax's
-        speed as ``"im2col"``, 1.7-2.2x as per-tap products; with 2 or 3
+        speed as ``"im2col"``, 1.6-2.3x as per-tap products; with 2 or 3
         input channels the products are GEMMs again and lose).  Their kernel
         gradient is the patch form's one GEMM.
       im2col_max_i: dense kernels of rank >= 2 on at most this many input
@@ -65,7 +65,7 @@ class Profile:
         GEMM per row of taps over whole padded rows (``"wide"``, in row
         blocks): no patch matrix, and the padding columns it multiplies are
         a small part of such a row.  On a U-Net's 64-wide layers (64 and
-        128 channels) this ran forward 0.8-0.9x -> 0.9-1.3x of lax's speed
+        128 channels) this ran forward 0.9-1.2x -> 1.2-1.4x of lax's speed
         and the gradient up to 1.6x faster than the all-tap GEMM or the
         patch matrix; at 32 columns it lost to the patch matrix from 128
         channels on (BENCHMARKS.md).
