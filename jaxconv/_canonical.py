@@ -131,6 +131,25 @@ def canonical_plan(
     return plan(problem, profile, algorithm)
 
 
+def planned_input(x, chosen: Plan, *, padding, lhs_dilation, batch_group_count: int):
+    """``x`` as ``chosen``'s problem reads it.
+
+    The padding stays with the formulation when the plan carries it;
+    otherwise the problem was planned on the materialised input (padded,
+    lhs-dilated, batch groups as feature groups), made here.  (A shape may
+    not tell: padding ``(1, -1)`` crops one end and pads the other.)
+    """
+    problem = chosen.problem
+    carried = (tuple(map(tuple, padding)) == problem.pads and batch_group_count == 1
+               and tuple(lhs_dilation) == problem.lhs_dilation)
+    if carried:
+        return x
+    x = pad_and_dilate(x, padding, lhs_dilation)
+    if batch_group_count > 1:
+        x = batch_groups_to_feature_groups(x, batch_group_count)
+    return x
+
+
 def conv_canonical(
     x,
     w,
@@ -158,19 +177,14 @@ def conv_canonical(
               batch_group_count=batch_group_count, precision=precision,
               preferred_element_type=preferred_element_type)
     chosen = canonical_plan(x, w, algorithm=algorithm, profile=profile, **kw)
-    _record(chosen)
+    record_plan(chosen)
     if chosen.formulation == "xla":
         del kw["feature_group_count"]
         return xla.run(x, w, feature_group_count=feature_group_count, **kw)
     problem = chosen.problem
     out_dtype = np.dtype(preferred_element_type or x.dtype)
-    carried = (tuple(map(tuple, padding)) == problem.pads and batch_group_count == 1
-               and tuple(lhs_dilation) == problem.lhs_dilation)
-    if not carried:  # planned on the materialised input (a shape may not change:
-        # padding (1, -1) crops one end and pads the other)
-        x = pad_and_dilate(x, padding, lhs_dilation)
-        if batch_group_count > 1:
-            x = batch_groups_to_feature_groups(x, batch_group_count)
+    x = planned_input(x, chosen, padding=padding, lhs_dilation=lhs_dilation,
+                      batch_group_count=batch_group_count)
     if chosen.formulation == "empty":
         # lax returns an empty (or, with no input features, all-zero) result.
         return jnp.zeros((x.shape[0], *problem.out_shape[1:]), out_dtype)
@@ -186,7 +200,8 @@ RECORDER: contextvars.ContextVar[list[Plan] | None] = contextvars.ContextVar(
     "jaxconv_recorder", default=None)
 
 
-def _record(chosen: Plan) -> None:
+def record_plan(chosen: Plan) -> None:
+    """Report ``chosen`` to a running ``jaxconv.explain``."""
     log = RECORDER.get()
     if log is not None:
         log.append(chosen)

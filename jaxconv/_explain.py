@@ -72,9 +72,15 @@ class ExplainRow:
             op = "grouped conv"
         else:
             op = "conv"
+        label, steps, temp, reason = (plan.label, plan.loop_steps, plan.temp_bytes,
+                                      plan.reason)
+        if role == "rhs_t" and plan.param("kernel_grad") == "tap-scan":
+            # computed directly, not as the transpose of the forward's form:
+            # a scan over the taps holding the padded input and one tap's rows
+            label, steps, temp = "taps/tap-scan", p.taps, 2 * p.in_bytes
+            reason = "1-D kernel gradient over a batch: one 2-D GEMM per tap"
         return cls(op + ROLE_NAMES[role], p.x_shape, p.w_shape, p.out_shape, p.dtype,
-                   plan.profile.name, plan.label, plan.loop_steps, plan.temp_bytes,
-                   plan.reason, plan)
+                   plan.profile.name, label, steps, temp, reason, plan)
 
 
 class Explanation(tuple):

@@ -41,7 +41,9 @@ The transposed roles run ``jax.vjp`` of ``conv_canonical`` (at zeros: the map
 is linear), so the custom derivative rules of the formulations are what runs;
 except ``lhs_t`` of a stride-1 problem, which is itself a convolution (of
 ``ct`` with the flipped kernel, :func:`lhs_t_conv_params`) and is planned as
-one.
+one, and ``rhs_t`` of a 1-D dense stride-1 problem over a batch, whose plan
+says ``kernel_grad="tap-scan"``: one 2-D GEMM per tap, computed directly
+(:func:`_direct_kernel_grad`).
 Transposes (``<a, f(b)> = <f^T(a), b>``): ``fwd``: lhs -> ``lhs_t(ct, w)``,
 rhs -> ``rhs_t(x, ct)``; ``lhs_t(ct, w)`` with cotangent ``g`` (x-shaped): ct
 -> ``fwd(g, w)``, w -> ``rhs_t(g, ct)``; ``rhs_t(x, ct)`` with ``g``
@@ -105,8 +107,9 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir, xla
 
-from ._canonical import conv_canonical
+from ._canonical import canonical_plan, conv_canonical, planned_input, record_plan
 from ._taps import valid_out_size
+from .algorithms import dense
 from .algorithms.profile import Profile, current_profile, get_profile
 
 __all__ = ["conv_p", "conv_primitive"]
@@ -192,6 +195,10 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
         if conv_params is not None:
             wt = flipped_kernel(b, params["feature_group_count"])
             return conv_canonical(a, wt, **conv_params)
+        if role == "rhs_t":
+            gw = _direct_kernel_grad(a, b, operand_shape, operand_dtype, params)
+            if gw is not None:
+                return gw
         zero = jnp.zeros(operand_shape, operand_dtype)
         if role == "lhs_t":
             w = b
@@ -200,6 +207,25 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
             x = a
             _, vjp = jax.vjp(lambda w: conv_canonical(x, w, **params), zero)
         return vjp(a if role == "lhs_t" else b)[0]
+
+
+def _direct_kernel_grad(x, ct, w_shape, w_dtype, params):
+    """The kernel gradient of a plan that computes it itself, else None.
+
+    Plans with ``kernel_grad="tap-scan"`` (1-D dense stride-1 convs over a
+    batch) run :func:`~jaxconv.algorithms.dense.kernel_grad_tap_scan`: one
+    2-D GEMM per tap, where the transpose of any forward formulation's
+    tangent is a patch GEMM per row block or a sum of shifted products.
+    """
+    chosen = canonical_plan(x, jax.ShapeDtypeStruct(w_shape, w_dtype), **params)
+    if chosen.param("kernel_grad") != "tap-scan":
+        return None
+    record_plan(chosen)
+    x = planned_input(x, chosen, padding=params["padding"],
+                      lhs_dilation=params["lhs_dilation"],
+                      batch_group_count=params["batch_group_count"])
+    gw = dense.kernel_grad_tap_scan(x, ct, chosen, params["precision"])
+    return gw.astype(w_dtype)
 
 
 def lhs_t_conv_params(ct, w, x_shape, x_dtype, params) -> dict | None:

@@ -10,6 +10,7 @@ first and second order gradients, and NaN/Inf locality.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +65,16 @@ VARIANTS = [
     # 1-D stride 1 at batch 1: the kernel tangent is one 2-D GEMM per tap
     ("taps", (1, 23, 256), (3, 256, 5), (1,), [(3, 0)], (2,), 1),
     ("wide", (1, 31, 40), (5, 40, 7), (1,), [(0, 6)], (3,), 1),
+    # 1-D stride 1 over a batch: the kernel gradient is a scan of per-tap
+    # 2-D GEMMs over every image's rows (the primitive's kernel gradient)
+    ("alltaps", (3, 14, 6), (4, 6, 9), (1,), [(3, 1)], (2,), 1),
+    ("wide", (2, 19, 40), (5, 40, 8), (1,), [(0, 6)], (3,), 1),
+    ("rows", (2, 17, 6), (3, 6, 8), (1,), [(1, 2)], (2,), 1),
+    ("taps", (2, 12, 256), (3, 256, 8), (1,), [(2, 1)], None, 1),
+    ("alltaps", (2, 16, 5), (3, 5, 8), (1,), [(2, -1)], None, 1),  # cropped
 ]
+TAP_SCAN = [c for c in VARIANTS if len(c[1]) == 3 and c[1][0] > 1
+            and all(s == 1 for s in c[3]) and c[2][-1] >= 8 and c[6] == 1]
 DN = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC"),
       3: ("NDHWC", "DHWIO", "NDHWC")}
 
@@ -218,6 +228,117 @@ def test_tap_gemms_refuse_what_they_cannot_compute():
         dense.conv_tap_gemms(jnp.ones((2, 9, 3)), jnp.ones((3, 3, 4)), stride=(1,),
                              dilation=(1,), groups=1, precision=None,
                              acc_dtype=jnp.float32)
+
+
+# and the 1-D kernel gradient over a batch (a scan of per-tap GEMMs)
+SECOND_ORDER += TAP_SCAN[:2]
+
+
+@pytest.mark.parametrize("case", [c for c in VARIANTS if len(c[1]) == 3
+                                  and c[0] not in ("depthwise", "toeplitz")],
+                         ids=_ids)
+def test_one_dimensional_kernel_grad_over_a_batch_is_a_tap_scan(case):
+    """1-D stride-1 dense plans over a batch (8+ output channels) compute
+    their kernel gradient as a scan of per-tap 2-D GEMMs; not on one image,
+    not strided, not on the accelerator profiles."""
+    (row,) = jaxconv.explain(_f(jl, case, algorithm="taps"), *_structs(case))
+    want = "tap-scan" if case in TAP_SCAN else None
+    assert row.plan.param("kernel_grad") == want
+    rows = _kernel_grad_rows(case)
+    assert [r.formulation == "taps/tap-scan" for r in rows] == [bool(want)]
+    if want:
+        assert rows[0].loop_steps == math.prod(case[2][:-2])
+        with jaxconv.use_profile("gpu"):
+            rows = _kernel_grad_rows(case)
+        assert rows[0].profile == "gpu" and rows[0].plan.param("kernel_grad") is None
+        assert rows[0].formulation != "taps/tap-scan"
+
+
+def _kernel_grad_rows(case):
+    _, _, _, s, p, rd, g = case
+
+    def loss(x, w):
+        return jnp.sum(jl.conv_general_dilated(x, w, s, p, rhs_dilation=rd,
+                                               dimension_numbers=DN[1]))
+
+    return [r for r in jaxconv.explain(jax.grad(loss, 1), *_structs(case))
+            if r.op.endswith("(kernel grad)")]
+
+
+@pytest.mark.parametrize("shape, w_shape, stride, want", [
+    ((2, 64, 8), (3, 8, 8), (1,), "tap-scan"),
+    (("b", 64, 8), (3, 8, 8), (1,), "tap-scan"),  # symbolic: not known to be 1
+    ((1, 64, 8), (3, 8, 8), (1,), None),  # one image: its rows are contiguous
+    ((2, 64, 8), (3, 8, 7), (1,), None),  # fewer than 8 output channels
+    ((2, 64, 8), (1, 8, 8), (1,), None),  # one tap
+    ((2, 64, 8), (3, 8, 8), (2,), None),
+    ((2, 9, 9, 8), (3, 3, 8, 8), (1, 1), None),
+])
+def test_tap_scan_kernel_grad_rule(shape, w_shape, stride, want):
+    if shape[0] == "b":
+        shape = (*jax.export.symbolic_shape("b"), *shape[1:])
+    p = Problem.of(jax.ShapeDtypeStruct(shape, jnp.float32),
+                   jax.ShapeDtypeStruct(w_shape, jnp.float32), stride=stride,
+                   dilation=(1,) * len(stride), groups=1, pads=((1, 1),) * len(stride))
+    for name in ("wide", "alltaps", "taps"):
+        assert planning.make_plan(p, CPU, name, "").param("kernel_grad") == want
+    assert planning.make_plan(p, CPU.replace(tap_scan_min_o=7), "wide", "").param(
+        "kernel_grad") == ("tap-scan" if w_shape == (3, 8, 7) else want)
+
+
+def test_tap_scan_kernel_grad_refuses_what_it_cannot_compute():
+    p = Problem.of(jax.ShapeDtypeStruct((2, 9, 9, 3), jnp.float32),
+                   jax.ShapeDtypeStruct((3, 3, 3, 4), jnp.float32), stride=(1, 1),
+                   dilation=(1, 1), groups=1, pads=((0, 0), (0, 0)))
+    plan = planning.make_plan(p, CPU, "alltaps", "")
+    with pytest.raises(ValueError, match=r"1-D stride-1 dense problem, got kernel "
+                                         r"\(3, 3, 3, 4\), stride \(1, 1\)"):
+        dense.kernel_grad_tap_scan(jnp.ones((2, 9, 9, 3)), jnp.ones((2, 7, 7, 4)),
+                                   plan, None)
+
+
+@pytest.mark.parametrize("dtype, preferred", [
+    (jnp.bfloat16, None), (jnp.bfloat16, jnp.float32), (jnp.float32, None)])
+def test_tap_scan_kernel_grad_dtypes(dtype, preferred, rng):
+    """The kernel gradient has the kernel's dtype and lax's values (summed in
+    float32 for 16-bit inputs, as lax does)."""
+    x = jnp.asarray(rng.standard_normal((3, 40, 8)), dtype)
+    w = jnp.asarray(rng.standard_normal((5, 8, 8)), dtype)
+
+    def loss(mod):
+        def f(w):
+            y = mod.conv_general_dilated(x, w, (1,), [(4, 2)], rhs_dilation=(2,),
+                                         dimension_numbers=DN[1],
+                                         preferred_element_type=preferred)
+            return jnp.sum(jnp.sin(y.astype(jnp.float32)))
+        return f
+
+    (row,) = [r for r in jaxconv.explain(jax.grad(loss(jl)), w)
+              if r.op.endswith("(kernel grad)")]
+    assert row.formulation == "taps/tap-scan"
+    got, want = jax.jit(jax.grad(loss(jl)))(w), jax.jit(jax.grad(loss(lax)))(w)
+    assert got.dtype == want.dtype == dtype
+    tol = 1e-5 if dtype == jnp.float32 else 2e-2
+    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+def test_tap_scan_kernel_grad_exports_with_a_symbolic_batch(rng):
+    x = rng.standard_normal((3, 30, 8)).astype(np.float32)
+    w = rng.standard_normal((3, 8, 8)).astype(np.float32)
+
+    def grads(mod):
+        def loss(x, w):
+            return jnp.sum(jnp.tanh(mod.conv_general_dilated(
+                x, w, (1,), "SAME", rhs_dilation=(3,), dimension_numbers=DN[1])))
+        return jax.grad(loss, (0, 1))
+
+    b, = jax.export.symbolic_shape("b")
+    exported = jax.export.export(jax.jit(grads(jl)))(
+        jax.ShapeDtypeStruct((b, 30, 8), jnp.float32),
+        jax.ShapeDtypeStruct((3, 8, 8), jnp.float32))
+    for got, want in zip(exported.call(x, w), grads(lax)(x, w)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("case", SECOND_ORDER, ids=_ids)

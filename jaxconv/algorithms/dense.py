@@ -194,6 +194,40 @@ def conv_tap_gemms(x, w, *, stride, dilation, groups, precision, acc_dtype):
     return acc[None]
 
 
+def kernel_grad_tap_scan(x, ct, plan, precision):
+    """The kernel gradient of a 1-D stride-1 plan: a scan of per-tap 2-D GEMMs.
+
+    ``dw[k] = X_k^T @ C`` where ``X_k`` is the padded input's rows
+    ``k*d : k*d + L_out`` of every image flattened to ``(N * L_out, I)``
+    and ``C`` the cotangent flattened to ``(N * L_out, O)``: one copy of
+    the tap's rows and one 2-D GEMM contracting over all of them.  The scan
+    keeps one tap's copy live at a time.  ``x`` is the unpadded input (the
+    plan's padding is applied here); returns ``(k, I, O)`` in the plan's
+    accumulation dtype.  Run by the kernel gradient (``rhs_t``) of the
+    ``jaxconv_conv`` primitive for plans with ``kernel_grad="tap-scan"``.
+    """
+    p = plan.problem
+    if p.nd != 1 or not p.stride1 or p.groups != 1:
+        raise ValueError(f"a tap-scan kernel gradient needs a 1-D stride-1 dense "
+                         f"problem, got kernel {p.w_shape}, stride {p.stride} and "
+                         f"{p.groups} groups.")
+    (k,), (d,), (n_out,) = p.kernel, p.dilation, p.out_spatial
+    xp = pad_spatial(x, p.pads)
+    i, o = xp.shape[-1], ct.shape[-1]
+    rows_ct = ct.reshape(-1, o)
+    if rows_ct.dtype != xp.dtype:
+        dt = jnp.promote_types(rows_ct.dtype, xp.dtype)
+        xp, rows_ct = xp.astype(dt), rows_ct.astype(dt)
+
+    def step(_, tap):
+        rows = lax.dynamic_slice_in_dim(xp, tap * d, n_out, axis=1).reshape(-1, i)
+        return None, lax.dot_general(rows, rows_ct, (((0,), (0,)), ((), ())),
+                                     precision=precision,
+                                     preferred_element_type=p.acc_dtype)
+
+    return lax.scan(step, None, jnp.arange(k, dtype=jnp.int32))[1]
+
+
 def conv_rows(x, w, *, stride, dilation, groups, precision, acc_dtype):
     """Row taps: the last-axis taps concatenated along channels, one GEMM per row.
 
