@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+import jaxconv
 from jaxconv import lax as jl
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -179,3 +180,49 @@ def test_nonfinite_gradient_stays_local():
         return np.asarray(jax.jit(jax.grad(loss))(w))
 
     np.testing.assert_array_equal(np.isfinite(grads(jl)), np.isfinite(grads(lax)))
+
+
+# Depthwise convs apply their padding inside the fused loop (exact zeros)
+# and recompute the border outputs that read padding from explicitly padded
+# input rows, where a non-finite weight meets the zeros as in lax.  Every
+# tap of the kernel in turn is made non-finite; padding wider than the
+# kernel's reach makes whole strips of outputs read nothing but padding.
+BORDER_CASES = {
+    "same3x3": ((2, 7, 6, 3), (3, 3, 1, 3), (1, 1), [(1, 1), (1, 1)], (1, 1)),
+    "strided_dilated": ((1, 9, 8, 2), (3, 3, 1, 2), (2, 1), [(2, 0), (0, 3)], (1, 2)),
+    "wide_padding": ((1, 5, 5, 2), (3, 2, 1, 2), (1, 1), [(4, 3), (0, 5)], (1, 1)),
+    "causal1d": ((2, 9, 3), (4, 1, 3), (1,), [(3, 0)], (1,)),
+    "dilated1d_s2": ((1, 11, 2), (3, 1, 2), (2,), [(5, 7)], (3,)),
+    "volume": ((1, 4, 5, 3, 2), (2, 2, 2, 1, 2), (1, 1, 1), [(1, 0), (1, 1), (0, 2)],
+               (1, 1, 1)),
+}
+
+
+@pytest.mark.parametrize("name", list(BORDER_CASES))
+def test_depthwise_border_matches_lax_for_every_nonfinite_tap(name):
+    xs, ws, s, p, rd = BORDER_CASES[name]
+    nd = len(xs) - 2
+    dn = {1: NWC, 2: NHWC, 3: ("NDHWC", "DHWIO", "NDHWC")}[nd]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    kw = dict(rhs_dilation=rd, dimension_numbers=dn, feature_group_count=xs[-1])
+
+    @jax.jit
+    def fn(x, w):
+        return (jl.conv_general_dilated(x, w, s, p, **kw),
+                lax.conv_general_dilated(x, w, s, p, **kw))
+
+    (row,) = jaxconv.explain(lambda x, w: jl.conv_general_dilated(x, w, s, p, **kw),
+                             x, w)
+    assert row.formulation == "taps/depthwise"
+    for tap in np.ndindex(*ws[:-2]):
+        for bad in BAD:
+            wb = w.copy()
+            wb[(*tap, 0, 1)] = bad
+            ours, theirs = (np.asarray(a) for a in fn(x, wb))
+            np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(theirs),
+                                          err_msg=f"{bad} at tap {tap}")
+            np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+            fin = np.isfinite(theirs)
+            np.testing.assert_allclose(ours[fin], theirs[fin], rtol=1e-5, atol=1e-5)
