@@ -80,8 +80,9 @@ def depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
     """Every tap unrolled into one fused elementwise loop over the output.
 
     ``pads`` is the zero padding of ``x``, applied per tap when
-    ``pad_in_loop`` (no padded copy; NaN/Inf weights re-poison the border
-    outputs, :func:`_exact_border`), else once up front.
+    ``pad_in_loop`` (no padded copy; the border outputs that read padding
+    are recomputed on padded rows, so NaN/Inf weights meet the zeros as in
+    lax, :func:`_exact_border`), else once up front.
     """
     kernel = w.shape[:-2]
     out = out_spatial(padded_shape(x.shape, pads), kernel, stride, dilation)
