@@ -183,8 +183,8 @@ def test_nonfinite_gradient_stays_local():
 
 
 # Depthwise convs apply their padding inside the fused loop (exact zeros)
-# and recompute the border outputs that read padding from explicitly padded
-# input rows, where a non-finite weight meets the zeros as in lax.  Every
+# and re-poison the border outputs whose taps read padding where a
+# non-finite weight meets the zeros, as lax's products do.  Every
 # tap of the kernel in turn is made non-finite; padding wider than the
 # kernel's reach makes whole strips of outputs read nothing but padding.
 BORDER_CASES = {

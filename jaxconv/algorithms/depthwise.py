@@ -80,9 +80,8 @@ def depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
     """Every tap unrolled into one fused elementwise loop over the output.
 
     ``pads`` is the zero padding of ``x``, applied per tap when
-    ``pad_in_loop`` (no padded copy; the border outputs that read padding
-    are recomputed on padded rows, so NaN/Inf weights meet the zeros as in
-    lax, :func:`_exact_border`), else once up front.
+    ``pad_in_loop`` (no padded copy; NaN/Inf weights re-poison the border
+    outputs, :func:`_poison_padded_taps`), else once up front.
     """
     kernel = w.shape[:-2]
     out = out_spatial(padded_shape(x.shape, pads), kernel, stride, dilation)
@@ -102,48 +101,52 @@ def depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
         return y
     # pad(slice * w) adds exact zeros where lax multiplies padding zeros by
     # the weights: a NaN/Inf weight must still spoil the outputs whose tap
-    # reads padding (0 * Inf is NaN).  Those outputs lie in thin border
-    # strips, which are computed again from padded slices of ``x`` (exact
-    # products, as lax's) and written over ``y`` in place.  (A ``lax.cond``
-    # onto the exact product held the residuals of both branches under
-    # autodiff and computed both on accelerators; a NaN mask added over the
-    # whole output made the fused loop 2x slower, a select 4x; strips that
-    # read ``y`` itself made XLA copy the whole output when the result is
-    # returned reshaped, as a vmapped conv's is.)
-    return _exact_border(y, x, w, out, stride, dilation, groups, acc_dtype, pads)
+    # reads padding (0 * Inf is NaN).  Those outputs are set to NaN
+    # afterwards, in the border strips only.  (A ``lax.cond`` onto the exact
+    # product of the padded slice held the residuals of both branches under
+    # autodiff and computed both on accelerators.)
+    return _poison_padded_taps(y, w, out, stride, dilation, pads, x.shape[1:-1])
 
 
-def _exact_border(y, x, w, out, stride, dilation, groups, acc_dtype, pads):
-    """``y`` with its outputs that read padding recomputed on padded ``x``.
+def _poison_padded_taps(y, w, out, stride, dilation, pads, in_spatial):
+    """``y`` with NaN where a non-finite weight meets a padding zero.
 
-    Along axis ``a`` only the first and last outputs can read padding
-    (``inside_outputs`` is an interval per tap); each run of them is a strip
-    of the output, computed by :func:`depthwise_unrolled` on the rows of
-    ``x`` it reads, padded explicitly.  The strips depend on ``x`` and ``w``
-    only, so the update is in place even when ``y`` is returned reshaped.
+    Output ``(j_1, .., j_d, o)`` holds such a product iff some tap ``t``
+    with a non-finite ``w[t, :, o]`` reads padding at ``j``, i.e. iff along
+    some axis ``a`` its offset ``t_a`` reads padding at ``j_a``.  So the set
+    is the union over axes of ``(out_a, O)`` masks: ``reads_pad_a (out_a,
+    K_a)`` (static) against "some tap with offset ``t_a`` on axis ``a`` is
+    non-finite in channel ``o``" ``(K_a, O)``.
     """
     kernel = w.shape[:-2]
-    in_spatial = x.shape[1:-1]
-    for a, (k, o, s, d, (lo, hi), n) in enumerate(zip(kernel, out, stride, dilation,
-                                                       pads, in_spatial)):
-        if lo == hi == 0:
-            continue
+    bad_w = ~jnp.isfinite(w).all(axis=-2)  # (*K, O)
+    nd = len(kernel)
+    for a, (k, o, s, d, (lo, _), n) in enumerate(zip(kernel, out, stride, dilation,
+                                                      pads, in_spatial)):
         j = np.arange(o)[:, None]
         inside = np.array([inside_outputs(t, o, s, d, lo, n) for t in range(k)])
-        rows = np.flatnonzero(((j < inside[:, 0]) | (j > inside[:, 1])).any(axis=1))
+        reads_pad = (j < inside[:, 0]) | (j > inside[:, 1])  # (out_a, K_a), static
+        if not reads_pad.any():
+            continue
+        per_offset = bad_w.any(axis=tuple(i for i in range(nd) if i != a))  # (K_a, O)
+        hit = jnp.any(jnp.asarray(reads_pad)[:, :, None] & per_offset[None], axis=1)
+        nan_or_zero = jnp.where(hit, jnp.array(jnp.nan, y.dtype),
+                                jnp.zeros((), y.dtype))
+        # Only the first and last outputs along the axis can read padding
+        # (``reads_pad`` is monotone in the output index): the NaN (or 0)
+        # is added to those strips in place.  ``y + NaN`` is NaN, ``y + 0``
+        # is ``y``.  (Added over the whole output, the (out_a, O) operand
+        # made XLA's fused depthwise loop 2x slower, a select 4x.)
+        rows = np.flatnonzero(reads_pad.any(axis=1))
         for lo_j, hi_j in _runs(rows):
-            u0 = lo_j * s - lo  # the strip's input rows, unpadded coordinates
-            u1 = (hi_j - 1) * s + (k - 1) * d + 1 - lo
-            c0 = min(max(u0, 0), n)
-            c1 = max(min(u1, n), c0)
-            xa = lax.slice_in_dim(x, c0, c1, axis=1 + a)
-            strip_pads = list(pads)
-            strip_pads[a] = (c0 - u0, u1 - c1) if c1 > c0 else (u1 - u0, 0)
-            strip = depthwise_unrolled(xa, w, stride, dilation, groups, acc_dtype,
-                                       tuple(strip_pads), pad_in_loop=False)
-            start = [0] * y.ndim
+            shape = [1] * (nd + 2)
+            shape[1 + a], shape[-1] = hi_j - lo_j, hit.shape[-1]
+            start = [0] * (nd + 2)
             start[1 + a] = lo_j
-            y = lax.dynamic_update_slice(y, strip.astype(y.dtype), start)
+            limit = list(y.shape)
+            limit[1 + a] = hi_j
+            strip = lax.slice(y, start, limit) + nan_or_zero[lo_j:hi_j].reshape(shape)
+            y = lax.dynamic_update_slice(y, strip, start)
     return y
 
 

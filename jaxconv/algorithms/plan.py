@@ -311,7 +311,7 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
             params["kernel_grad"] = (("rowscan" if p.nd >= 2 else "flat") if rule
                                      else "autodiff")
             if pad_in_loop and any(pp != (0, 0) for pp in p.pads) and p.inexact:
-                params["guard"] = "exact borders"
+                params["guard"] = "re-poisoned borders"
             if not pad_in_loop:
                 temp = p.in_bytes
         elif depthwise.rows_scan_applies(p, prof):
