@@ -378,8 +378,9 @@ def _tap_scan_kernel_grad(p: Problem, prof: Profile) -> bool:
     O)`` cotangent (``dense.kernel_grad_tap_scan``, run by the kernel
     gradient of the ``jaxconv_conv`` primitive).  A scan over the taps keeps
     one tap's copy live (unrolled, XLA kept them all: 44 MB for 11 taps, 2x
-    slower); the patch form's GEMM per row block ran 1.3-2.8x slower on
-    HiFi-GAN's layers at batch 8.  A single output channel makes each tap a
+    slower); the patch form's GEMM per row block ran up to 2.8x slower on
+    HiFi-GAN's layers at batch 8 (faster on one of five shapes: 11 taps on
+    64 channels).  A single output channel makes each tap a
     matrix-vector product, where the patch form's one GEMM is faster.
     """
     return (p.nd == 1 and p.stride1 and p.groups == 1 and p.taps > 1

@@ -132,8 +132,11 @@ class Profile:
         a batch of images (not one image) with at least this many output
         channels is a scan over the taps, one 2-D GEMM per tap of its rows
         of every image with the cotangent (``kernel_grad="tap-scan"``); on
-        HiFi-GAN's layers at batch 8 the kernel gradient ran 1.3-2.8x
-        faster than the patch form's GEMM per row block (BENCHMARKS.md).
+        HiFi-GAN's layers at batch 8 the kernel gradient ran 1.15-2.8x
+        faster than the patch form's GEMM per row block on four of five
+        shapes (0.84x with 11 taps on 64 channels), and the whole gradient
+        of its 38 batch-8 layers went from 0.53 to 0.71 of lax's speed
+        (geomean; BENCHMARKS.md).
       custom_kernel_grads: use the row-scan kernel-gradient rules of the
         depthwise and grouped formulations (they work around a slow XLA:CPU
         reduction); off, plain autodiff.
