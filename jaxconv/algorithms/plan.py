@@ -363,9 +363,7 @@ def _tap_gemm_kernel_tangent(p: Problem, prof: Profile) -> bool:
     lot of traffic for so little depth), and at batch 8 the same GEMMs
     batched over images were as often slower as faster (BENCHMARKS.md).
     """
-    return (prof.tap_gemm_kernel_tangent and p.nd == 1 and p.stride1
-            and p.groups == 1 and p.taps > 1 and not p.transposed
-            and isinstance(p.x_shape[0], int) and p.x_shape[0] == 1
+    return (prof.tap_gemm_kernel_tangent and _dense_1d_taps(p) and _one_image(p)
             and p.out_spatial[0] >= prof.tap_gemm_min_rows)
 
 
@@ -383,9 +381,19 @@ def _tap_scan_kernel_grad(p: Problem, prof: Profile) -> bool:
     64 channels).  A single output channel makes each tap a
     matrix-vector product, where the patch form's one GEMM is faster.
     """
+    return (_dense_1d_taps(p) and not _one_image(p)
+            and p.out_channels >= prof.tap_scan_min_o)
+
+
+def _dense_1d_taps(p: Problem) -> bool:
+    """A 1-D dense stride-1 kernel with several taps (not transposed)."""
     return (p.nd == 1 and p.stride1 and p.groups == 1 and p.taps > 1
-            and not p.transposed and p.out_channels >= prof.tap_scan_min_o
-            and not (isinstance(p.x_shape[0], int) and p.x_shape[0] == 1))
+            and not p.transposed)
+
+
+def _one_image(p: Problem) -> bool:
+    """The batch is one image (a symbolic batch is not known to be one)."""
+    return isinstance(p.x_shape[0], int) and p.x_shape[0] == 1
 
 
 def _outer_products(p: Problem, prof: Profile) -> bool:
