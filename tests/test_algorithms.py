@@ -72,9 +72,20 @@ VARIANTS = [
     ("rows", (2, 17, 6), (3, 6, 8), (1,), [(1, 2)], (2,), 1),
     ("taps", (2, 12, 256), (3, 256, 8), (1,), [(2, 1)], None, 1),
     ("alltaps", (2, 16, 5), (3, 5, 8), (1,), [(2, -1)], None, 1),  # cropped
+    # ... and on one long image (the profile asks for 512 output rows; the
+    # fixture below lowers that to 1)
+    ("wide", (1, 30, 40), (5, 40, 8), (1,), "SAME", (2,), 1),
+    # 1-D, 128+ channels, 7+ taps: per-tap GEMMs in a loop over taps
+    ("taps", (2, 20, 128), (7, 128, 8), (1,), "SAME", (2,), 1),
+    ("taps", (1, 24, 128), (7, 128, 4), (1,), [(3, 1)], None, 1),  # tap-gemms
+    # 1-D, one input channel: per-tap outer products
+    ("taps", (2, 30, 1), (5, 1, 6), (1,), [(4, 2)], (2,), 1),
+    # 1-D kernel-bound (few frames, many channels): the patch matrix
+    ("im2col", (3, 5, 12), (5, 12, 40), (1,), "SAME", None, 1),
 ]
-TAP_SCAN = [c for c in VARIANTS if len(c[1]) == 3 and c[1][0] > 1
-            and all(s == 1 for s in c[3]) and c[2][-1] >= 8 and c[6] == 1]
+TAP_SCAN = [c for c in VARIANTS if len(c[1]) == 3 and c[6] == 1
+            and c[0] not in ("depthwise", "toeplitz")
+            and all(s == 1 for s in c[3]) and c[2][-1] >= 8]
 DN = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC"),
       3: ("NDHWC", "DHWIO", "NDHWC")}
 
@@ -238,8 +249,8 @@ SECOND_ORDER += TAP_SCAN[:2]
                                   and c[0] not in ("depthwise", "toeplitz")],
                          ids=_ids)
 def test_one_dimensional_kernel_grad_over_a_batch_is_a_tap_scan(case):
-    """1-D stride-1 dense plans over a batch (8+ output channels) compute
-    their kernel gradient as a scan of per-tap 2-D GEMMs; not on one image,
+    """1-D stride-1 dense plans over a batch or one long image (8+ output
+    channels) compute their kernel gradient as a scan of per-tap 2-D GEMMs;
     not strided, not on the accelerator profiles."""
     (row,) = jaxconv.explain(_f(jl, case, algorithm="taps"), *_structs(case))
     want = "tap-scan" if case in TAP_SCAN else None
@@ -268,7 +279,9 @@ def _kernel_grad_rows(case):
 @pytest.mark.parametrize("shape, w_shape, stride, want", [
     ((2, 64, 8), (3, 8, 8), (1,), "tap-scan"),
     (("b", 64, 8), (3, 8, 8), (1,), "tap-scan"),  # symbolic: not known to be 1
-    ((1, 64, 8), (3, 8, 8), (1,), None),  # one image: its rows are contiguous
+    ((1, 64, 8), (3, 8, 8), (1,), None),  # one short image: per-tap GEMMs
+    ((1, 512, 8), (3, 8, 8), (1,), "tap-scan"),  # one image of 512 output rows
+    ((1, 511, 8), (3, 8, 8), (1,), None),
     ((2, 64, 8), (3, 8, 7), (1,), None),  # fewer than 8 output channels
     ((2, 64, 8), (1, 8, 8), (1,), None),  # one tap
     ((2, 64, 8), (3, 8, 8), (2,), None),

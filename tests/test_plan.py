@@ -169,6 +169,45 @@ def test_profile_thresholds_steer_the_plan():
     assert planning.plan(dw, cpu.replace(unroll_limit=16)).param("form") == "rows-scan"
 
 
+def test_one_dimensional_dense_rules():
+    cpu = jaxconv.get_profile("cpu")
+    # Deep, many-tap 1-D layers beyond the all-tap size: per-tap GEMMs in a
+    # loop over the taps (one step per tap), not the one-GEMM forms.
+    deep = _problem((8, 1024, 128), (11, 128, 128), (1,), pads=((25, 25),),
+                    dilation=(5,))
+    q = planning.plan(deep, cpu)
+    assert (q.formulation, q.param("scan"), q.loop_steps) == ("taps", True, 11)
+    assert "in a loop over taps" in q.reason
+    assert planning.plan(deep, cpu.replace(tap_loop_min_i=129)).formulation == "wide"
+    assert planning.plan(deep, cpu.replace(tap_loop_min_taps=12)).formulation == "wide"
+    wide = _problem((8, 256, 256), (7, 256, 256), (1,), pads=((3, 3),))
+    q = planning.plan(wide, cpu)
+    assert (q.formulation, q.param("scan")) == ("taps", True)
+    q = planning.plan(wide, cpu.replace(tap_loop_min_taps=8))
+    assert (q.formulation, q.param("scan")) == ("taps", None)  # unrolled
+    few = _problem((8, 1024, 128), (3, 128, 128), (1,), pads=((1, 1),))
+    assert planning.plan(few, cpu).formulation == "wide"
+    # On one image the loop keeps the per-tap kernel tangent (and, with 512+
+    # output rows, its kernel gradient is the scan of per-tap GEMMs).
+    one = _problem((1, 1024, 128), (7, 128, 128), (1,), pads=((3, 3),))
+    q = planning.plan(one, cpu)
+    assert (q.formulation, q.param("scan"), q.param("kernel_tangent"),
+            q.param("kernel_grad")) == ("taps", True, "tap-gemms", "tap-scan")
+    # One input channel: per-tap outer products, as in 2-D.
+    mono = _problem((8, 4096, 1), (7, 1, 32), (1,), pads=((3, 3),))
+    q = planning.plan(mono, cpu)
+    assert (q.formulation, q.param("kernel_tangent")) == ("taps", "im2col")
+    assert "outer products" in q.reason
+    assert planning.plan(mono, cpu.replace(outer_max_i=0)).formulation != "taps"
+    # Kernel-bound (few frames, many channels) with a cache-sized patch
+    # matrix: one GEMM; beyond the cache, the 1-D rules (no per-tap GEMMs
+    # of so few rows).
+    frames = _problem((8, 16, 80), (7, 80, 512), (1,), pads=((3, 3),))
+    q = planning.plan(frames, cpu)
+    assert q.formulation == "im2col" and "kernel > 8x input bytes" in q.reason
+    assert planning.plan(frames, cpu.replace(cache_patch_bytes=0)).formulation == "wide"
+
+
 # The profile changes the plan, never the result: the same problems under
 # profiles that force other formulations, blocks and loops still equal lax.
 PROFILE_VARIANTS = {
@@ -188,6 +227,7 @@ PROFILE_VARIANTS = {
                             block_io_fraction=0),
     "no-outer-products": dict(outer_max_i=0),
     "kernel-bound": dict(cache_patch_bytes=0),  # per-tap GEMMs where W > x
+    "tap-loop": dict(alltaps_max_bytes=0, tap_loop_min_i=1, tap_loop_min_taps=2),
 }
 NUMERIC = [
     ((2, 9, 8, 6), (3, 3, 6, 5), (1, 1), "SAME", 1, None),
@@ -203,6 +243,8 @@ NUMERIC = [
     ((1, 700, 6), (5, 6, 4), (1,), [(3, 2)], 1, None),  # 1-D kernel grad: tap GEMMs
     ((2, 9, 8, 1), (3, 2, 1, 5), (1, 1), [(1, 2), (0, 1)], 1, None),  # outer products
     ((1, 5, 6, 5, 1), (2, 3, 3, 1, 4), (1, 1, 1), "SAME", 1, None),  # 3-D, I = 1
+    ((2, 30, 1), (5, 1, 6), (1,), [(3, 1)], 1, None),  # 1-D, I = 1
+    ((2, 6, 12), (5, 12, 40), (1,), "SAME", 1, None),  # 1-D kernel-bound
 ]
 
 

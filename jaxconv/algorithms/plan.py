@@ -142,17 +142,19 @@ def choose(p: Problem, prof: Profile) -> tuple[str, str]:
         return "taps", f"{g} groups, {t} taps > unroll limit: per-tap grouped GEMMs"
     if t > prof.unroll_limit:
         return "taps", f"{t} taps > unroll limit {prof.unroll_limit}: per-tap GEMMs"
-    if p.nd >= 2:
-        if i <= prof.outer_max_i and p.stride1:
-            return "taps", (f"dense stride 1, I = {i} <= {prof.outer_max_i}: per-tap "
-                            "outer products, fused into one elementwise loop")
-        if (i > prof.im2col_max_i and p.stride1
-                and p.w_bytes > prof.kernel_bound_ratio * p.in_bytes):
-            why = f"dense stride 1, kernel > {prof.kernel_bound_ratio}x input bytes"
-            if p.patch_bytes <= prof.cache_patch_bytes:
-                return "im2col", (f"{why}, patch matrix <= "
-                                  f"{_mib(prof.cache_patch_bytes)}: one GEMM")
+    if i <= prof.outer_max_i and p.stride1:
+        return "taps", (f"dense stride 1, I = {i} <= {prof.outer_max_i}: per-tap "
+                        "outer products, fused into one elementwise loop")
+    if (i > prof.im2col_max_i and p.stride1
+            and p.w_bytes > prof.kernel_bound_ratio * p.in_bytes):
+        why = f"dense stride 1, kernel > {prof.kernel_bound_ratio}x input bytes"
+        if p.patch_bytes <= prof.cache_patch_bytes:
+            return "im2col", (f"{why}, patch matrix <= "
+                              f"{_mib(prof.cache_patch_bytes)}: one GEMM")
+        if p.nd >= 2:
+            # (1-D: per-tap GEMMs of so few rows lost to the rules below.)
             return "taps", f"{why}: per-tap GEMMs reading the kernel in place"
+    if p.nd >= 2:
         if i > prof.im2col_max_i and p.stride1:
             if _alltaps_bytes(p) <= prof.alltaps_max_bytes:
                 return "alltaps", ("dense stride 1, all-tap GEMM output <= "
@@ -181,6 +183,10 @@ def choose(p: Problem, prof: Profile) -> tuple[str, str]:
         if _alltaps_bytes(p) <= prof.alltaps_max_bytes:
             return "alltaps", ("1-D dense, all-tap GEMM output <= "
                                f"{_mib(prof.alltaps_max_bytes)}: one GEMM")
+        if _tap_loop(p, prof):
+            return "taps", (f"1-D dense, I = {i} >= {prof.tap_loop_min_i}, {t} taps "
+                            f">= {prof.tap_loop_min_taps}: per-tap GEMMs in a loop "
+                            "over taps, one tap's temporaries live")
         if i >= prof.taps_min_i:
             return "taps", (f"1-D dense, I = {i} >= {prof.taps_min_i}: per-tap GEMMs "
                             "deep enough, none over the padding")
@@ -260,9 +266,12 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
             # twice the block's temporaries).
             params["kernel_tangent"] = "im2col"
     elif name in ("dot", "taps"):
-        if p.taps > prof.unroll_limit:
+        over_unroll = p.taps > prof.unroll_limit
+        if over_unroll or (name == "taps" and _tap_loop(p, prof)):
             params["scan"] = True
             steps = p.taps
+        if over_unroll:
+            pass
         elif name == "taps" and _tap_gemm_kernel_tangent(p, prof):
             params["kernel_tangent"] = "tap-gemms"
         elif name == "taps" and _outer_products(p, prof):
@@ -378,11 +387,29 @@ def _tap_scan_kernel_grad(p: Problem, prof: Profile) -> bool:
     one tap's copy live (unrolled, XLA kept them all: 44 MB for 11 taps, 2x
     slower); the patch form's GEMM per row block ran up to 2.8x slower on
     HiFi-GAN's layers at batch 8 (faster on one of five shapes: 11 taps on
-    64 channels).  A single output channel makes each tap a
-    matrix-vector product, where the patch form's one GEMM is faster.
+    64 channels).  On one image it takes over from the kernel tangent's
+    per-tap GEMMs from ``tap_gemm_min_rows`` output rows on: the row-blocked
+    forms ran those per block (kernel gradient alone on HiFi-GAN's
+    2048-4096-row layers at batch 1: 0.62-0.99 -> 0.97-1.20 of lax's
+    speed); on 16-128 rows the scan was slower.  A single output channel
+    makes each tap a matrix-vector product, where the patch form's one GEMM
+    is faster.
     """
-    return (_dense_1d_taps(p) and not _one_image(p)
-            and p.out_channels >= prof.tap_scan_min_o)
+    return (_dense_1d_taps(p) and p.out_channels >= prof.tap_scan_min_o
+            and (not _one_image(p) or p.out_spatial[0] >= prof.tap_gemm_min_rows))
+
+
+def _tap_loop(p: Problem, prof: Profile) -> bool:
+    """Whether a 1-D dense conv runs its per-tap GEMMs in a loop over taps.
+
+    Deep enough GEMMs (``I >= tap_loop_min_i``) and enough taps: unrolled,
+    XLA keeps every tap's input slice and product live together (48 MB for
+    11 taps on 8 x 1024 x 128, past the 32 MiB at which the temporaries are
+    mapped afresh on every call); in a scan one tap's are.  The one-GEMM
+    forms multiply ``taps`` times wider partial outputs and sum them shifted.
+    """
+    return (_dense_1d_taps(p) and p.in_per_group >= prof.tap_loop_min_i
+            and p.taps >= prof.tap_loop_min_taps)
 
 
 def _dense_1d_taps(p: Problem) -> bool:
@@ -398,7 +425,7 @@ def _one_image(p: Problem) -> bool:
 
 def _outer_products(p: Problem, prof: Profile) -> bool:
     """Whether a dense ``"taps"`` plan is a sum of per-tap outer products."""
-    return (p.nd >= 2 and p.stride1 and p.groups == 1 and not p.transposed
+    return (p.stride1 and p.groups == 1 and not p.transposed
             and p.in_per_group <= prof.outer_max_i and p.taps > 1)
 
 

@@ -46,14 +46,16 @@ class Profile:
         ``"tpu"``).
       unroll_limit: kernels with more taps than this run their taps in a
         ``lax.scan`` (bounded compile time) instead of unrolled.
-      outer_max_i: dense stride-1 kernels of rank >= 2 on at most this
-        many input channels (a grayscale or mono input layer) run per-tap
-        products (``"taps"``): with one input channel each tap is an outer
-        product, which XLA fuses with the others into one elementwise loop,
-        where the patch matrix's GEMM of depth ``T`` runs far below the GEMM
-        rate (a U-Net's 1 -> 64 input layer at batch 8: 0.4-0.5x of lax's
-        speed as ``"im2col"``, 1.6-2.3x as per-tap products; with 2 or 3
-        input channels the products are GEMMs again and lose).  Their kernel
+      outer_max_i: dense stride-1 kernels on at most this many input
+        channels (a grayscale or mono input layer, or the input gradient of
+        a one-output layer) run per-tap products (``"taps"``): with one
+        input channel each tap is an outer product, which XLA fuses with
+        the others into one elementwise loop, where the patch matrix's GEMM
+        of depth ``T`` runs far below the GEMM rate (a U-Net's 1 -> 64
+        input layer at batch 8: 0.4-0.5x of lax's speed as ``"im2col"``,
+        1.6-2.3x as per-tap products; with 2 or 3 input channels the
+        products are GEMMs again and lose; HiFi-GAN's one-output 1-D layer
+        at batch 8: gradient 0.48 -> 1.5 of lax's speed).  Their kernel
         gradient is the patch form's one GEMM.
       im2col_max_i: dense kernels of rank >= 2 on at most this many input
         channels (an RGB stem) build the patch matrix (``"im2col"``).
@@ -79,8 +81,10 @@ class Profile:
         GEMM) when that fits in this many bytes, a core's L2 cache, and runs
         per-tap GEMMs
         (``"taps"``, each reading its tap's weights in place) when it does
-        not; the all-tap GEMM would first copy the whole kernel into
-        ``(I, T*O)`` order.
+        not (2-D and 3-D; 1-D kernels then follow the 1-D rules); the
+        all-tap GEMM would first copy the whole kernel into ``(I, T*O)``
+        order.  (HiFi-GAN's 16-frame 80 -> 512 input layer at batch 8:
+        forward 0.35 -> 0.73 of lax's speed as the patch matrix.)
       rows_max_i: 1-D stride-1 dense kernels (beyond ``alltaps_max_bytes``)
         on at most this many input channels concatenate their taps along
         channels (``"rows"``); 0: never.
@@ -95,6 +99,16 @@ class Profile:
         ``tap_gemm_kernel_tangent``, lifted the forward geomean of its 84
         layer x batch records from 0.79 to 0.85 of lax's speed, against
         ``shifted`` everywhere (BENCHMARKS.md).
+      tap_loop_min_i: 1-D dense stride-1 kernels (beyond
+        ``alltaps_max_bytes``, checked before ``taps_min_i``) on at least
+        this many input channels ...
+      tap_loop_min_taps: ... and with at least this many taps run their
+        per-tap GEMMs in a ``lax.scan`` over the taps (``"taps"``, one loop
+        step per tap): unrolled, XLA:CPU keeps every tap's slice and product
+        live (48 MB for 11 taps on 8 x 1024 x 128, past the 32 MiB at which
+        temporaries are mapped afresh on every call), and ``wide`` sums
+        ``T`` times wider partial outputs.  HiFi-GAN's 1024 x 128 layers at
+        batch 8: forward 0.53-0.74 -> 0.83-0.87 of lax's speed.
       s2d_max_i: strided 1-D dense kernels on fewer input channels fold the
         stride phases into channels (``"s2d"``).
       block_io_fraction: a row block's temporaries may take this fraction of
@@ -129,14 +143,16 @@ class Profile:
         GEMM (or autodiff of per-tap GEMMs on ``(1, L, I)`` arrays) ...
       tap_gemm_min_rows: ... when it has at least this many output rows.
       tap_scan_min_o: the kernel gradient of a 1-D dense stride-1 conv on
-        a batch of images (not one image) with at least this many output
-        channels is a scan over the taps, one 2-D GEMM per tap of its rows
-        of every image with the cotangent (``kernel_grad="tap-scan"``); on
-        HiFi-GAN's layers at batch 8 the kernel gradient ran 1.15-2.8x
-        faster than the patch form's GEMM per row block on four of five
-        shapes (0.84x with 11 taps on 64 channels), and the whole gradient
-        of its 38 batch-8 layers went from 0.53 to 0.71 of lax's speed
-        (geomean; BENCHMARKS.md).
+        a batch of images (or one image of at least ``tap_gemm_min_rows``
+        output rows) with at least this many output channels is a scan
+        over the taps, one 2-D GEMM per tap of its rows of every image with
+        the cotangent (``kernel_grad="tap-scan"``); on HiFi-GAN's layers at
+        batch 8 the kernel gradient ran 1.15-2.8x faster than the patch
+        form's GEMM per row block on four of five shapes (0.84x with 11
+        taps on 64 channels), and the whole gradient of its 38 batch-8
+        layers went from 0.53 to 0.71 of lax's speed (geomean;
+        BENCHMARKS.md); at batch 1 its 2048-4096-row layers' kernel
+        gradient went from 0.62-0.99 to 0.97-1.20.
       custom_kernel_grads: use the row-scan kernel-gradient rules of the
         depthwise and grouped formulations (they work around a slow XLA:CPU
         reduction); off, plain autodiff.
@@ -160,6 +176,8 @@ class Profile:
     rows_max_i: int = 0
     wide_max_i: int = 255
     taps_min_i: int = 256
+    tap_loop_min_i: int = 128
+    tap_loop_min_taps: int = 7
     s2d_max_i: int = 128
     block_io_fraction: float = 0.8
     block_min_bytes: int = _MiB // 2
@@ -204,7 +222,7 @@ _ACCELERATOR = Profile(
     block_max_bytes=256 * _MiB, pad_in_loop_max_taps=0, hankel_min_taps=1 << 62,
     s2d_max_i=0, phase_gemm_max_taps=64, branch_free=True,
     custom_kernel_grads=False, tap_gemm_kernel_tangent=False, wide_max_i=0,
-    taps_min_i=1 << 62, tap_scan_min_o=1 << 62, outer_max_i=0,
+    taps_min_i=1 << 62, tap_loop_min_i=1 << 62, tap_scan_min_o=1 << 62, outer_max_i=0,
     wide_min_width=1 << 62, wide_2d_max_i=0, alltaps_max_i=64,
     depthwise_gemm_precision="highest",
 )
