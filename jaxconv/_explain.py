@@ -78,7 +78,7 @@ class ExplainRow:
             # computed directly, not as the transpose of the forward's form:
             # a scan over the taps holding the padded input and one tap's rows
             label, steps, temp = "taps/tap-scan", p.taps, 2 * p.in_bytes
-            reason = "1-D kernel gradient over a batch: one 2-D GEMM per tap"
+            reason = "1-D kernel gradient: a scan of 2-D GEMMs, one per tap"
         return cls(op + ROLE_NAMES[role], p.x_shape, p.w_shape, p.out_shape, p.dtype,
                    plan.profile.name, label, steps, temp, reason, plan)
 

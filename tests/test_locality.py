@@ -44,6 +44,11 @@ CASES = {
     "causal1d_depthwise": ((2, 64, 4), (4, 1, 4), (1,), [(3, 0)], (1,), 4, NWC),
     "long1d_depthwise": ((1, 2048, 2), (257, 1, 2), (1,), "SAME", (1,), 2, NWC),
     "dense1d_strided": ((1, 33, 8), (3, 8, 8), (2,), "VALID", (1,), 1, NWC),
+    # space-to-depth without a guard: kernel a multiple of, or equal to, the
+    # stride (no zero-padded taps)
+    "dense1d_k4_s2": ((1, 33, 8), (4, 8, 8), (2,), [(1, 2)], (1,), 1, NWC),
+    "patchify": ((1, 12, 9, 3), (4, 3, 3, 5), (4, 3), "VALID", (1, 1), 1, NHWC),
+    "patchify_1d_padded": ((2, 31, 130), (3, 130, 4), (3,), [(1, 2)], (1,), 1, NWC),
 }
 
 

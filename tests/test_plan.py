@@ -33,7 +33,8 @@ def _dn(nd):
 
 # (id, x NHWC..., w HWIO..., stride, padding, rhs_dilation, groups) -> the
 # formulation on the cpu profile; ON_ACCELERATORS lists where the gpu and tpu
-# profiles choose differently (no space-to-depth: it needs a guard).
+# profiles choose differently (no space-to-depth where it needs a guard; a
+# kernel equal to its stride needs none).
 GRID = [
     ("dense 16x16 b1", (1, 16, 16, 64), (3, 3, 64, 64), 1, "SAME", 1, 1, "alltaps"),
     ("dense 64x64 b8", (8, 64, 64, 64), (3, 3, 64, 64), 1, "SAME", 1, 1, "wide"),
@@ -64,6 +65,9 @@ GRID = [
     ("2-channel input", (8, 64, 64, 2), (3, 3, 2, 64), 1, "SAME", 1, 1, "im2col"),
     ("1-channel 1x1", (1, 9, 9, 1), (3, 3, 1, 1), 1, "SAME", 1, 1, "depthwise"),
     ("3-D strided", (1, 8, 8, 8, 16), (3, 3, 3, 16, 16), 2, "SAME", 1, 1, "im2col"),
+    ("patchify 4x4 s4", (2, 64, 64, 3), (4, 4, 3, 96), 4, "VALID", 1, 1, "s2d"),
+    ("patchify 2x2 s2", (8, 16, 16, 96), (2, 2, 96, 192), 2, "VALID", 1, 1, "s2d"),
+    ("1-D patchify 256ch", (2, 64, 256), (4, 256, 64), 4, "SAME", 1, 1, "s2d"),
 ]
 ON_ACCELERATORS = {"1-D s2 64ch": "taps", "1-D 32ch 4096": "shifted",
                    "1-D 256ch 1024": "shifted", "dense 64x64 b8": "alltaps",
@@ -146,6 +150,16 @@ def test_plan_record_carries_blocks_steps_and_reason():
     r = planning.plan(_problem((2, 500, 64), (5, 64, 64), (2,), pads=((2, 2),)), cpu)
     assert r.formulation == "s2d" and r.inner[0].problem.in_per_group == 128
     assert "s2d" in str(r)
+    assert r.param("guard") == "finite inputs (cond)"  # 5 taps, stride 2
+    # A kernel that is a multiple of its stride has no zero-padded taps: no
+    # guard; one equal to its stride is non-overlapping patches, a 1x1 GEMM.
+    r = planning.plan(_problem((2, 500, 64), (4, 64, 64), (2,), pads=((1, 1),)), cpu)
+    assert r.formulation == "s2d" and r.param("guard") is None
+    for profile in PROFILES:
+        r = planning.plan(_problem((2, 64, 64, 3), (4, 4, 3, 96), (4, 4)),
+                          jaxconv.get_profile(profile))
+        assert (r.formulation, r.param("guard")) == ("s2d", None)
+        assert r.inner[0].formulation == "dot" and "non-overlapping" in r.reason
 
 
 def test_profile_thresholds_steer_the_plan():

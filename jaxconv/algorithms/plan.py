@@ -130,6 +130,9 @@ def choose(p: Problem, prof: Profile) -> tuple[str, str]:
         return "depthwise", "depthwise (I = 1): elementwise shift-and-accumulate"
     if t == 1:
         return "dot", "1x1 kernel: one GEMM"
+    if g == 1 and space_to_depth.patchify(p):
+        return "s2d", (f"kernel = stride ({_dims(p.kernel)}): non-overlapping "
+                       "patches, one reshape and one GEMM")
     if (g > 1 and i <= prof.grouped_max_i and t * i <= prof.grouped_max_terms
             and t <= prof.unroll_limit):
         return "grouped", (f"{g} groups of I = {i} <= {prof.grouped_max_i}, "
@@ -287,7 +290,8 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
                                   pads=((0, 0),) * p.nd)
         inner = (make_plan(sub, prof, *choose(sub, prof)),)
         params["inner"] = inner[0].formulation
-        params["guard"] = _guard("finite inputs", prof)
+        if not space_to_depth.exact(p):
+            params["guard"] = _guard("finite inputs", prof)
         temp, steps = inner[0].temp_bytes + sub.in_bytes, inner[0].loop_steps
     elif name == "groupgemm":
         # Per output position: the patches (T*C values), the GEMM output and

@@ -9,7 +9,10 @@ of the dense formulations.
 
 The zero-padded kernel taps meet real inputs, so an Inf input would become
 NaN in a neighbouring output: the exact per-tap scan runs instead when an
-input is not finite (``guards.finite_or``).
+input is not finite (``guards.finite_or``).  Where every strided axis's
+kernel is a multiple of its stride there are no such taps and no guard
+(:func:`exact`); a kernel equal to its stride (non-overlapping patches, a
+ViT or ConvNeXt "patchify" stem) becomes one reshape and one GEMM.
 """
 
 from __future__ import annotations
@@ -32,6 +35,22 @@ def applies(problem) -> bool:
     p = problem
     return (p.groups == 1 and any(s > 1 and k > 1 for s, k in zip(p.stride, p.kernel))
             and all(d == 1 for s, d in zip(p.stride, p.dilation) if s > 1))
+
+
+def exact(problem) -> bool:
+    """No zero-padded kernel taps: every strided axis's kernel is a multiple
+    of its stride (so the stride-1 problem multiplies real weights only, and
+    NaN/Inf stay local without a guard)."""
+    p = problem
+    return all(k % s == 0 for k, s in zip(p.kernel, p.stride) if s > 1)
+
+
+def patchify(problem) -> bool:
+    """The kernel equals the stride on every axis, some of them > 1, undilated:
+    non-overlapping windows, whose stride-1 problem is a 1x1 kernel."""
+    p = problem
+    return (applies(p) and all(k == s for k, s in zip(p.kernel, p.stride))
+            and not p.transposed)
 
 
 def inner_shapes(problem):
@@ -58,6 +77,8 @@ def run(x, w, plan, precision):
     x = pad_spatial(x, p.pads)
     kw = dict(stride=p.stride, dilation=p.dilation, groups=p.groups,
               precision=precision, acc_dtype=p.acc_dtype)
+    if plan.param("guard") is None:  # exact: no zero-padded taps
+        return _space_to_depth(x, w, plan.inner[0], p, precision)
     return finite_or(x, lambda: _space_to_depth(x, w, plan.inner[0], p, precision),
                      lambda: conv_per_tap(x, w, force_scan=True, **kw),
                      plan.profile.branch_free)
