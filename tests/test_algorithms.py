@@ -340,6 +340,33 @@ def test_tap_scan_kernel_grad_dtypes(dtype, preferred, rng):
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
 
 
+@pytest.mark.parametrize("channels", [8, 128])
+def test_tap_scan_kernel_grad_layouts_agree(channels, rng):
+    """Both layouts of the tap scan (rows against the cotangent, or the
+    transposed input's columns from ``tap_scan_transpose_min_i`` channels on)
+    give lax's kernel gradient."""
+    x = rng.standard_normal((3, 37, channels))
+    w = rng.standard_normal((5, channels, 8))
+    ct = rng.standard_normal((3, 33, 8))
+
+    def kernel_grad(mod):
+        def g(w):
+            def f(w):
+                return mod.conv_general_dilated(x, w, (1,), [(4, 0)],
+                                                rhs_dilation=(2,),
+                                                dimension_numbers=DN[1], precision=HI)
+            return jax.vjp(f, w)[1](ct)[0]
+        return g
+
+    want = jax.jit(kernel_grad(lax))(w)
+    for min_i in (1, 1 << 62):
+        with jaxconv.use_profile(CPU.replace(tap_scan_transpose_min_i=min_i)):
+            (row,) = [r for r in jaxconv.explain(kernel_grad(jl), w)
+                      if r.op.endswith("(kernel grad)")]
+            assert row.formulation == "taps/tap-scan"
+            assert_close(jax.jit(kernel_grad(jl))(w), want)
+
+
 def test_tap_scan_kernel_grad_exports_with_a_symbolic_batch(rng):
     x = rng.standard_normal((3, 30, 8)).astype(np.float32)
     w = rng.standard_normal((3, 8, 8)).astype(np.float32)

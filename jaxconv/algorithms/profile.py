@@ -153,6 +153,9 @@ class Profile:
         layers went from 0.53 to 0.71 of lax's speed (geomean;
         BENCHMARKS.md); at batch 1 its 2048-4096-row layers' kernel
         gradient went from 0.62-0.99 to 0.97-1.20.
+      tap_scan_transpose_min_i: from this many input channels the tap scan
+        transposes the padded input once and runs each tap as a plain GEMM
+        ``(I, N * L) @ (N * L, O)`` (``dense.kernel_grad_tap_scan``).
       custom_kernel_grads: use the row-scan kernel-gradient rules of the
         depthwise and grouped formulations (they work around a slow XLA:CPU
         reduction); off, plain autodiff.
@@ -196,6 +199,7 @@ class Profile:
     tap_gemm_kernel_tangent: bool = True
     tap_gemm_min_rows: int = 512
     tap_scan_min_o: int = 8
+    tap_scan_transpose_min_i: int = 128
     depthwise_gemm_precision: str | None = None
 
     def replace(self, **changes) -> Profile:
