@@ -407,6 +407,28 @@ def test_non_finite_inputs_stay_local(case, rng):
     assert_close(got[fin], ref[fin])
 
 
+@pytest.mark.parametrize("x_shape, kernel, stride, dilation", [
+    ((2, 11, 13, 3), (7, 7), (2, 2), (1, 1)),
+    ((1, 9, 10, 5), (3, 2), (1, 3), (2, 1)),
+    ((2, 8, 9, 4), (1, 4), (2, 1), (1, 2)),
+    ((1, 6, 7, 2, 3), (2, 3, 2), (1, 2, 1), (2, 1, 1)),
+    ((3, 17, 4), (5,), (2,), (3,)),
+])
+def test_patch_matrix_matches_one_slice_per_tap(x_shape, kernel, stride, dilation,
+                                                 rng):
+    """The patch matrix (two stages of slices in 2-D) holds, for every output
+    position, each tap's input values in the kernel's order."""
+    from jaxconv._taps import tap_offsets, tap_slice
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    out = tuple((n - d * (k - 1) - 1) // s + 1
+                for n, k, s, d in zip(x_shape[1:-1], kernel, stride, dilation))
+    want = jnp.stack([tap_slice(x, tap, out, stride, dilation)
+                      for tap in tap_offsets(kernel)], axis=-2)
+    got = jax.jit(dense.patch_matrix, static_argnums=(1, 2, 3, 4))(
+        x, kernel, out, stride, dilation)
+    np.testing.assert_array_equal(got, want.reshape(*want.shape[:-2], -1))
+
+
 def test_toeplitz_block_sizes(rng):
     x = jnp.asarray(rng.standard_normal((2, 97, 5)))
     w = jnp.asarray(rng.standard_normal((33, 1, 5)))
