@@ -130,7 +130,7 @@ def choose(p: Problem, prof: Profile) -> tuple[str, str]:
         return "depthwise", "depthwise (I = 1): elementwise shift-and-accumulate"
     if t == 1:
         return "dot", "1x1 kernel: one GEMM"
-    if g == 1 and space_to_depth.patchify(p):
+    if space_to_depth.patchify(p):
         return "s2d", (f"kernel = stride ({_dims(p.kernel)}): non-overlapping "
                        "patches, one reshape and one GEMM")
     if (g > 1 and i <= prof.grouped_max_i and t * i <= prof.grouped_max_terms
@@ -269,15 +269,13 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
             # twice the block's temporaries).
             params["kernel_tangent"] = "im2col"
     elif name in ("dot", "taps"):
-        over_unroll = p.taps > prof.unroll_limit
-        if over_unroll or (name == "taps" and _tap_loop(p, prof)):
+        unrolled = p.taps <= prof.unroll_limit
+        if not unrolled or (name == "taps" and _tap_loop(p, prof)):
             params["scan"] = True
             steps = p.taps
-        if over_unroll:
-            pass
-        elif name == "taps" and _tap_gemm_kernel_tangent(p, prof):
+        if name == "taps" and unrolled and _tap_gemm_kernel_tangent(p, prof):
             params["kernel_tangent"] = "tap-gemms"
-        elif name == "taps" and _outer_products(p, prof):
+        elif name == "taps" and unrolled and _outer_products(p, prof):
             # Autodiff would reduce each tap's product over every position
             # separately (a skinny GEMM per tap); the patch form's kernel
             # gradient is one GEMM (on a U-Net's input layer at batch 8 the
