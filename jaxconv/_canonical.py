@@ -35,7 +35,7 @@ import numpy as np
 from jax import lax
 
 from .algorithms import autotune, polyphase, xla
-from .algorithms.plan import Plan, execute, plan
+from .algorithms.plan import Plan, execute, for_reshaped_result, plan
 from .algorithms.problem import Problem
 from .algorithms.profile import Profile, current_profile, get_profile
 
@@ -91,6 +91,7 @@ def canonical_plan(
     preferred_element_type=None,
     algorithm: str = "auto",
     profile: str | Profile | None = None,
+    reshaped: bool = False,
 ) -> Plan:
     """The plan of one call, from the shapes and dtypes of ``x`` and ``w`` alone.
 
@@ -99,7 +100,9 @@ def canonical_plan(
     first: an lhs-dilated problem (``problem.transposed``) is planned
     undilated; a problem whose ``pads`` are all zero while ``padding`` is
     not (or that has batch groups or lhs dilation) is planned on the
-    materialised input.
+    materialised input.  ``reshaped``: the caller reshapes the result (a
+    vmapped conv's folded batch), :func:`~jaxconv.algorithms.plan.
+    for_reshaped_result`.
     """
     acc_dtype = accumulation_dtype(x.dtype, preferred_element_type)
     profile = current_profile() if profile is None else get_profile(profile)
@@ -127,8 +130,10 @@ def canonical_plan(
         problem = Problem.of(jax.ShapeDtypeStruct(shape, x.dtype), w, groups=groups,
                              **facts)
     if algorithm == "autotune" and not problem.transposed and not problem.empty:
-        return autotune.choose(problem, profile, precision)
-    return plan(problem, profile, algorithm)
+        chosen = autotune.choose(problem, profile, precision)
+    else:
+        chosen = plan(problem, profile, algorithm)
+    return for_reshaped_result(chosen) if reshaped else chosen
 
 
 def planned_input(x, chosen: Plan, *, padding, lhs_dilation, batch_group_count: int):
@@ -164,19 +169,22 @@ def conv_canonical(
     preferred_element_type=None,
     algorithm: str = "auto",
     profile: str | Profile | None = None,
+    reshaped: bool = False,
 ):
     """Convolve channels-last ``x (N, *S, C)`` with ``w (*K, I, O)``.
 
     Arguments must already be validated (``jaxconv.lax`` and the friendly ops
     do that).  ``profile`` (a preset name or ``Profile``; default the active
-    one) is what the plan reads.  Returns ``(N // batch_group_count, *out,
-    O)`` in ``preferred_element_type`` or the input dtype.
+    one) is what the plan reads; ``reshaped`` as in :func:`canonical_plan`.
+    Returns ``(N // batch_group_count, *out, O)`` in
+    ``preferred_element_type`` or the input dtype.
     """
     kw = dict(stride=stride, padding=padding, lhs_dilation=lhs_dilation,
               rhs_dilation=rhs_dilation, feature_group_count=feature_group_count,
               batch_group_count=batch_group_count, precision=precision,
               preferred_element_type=preferred_element_type)
-    chosen = canonical_plan(x, w, algorithm=algorithm, profile=profile, **kw)
+    chosen = canonical_plan(x, w, algorithm=algorithm, profile=profile,
+                            reshaped=reshaped, **kw)
     record_plan(chosen)
     if chosen.formulation == "xla":
         del kw["feature_group_count"]

@@ -162,6 +162,7 @@ def conv_primitive(
         preferred_element_type=_static_dtype(preferred_element_type),
         algorithm=algorithm,
         profile=current_profile() if profile is None else get_profile(profile),
+        reshaped=False,
     )
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.manual_axes or mesh.explicit_axes:
@@ -195,6 +196,8 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
         if conv_params is not None:
             wt = flipped_kernel(b, params["feature_group_count"])
             return conv_canonical(a, wt, **conv_params)
+        # The forward convolutions below are differentiated, not returned.
+        params = {**params, "reshaped": False}
         if role == "rhs_t":
             gw = _direct_kernel_grad(a, b, operand_shape, operand_dtype, params)
             if gw is not None:
@@ -487,7 +490,7 @@ def _batch_rule(args, dims, *, role, operand_shape, operand_dtype, **params):
         a, b = _at_front(a, da, size), _at_front(b, db, size)
         return _bind(a, b, "rhs_t_each", operand_shape, operand_dtype, params), 0
     fold = _Fold(size, bx, bw, x_shape, w_shape, params)
-    kw = fold.folded_params()
+    kw = {**fold.folded_params(), "reshaped": True}  # unfold_y/unfold_x reshape
     if role == "fwd":
         x = fold.fold_x(_at_front(a, da, size)) if bx else a
         w = fold.fold_w(_at_front(b, db, size)) if bw else b

@@ -373,6 +373,67 @@ def test_vmap_is_one_folded_convolution(rng):
     assert eqns[1].params["operand_shape"] == (1, 1, 8, 64)
 
 
+def _depthwise_single(x1, w):
+    return jl.conv_general_dilated(x1, w, (1, 1), "SAME", dimension_numbers=NHWC,
+                                   feature_group_count=x1.shape[-1])
+
+
+def test_vmapped_depthwise_result_is_not_copied(rng):
+    # The folded result is reshaped back to (B, 1, ...): the depthwise loop
+    # then recomputes its border strips, whose in-place update XLA keeps in
+    # place, instead of re-poisoning them from the output (which XLA:CPU
+    # copies whole first when the result is returned reshaped).
+    x = jnp.asarray(rng.standard_normal((8, 1, 16, 16, 8)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 1, 8)), jnp.float32)
+    vm = jax.vmap(_depthwise_single, (0, None))
+    (eqn,) = _equations(jax.make_jaxpr(vm)(x, w).jaxpr)
+    assert eqn.params["reshaped"]
+    (row,) = jaxconv.explain(vm, x, w)
+    assert row.plan.param("guard") == "recomputed borders"
+    (row,) = jaxconv.explain(_depthwise_single, x[:, 0], w)
+    assert row.plan.param("guard") == "re-poisoned borders"
+    hlo = jax.jit(vm).lower(x, w).compile().as_text()
+    assert not re.findall(r"f32\[8,16,16,8\][^=]*copy\(", hlo)
+    # per-example input gradients: the flipped-kernel conv is folded too
+    gx = jax.vmap(jax.grad(lambda x1, w: jnp.sum(_depthwise_single(x1, w) ** 2)),
+                  (0, None))
+    guards = [r.plan.param("guard") for r in jaxconv.explain(gx, x, w)]
+    assert guards == ["recomputed borders"] * 2
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_vmapped_depthwise_border_keeps_non_finite_weights(bad, rng):
+    # Both borders give lax's values: a non-finite weight spoils exactly the
+    # outputs whose tap reads it (padding zeros included: 0 * Inf is NaN).
+    x = jnp.asarray(rng.standard_normal((3, 1, 6, 5, 4)), jnp.float32)
+    w = np.asarray(rng.standard_normal((3, 3, 1, 4)), np.float32)
+    w[0, 2, 0, 1] = bad
+    w[1, 1, 0, 3] = bad
+    w = jnp.asarray(w)
+
+    def ref(x1, w):
+        return lax.conv_general_dilated(x1, w, (1, 1), "SAME", dimension_numbers=NHWC,
+                                        feature_group_count=4)
+
+    def assert_same(got, want):
+        got, want = np.asarray(got), np.asarray(want)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+        finite = np.isfinite(want)
+        assert (~finite).any() and finite.any()
+        assert_close(np.where(finite, got, 0), np.where(finite, want, 0))
+
+    want = jax.vmap(ref, (0, None))(x, w)
+    assert_same(jax.jit(jax.vmap(_depthwise_single, (0, None)))(x, w), want)
+    # the per-example input gradient (the flipped kernel, also folded)
+    ct = jnp.asarray(rng.standard_normal(want.shape), jnp.float32)
+
+    def gx(f):
+        return jax.vmap(lambda x1, c: jax.vjp(lambda x1: f(x1, w), x1)[1](c)[0])(x, ct)
+
+    assert_same(jax.jit(lambda: gx(_depthwise_single))(), gx(ref))
+
+
 def test_equinox_style_model(rng):
     # A model written for one (C, H, W) example: conv, stride-2 conv, 4x4
     # stride-2 transposed conv; vmapped over the batch it binds one equation

@@ -54,8 +54,9 @@ def run(x, w, plan, precision):
     p = plan.problem
     form = plan.param("form")
     if form == "unrolled":
+        border = "recompute" if plan.param("guard") == RECOMPUTED else "poison"
         args = (p.stride, p.dilation, p.groups, p.acc_dtype, p.pads,
-                plan.param("pad_in_loop"))
+                plan.param("pad_in_loop"), border)
         if plan.param("kernel_grad") == "rowscan":
             return depthwise_with_fast_kernel_grad(x, w, *args)
         if plan.param("kernel_grad") == "flat":
@@ -75,17 +76,32 @@ def depthwise_scanned(x, w, stride, dilation, groups, acc_dtype, rows):
     return _depthwise_scan(x, w, kernel, out, stride, dilation, groups, acc_dtype)
 
 
+#: The plan's ``guard`` of the two ways :func:`depthwise_unrolled` keeps a
+#: non-finite weight's products with padding zeros (``pad_in_loop``).
+POISONED = "re-poisoned borders"
+RECOMPUTED = "recomputed borders"
+
+
 def depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
-                       pad_in_loop):
+                       pad_in_loop, border="poison"):
     """Every tap unrolled into one fused elementwise loop over the output.
 
     ``pads`` is the zero padding of ``x``, applied per tap when
-    ``pad_in_loop`` (no padded copy; NaN/Inf weights re-poison the border
-    outputs, :func:`_poison_padded_taps`), else once up front.
+    ``pad_in_loop`` (no padded copy), else once up front.  In the loop, the
+    padding contributes exact zeros where lax multiplies padding zeros by
+    the weights; with NaN/Inf weights the outputs that read padding are then
+    mended in their border strips: ``border="poison"`` adds NaN there
+    (:func:`_poison_padded_taps`), ``"recompute"`` computes them again from
+    padded rows of ``x`` (:func:`_exact_border`).
     """
     kernel = w.shape[:-2]
     out = out_spatial(padded_shape(x.shape, pads), kernel, stride, dilation)
     wt, _ = flat_taps(w)
+    if border == "recompute" and pad_in_loop:
+        # A kernel computed in the same program (the flipped kernel of an
+        # input gradient) is materialised first: fused into the loop and its
+        # border updates, the reversed reads ran the loop 3x slower.
+        wt = lax.optimization_barrier(wt)
     if not pad_in_loop:
         x, pads = pad_spatial(x, pads), ((0, 0),) * len(kernel)
 
@@ -101,10 +117,18 @@ def depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
         return y
     # pad(slice * w) adds exact zeros where lax multiplies padding zeros by
     # the weights: a NaN/Inf weight must still spoil the outputs whose tap
-    # reads padding (0 * Inf is NaN).  Those outputs are set to NaN
-    # afterwards, in the border strips only.  (A ``lax.cond`` onto the exact
-    # product of the padded slice held the residuals of both branches under
-    # autodiff and computed both on accelerators.)
+    # reads padding (0 * Inf is NaN).  Only border strips hold such outputs.
+    # (A ``lax.cond`` onto the exact product of the padded slice held the
+    # residuals of both branches under autodiff and computed both on
+    # accelerators; a NaN mask added over the whole output made the fused
+    # loop 2x slower, a select 4x.)  Re-poisoning reads each strip from
+    # ``y``, and XLA:CPU copies the whole output first when the result is
+    # returned reshaped (a vmapped conv's folded batch); recomputed strips
+    # depend on ``x`` and ``w`` only, but their transpose makes strided input
+    # gradients 1.5-2x slower, so each plan says which (``guard``).
+    if border == "recompute":
+        return _exact_border(y, x, w, out, stride, dilation, groups, acc_dtype,
+                             pads)
     return _poison_padded_taps(y, w, out, stride, dilation, pads, x.shape[1:-1])
 
 
@@ -147,6 +171,41 @@ def _poison_padded_taps(y, w, out, stride, dilation, pads, in_spatial):
             limit[1 + a] = hi_j
             strip = lax.slice(y, start, limit) + nan_or_zero[lo_j:hi_j].reshape(shape)
             y = lax.dynamic_update_slice(y, strip, start)
+    return y
+
+
+def _exact_border(y, x, w, out, stride, dilation, groups, acc_dtype, pads):
+    """``y`` with its outputs that read padding recomputed on padded ``x``.
+
+    Along axis ``a`` only the first and last outputs can read padding
+    (``inside_outputs`` is an interval per tap); each run of them is a strip
+    of the output, computed by :func:`depthwise_unrolled` on the rows of
+    ``x`` it reads, padded explicitly (exact products, as lax's).  The strips
+    depend on ``x`` and ``w`` only, so the update is in place even when ``y``
+    is returned reshaped.
+    """
+    kernel = w.shape[:-2]
+    in_spatial = x.shape[1:-1]
+    for a, (k, o, s, d, (lo, hi), n) in enumerate(zip(kernel, out, stride, dilation,
+                                                       pads, in_spatial)):
+        if lo == hi == 0:
+            continue
+        j = np.arange(o)[:, None]
+        inside = np.array([inside_outputs(t, o, s, d, lo, n) for t in range(k)])
+        rows = np.flatnonzero(((j < inside[:, 0]) | (j > inside[:, 1])).any(axis=1))
+        for lo_j, hi_j in _runs(rows):
+            u0 = lo_j * s - lo  # the strip's input rows, unpadded coordinates
+            u1 = (hi_j - 1) * s + (k - 1) * d + 1 - lo
+            c0 = min(max(u0, 0), n)
+            c1 = max(min(u1, n), c0)
+            xa = lax.slice_in_dim(x, c0, c1, axis=1 + a)
+            strip_pads = list(pads)
+            strip_pads[a] = (c0 - u0, u1 - c1) if c1 > c0 else (u1 - u0, 0)
+            strip = depthwise_unrolled(xa, w, stride, dilation, groups, acc_dtype,
+                                       tuple(strip_pads), pad_in_loop=False)
+            start = [0] * y.ndim
+            start[1 + a] = lo_j
+            y = lax.dynamic_update_slice(y, strip.astype(y.dtype), start)
     return y
 
 
@@ -234,17 +293,17 @@ def _with_kernel_tangent(kernel_tangent, doc):
     higher order keeps working.
     """
 
-    @partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
-    def f(x, w, stride, dilation, groups, acc_dtype, pads, pad_in_loop):
+    @partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7, 8))
+    def f(x, w, stride, dilation, groups, acc_dtype, pads, pad_in_loop, border):
         return depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
-                                  pad_in_loop)
+                                  pad_in_loop, border)
 
     @f.defjvp
-    def _jvp(stride, dilation, groups, acc_dtype, pads, pad_in_loop, primals,
-             tangents):
+    def _jvp(stride, dilation, groups, acc_dtype, pads, pad_in_loop, border,
+             primals, tangents):
         x, w = primals
         tx, tw = tangents
-        args = (stride, dilation, groups, acc_dtype, pads, pad_in_loop)
+        args = (stride, dilation, groups, acc_dtype, pads, pad_in_loop, border)
         ty = f(tx, w, *args) + kernel_tangent(pad_spatial(x, pads), tw, stride,
                                               dilation, groups, acc_dtype)
         return f(x, w, *args), ty

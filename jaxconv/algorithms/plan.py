@@ -231,6 +231,18 @@ def plan(problem: Problem, profile: Profile | None = None,
     return make_plan(problem, profile, name, prefix + reason)
 
 
+def for_reshaped_result(chosen: Plan) -> Plan:
+    """``chosen`` for a result its caller reshapes (a vmapped conv's folded
+    batch): XLA:CPU copies the whole output first when an in-place update
+    that reads it is returned reshaped, so the depthwise loop recomputes its
+    border strips instead of re-poisoning them (:mod:`.depthwise`)."""
+    if chosen.param("guard") != depthwise.POISONED:
+        return chosen
+    params = tuple((k, depthwise.RECOMPUTED if k == "guard" else v)
+                   for k, v in chosen.params)
+    return dataclasses.replace(chosen, params=params)
+
+
 def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
     """The plan of formulation ``name`` for ``p``: its parameters and costs."""
     params: dict[str, object] = {}
@@ -322,7 +334,7 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
             params["kernel_grad"] = (("rowscan" if p.nd >= 2 else "flat") if rule
                                      else "autodiff")
             if pad_in_loop and any(pp != (0, 0) for pp in p.pads) and p.inexact:
-                params["guard"] = "re-poisoned borders"
+                params["guard"] = depthwise.POISONED
             if not pad_in_loop:
                 temp = p.in_bytes
         elif depthwise.rows_scan_applies(p, prof):
