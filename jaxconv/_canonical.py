@@ -101,8 +101,8 @@ def canonical_plan(
     undilated; a problem whose ``pads`` are all zero while ``padding`` is
     not (or that has batch groups or lhs dilation) is planned on the
     materialised input.  ``reshaped``: the caller reshapes the result (a
-    vmapped conv's folded batch), :func:`~jaxconv.algorithms.plan.
-    for_reshaped_result`.
+    vmapped conv's folded batch); the plan is then adjusted by
+    ``for_reshaped_result`` (:mod:`jaxconv.algorithms.plan`).
     """
     acc_dtype = accumulation_dtype(x.dtype, preferred_element_type)
     profile = current_profile() if profile is None else get_profile(profile)

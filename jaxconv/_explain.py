@@ -136,6 +136,8 @@ def _row(eqn) -> ExplainRow:
             wt = jax.eval_shape(
                 lambda w: flipped_kernel(w, params["feature_group_count"]), b)
             return ExplainRow.of(canonical_plan(a, wt, **conv), role)
+    if role != "fwd":  # differentiated forward convolutions: result not reshaped
+        params["reshaped"] = False
     if role == "rhs_t_each":  # the plan of one example's kernel gradient
         one = jax.ShapeDtypeStruct(a.shape[1:], a.dtype)
         return ExplainRow.of(canonical_plan(one, operand, **params), role)

@@ -62,6 +62,10 @@ batch group count, whichever is > 1):
   output features, group-major (``B * G`` feature groups); otherwise ``B``
   joins the batch and the output features (``B * G`` batch groups).
 
+The folded ``fwd`` and ``lhs_t`` equations carry ``reshaped=True`` (their
+results are unfolded by a reshape, which changes how a depthwise loop mends
+its border: ``plan.for_reshaped_result``); every other equation and the
+forward convolutions that transposed roles differentiate carry ``False``.
 The folds are permutations, so the vmap of a transposed role is the same
 transposed role on the folded problem between the inverse folds (vmap of a
 transpose is the transpose of the vmap): per-example kernel gradients are

@@ -183,6 +183,24 @@ def test_profile_thresholds_steer_the_plan():
     assert planning.plan(dw, cpu.replace(unroll_limit=16)).param("form") == "rows-scan"
 
 
+def test_reshaped_result_changes_only_the_depthwise_border():
+    cpu = jaxconv.get_profile("cpu")
+    dw = planning.plan(_problem((8, 16, 16, 8), (3, 3, 1, 8), (1, 1), groups=8,
+                                pads=((1, 1), (1, 1))), cpu)
+    assert dw.param("guard") == "re-poisoned borders"
+    folded = planning.for_reshaped_result(dw)
+    assert folded.param("guard") == "recomputed borders"
+    assert dict(folded.params) == {**dict(dw.params), "guard": "recomputed borders"}
+    assert (folded.formulation, folded.problem, folded.reason) == (
+        dw.formulation, dw.problem, dw.reason)
+    # without padding (no border) and for every other formulation: unchanged
+    for p in (_problem((8, 16, 16, 8), (3, 3, 1, 8), (1, 1), groups=8),
+              _problem((8, 16, 16, 32), (3, 3, 32, 32), (1, 1), pads=((1, 1), (1, 1))),
+              _problem((1, 64, 64, 3), (7, 7, 3, 16), (2, 2), pads=((3, 3), (3, 3)))):
+        q = planning.plan(p, cpu)
+        assert planning.for_reshaped_result(q) == q
+
+
 def test_one_dimensional_dense_rules():
     cpu = jaxconv.get_profile("cpu")
     # Deep, many-tap 1-D layers beyond the all-tap size: per-tap GEMMs in a

@@ -399,6 +399,13 @@ def test_vmapped_depthwise_result_is_not_copied(rng):
                   (0, None))
     guards = [r.plan.param("guard") for r in jaxconv.explain(gx, x, w)]
     assert guards == ["recomputed borders"] * 2
+    # the kernel gradient differentiates the forward loop: its result is a
+    # kernel, not reshaped, and its row shows the plan that runs
+    gw = jax.grad(lambda w: jnp.sum(vm(x, w) ** 2))
+    rows = jaxconv.explain(gw, w)
+    assert [(r.op, r.plan.param("guard")) for r in rows] == [
+        ("depthwise conv", "recomputed borders"),
+        ("depthwise conv (kernel grad)", "re-poisoned borders")]
 
 
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
