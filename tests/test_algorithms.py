@@ -674,7 +674,8 @@ def test_row_blocks_match_lax(case, budget, rng):
     keep = (dict(wide_2d_max_i=0, alltaps_max_i=64) if case[0] == "alltaps"
             else dict(wide_max_i=4096))
     profile = CPU.replace(block_min_bytes=budget, block_max_bytes=budget,
-                          block_io_fraction=0, alltaps_max_bytes=0, **keep)
+                          block_io_fraction=0, alltaps_max_bytes=0,
+                          im2col_unblocked_max_bytes=0, **keep)
     with jaxconv.use_profile(profile):
         _row_blocks_match_lax(case, rng)
 

@@ -162,6 +162,29 @@ def test_plan_record_carries_blocks_steps_and_reason():
         assert r.inner[0].formulation == "dot" and "non-overlapping" in r.reason
 
 
+def test_small_patch_matrix_is_built_whole():
+    cpu = jaxconv.get_profile("cpu")
+    # An RGB stem at batch 8: 8 * 32 * 32 rows of 27 taps = 864 KiB of
+    # patches, under the 2 MiB unblocked size: one patch matrix, no loop.
+    stem = _problem((8, 64, 64, 3), (3, 3, 3, 32), (2, 2), pads=((1, 1), (1, 1)))
+    p = planning.plan(stem, cpu)
+    assert planning._patch_bytes(stem) == 8 * 32 * 32 * 27 * 4
+    assert (p.formulation, p.param("blocks"), p.loop_steps) == ("im2col", (), 0)
+    # at the threshold: whole; one byte under it: the row blocks again
+    size = planning._patch_bytes(stem)
+    assert planning.plan(stem, cpu.replace(im2col_unblocked_max_bytes=size)
+                         ).param("blocks") == ()
+    q = planning.plan(stem, cpu.replace(im2col_unblocked_max_bytes=size - 1))
+    assert q.param("blocks") and q.loop_steps > 1
+    # dense3_b8 (7 MiB of patches) keeps its blocks; accelerators never use
+    # the rule (their blocks follow the memory rule alone)
+    dense = _problem((8, 28, 28, 128), (3, 3, 128, 128), (1, 1), pads=((1, 1), (1, 1)))
+    assert planning._patch_bytes(dense) > cpu.im2col_unblocked_max_bytes
+    assert planning.plan(dense, cpu).param("blocks")
+    for name in ("gpu", "tpu"):
+        assert jaxconv.get_profile(name).im2col_unblocked_max_bytes == 0
+
+
 def test_profile_thresholds_steer_the_plan():
     cpu = jaxconv.get_profile("cpu")
     dense = _problem((1, 16, 16, 64), (3, 3, 64, 64), (1, 1))
@@ -244,19 +267,22 @@ def test_one_dimensional_dense_rules():
 # profiles that force other formulations, blocks and loops still equal lax.
 PROFILE_VARIANTS = {
     "cpu": {},
-    "tiny-blocks": dict(block_min_bytes=1, block_max_bytes=2000, block_io_fraction=0),
+    # (tiny problems: im2col's whole patch matrix is under the unblocked size)
+    "tiny-blocks": dict(block_min_bytes=1, block_max_bytes=2000, block_io_fraction=0,
+                        im2col_unblocked_max_bytes=0),
     "no-alltaps": dict(alltaps_max_bytes=0),  # 2-D: "wide"
     "scan-everything": dict(unroll_limit=2, toeplitz_min_taps=4, hankel_min_taps=4,
                             phase_gemm_max_taps=0, pad_in_loop_max_taps=0),
     # 1-D stride 1 runs "shifted" (2-D "im2col") in several row blocks:
     "no-alltaps-tiny-blocks": dict(alltaps_max_bytes=0, wide_2d_max_i=0,
                                    block_min_bytes=1, block_max_bytes=600,
-                                   block_io_fraction=0),
+                                   block_io_fraction=0, im2col_unblocked_max_bytes=0),
     "wide-tiny-blocks": dict(alltaps_max_bytes=0, block_min_bytes=1,
-                             block_max_bytes=600, block_io_fraction=0),
+                             block_max_bytes=600, block_io_fraction=0,
+                             im2col_unblocked_max_bytes=0),
     "blocked-alltaps": dict(alltaps_max_bytes=0, wide_2d_max_i=0, alltaps_max_i=64,
                             block_min_bytes=1, block_max_bytes=2000,
-                            block_io_fraction=0),
+                            block_io_fraction=0, im2col_unblocked_max_bytes=0),
     "no-outer-products": dict(outer_max_i=0),
     "kernel-bound": dict(cache_patch_bytes=0),  # per-tap GEMMs where W > x
     "tap-loop": dict(alltaps_max_bytes=0, tap_loop_min_i=1, tap_loop_min_taps=2),
