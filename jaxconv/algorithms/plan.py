@@ -114,6 +114,14 @@ def _patch_bytes(p: Problem) -> int:
     return p.batch * math.prod(p.out_spatial) * p.taps * p.in_per_group * p.acc_itemsize
 
 
+def _whole_patch_matrix(p: Problem, prof: Profile) -> bool:
+    """Whether ``im2col`` builds its patch matrix whole, in no row blocks:
+    small (``im2col_unblocked_max_bytes``) and within the memory rule (no
+    larger than the conv's input, kernel and output together)."""
+    patch = _patch_bytes(p)
+    return patch <= min(prof.im2col_unblocked_max_bytes, p.io_bytes + p.w_bytes)
+
+
 def _alltaps_bytes(p: Problem) -> int:
     """Float32 bytes of the all-tap GEMM output ``(N, *P, T, O)``."""
     return math.prod(p.padded_shape[:-1]) * p.taps * p.out_channels * 4
@@ -260,11 +268,11 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
                          "alltaps": (t + 1) * o, "shifted": (kernel[-1] + 1) * o,
                          "rows": kernel[-1] * i + (t // kernel[-1] + 1) * o}[name]
         levels: tuple = ()
-        patch = _patch_bytes(p)
-        if (name == "im2col" and patch <= prof.im2col_unblocked_max_bytes
-                and patch <= p.io_bytes + p.w_bytes):
-            pass  # one patch matrix, one GEMM, within the memory rule
-        elif name != "alltaps" or _alltaps_bytes(p) > prof.alltaps_max_bytes:
+        if name == "im2col":
+            blocked = not _whole_patch_matrix(p, prof)
+        else:
+            blocked = name != "alltaps" or _alltaps_bytes(p) > prof.alltaps_max_bytes
+        if blocked:
             room = int(prof.block_io_fraction * 2 * p.io_bytes)
             levels = blocking(
                 (p.batch, *p.x_shape[1:]), p.pads, kernel, p.stride, p.dilation,
