@@ -168,10 +168,10 @@ def test_small_patch_matrix_is_built_whole():
     # patches, under the 2 MiB unblocked size: one patch matrix, no loop.
     stem = _problem((8, 64, 64, 3), (3, 3, 3, 32), (2, 2), pads=((1, 1), (1, 1)))
     p = planning.plan(stem, cpu)
-    assert planning._patch_bytes(stem) == 8 * 32 * 32 * 27 * 4
+    assert stem.patch_bytes == 8 * 32 * 32 * 27 * 4
     assert (p.formulation, p.param("blocks"), p.loop_steps) == ("im2col", (), 0)
     # at the threshold: whole; one byte under it: the row blocks again
-    size = planning._patch_bytes(stem)
+    size = stem.patch_bytes
     assert planning.plan(stem, cpu.replace(im2col_unblocked_max_bytes=size)
                          ).param("blocks") == ()
     q = planning.plan(stem, cpu.replace(im2col_unblocked_max_bytes=size - 1))
@@ -179,7 +179,7 @@ def test_small_patch_matrix_is_built_whole():
     # dense3_b8 (7 MiB of patches) keeps its blocks; accelerators never use
     # the rule (their blocks follow the memory rule alone)
     dense = _problem((8, 28, 28, 128), (3, 3, 128, 128), (1, 1), pads=((1, 1), (1, 1)))
-    assert planning._patch_bytes(dense) > cpu.im2col_unblocked_max_bytes
+    assert dense.patch_bytes > cpu.im2col_unblocked_max_bytes
     assert planning.plan(dense, cpu).param("blocks")
     for name in ("gpu", "tpu"):
         assert jaxconv.get_profile(name).im2col_unblocked_max_bytes == 0

@@ -54,9 +54,8 @@ def run(x, w, plan, precision):
     p = plan.problem
     form = plan.param("form")
     if form == "unrolled":
-        border = "recompute" if plan.param("guard") == RECOMPUTED else "poison"
         args = (p.stride, p.dilation, p.groups, p.acc_dtype, p.pads,
-                plan.param("pad_in_loop"), border)
+                plan.param("pad_in_loop"), plan.param("guard") == RECOMPUTED)
         if plan.param("kernel_grad") == "rowscan":
             return depthwise_with_fast_kernel_grad(x, w, *args)
         if plan.param("kernel_grad") == "flat":
@@ -83,21 +82,21 @@ RECOMPUTED = "recomputed borders"
 
 
 def depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
-                       pad_in_loop, border="poison"):
+                       pad_in_loop, recompute_border=False):
     """Every tap unrolled into one fused elementwise loop over the output.
 
     ``pads`` is the zero padding of ``x``, applied per tap when
     ``pad_in_loop`` (no padded copy), else once up front.  In the loop, the
     padding contributes exact zeros where lax multiplies padding zeros by
     the weights; with NaN/Inf weights the outputs that read padding are then
-    mended in their border strips: ``border="poison"`` adds NaN there
-    (:func:`_poison_padded_taps`), ``"recompute"`` computes them again from
-    padded rows of ``x`` (:func:`_exact_border`).
+    mended in their border strips: NaN is added there
+    (:func:`_poison_padded_taps`), or, with ``recompute_border``, they are
+    computed again from padded rows of ``x`` (:func:`_exact_border`).
     """
     kernel = w.shape[:-2]
     out = out_spatial(padded_shape(x.shape, pads), kernel, stride, dilation)
     wt, _ = flat_taps(w)
-    if border == "recompute" and pad_in_loop:
+    if recompute_border and pad_in_loop:
         # A kernel computed in the same program (the flipped kernel of an
         # input gradient) is materialised first: fused into the loop and its
         # border updates, the reversed reads ran the loop 3x slower.
@@ -126,7 +125,7 @@ def depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
     # returned reshaped (a vmapped conv's folded batch); recomputed strips
     # depend on ``x`` and ``w`` only, but their transpose makes strided input
     # gradients 1.5-2x slower, so each plan says which (``guard``).
-    if border == "recompute":
+    if recompute_border:
         return _exact_border(y, x, w, out, stride, dilation, groups, acc_dtype,
                              pads)
     return _poison_padded_taps(y, w, out, stride, dilation, pads, x.shape[1:-1])
@@ -147,9 +146,7 @@ def _poison_padded_taps(y, w, out, stride, dilation, pads, in_spatial):
     nd = len(kernel)
     for a, (k, o, s, d, (lo, _), n) in enumerate(zip(kernel, out, stride, dilation,
                                                       pads, in_spatial)):
-        j = np.arange(o)[:, None]
-        inside = np.array([inside_outputs(t, o, s, d, lo, n) for t in range(k)])
-        reads_pad = (j < inside[:, 0]) | (j > inside[:, 1])  # (out_a, K_a), static
+        reads_pad = _reads_padding(k, o, s, d, lo, n)
         if not reads_pad.any():
             continue
         per_offset = bad_w.any(axis=tuple(i for i in range(nd) if i != a))  # (K_a, O)
@@ -190,9 +187,7 @@ def _exact_border(y, x, w, out, stride, dilation, groups, acc_dtype, pads):
                                                        pads, in_spatial)):
         if lo == hi == 0:
             continue
-        j = np.arange(o)[:, None]
-        inside = np.array([inside_outputs(t, o, s, d, lo, n) for t in range(k)])
-        rows = np.flatnonzero(((j < inside[:, 0]) | (j > inside[:, 1])).any(axis=1))
+        rows = np.flatnonzero(_reads_padding(k, o, s, d, lo, n).any(axis=1))
         for lo_j, hi_j in _runs(rows):
             u0 = lo_j * s - lo  # the strip's input rows, unpadded coordinates
             u1 = (hi_j - 1) * s + (k - 1) * d + 1 - lo
@@ -207,6 +202,14 @@ def _exact_border(y, x, w, out, stride, dilation, groups, acc_dtype, pads):
             start[1 + a] = lo_j
             y = lax.dynamic_update_slice(y, strip.astype(y.dtype), start)
     return y
+
+
+def _reads_padding(k, o, s, d, lo, n):
+    """``(o, k)`` static mask along one axis: output ``j`` of the tap at
+    offset ``t`` reads padding (:func:`inside_outputs` is the complement)."""
+    j = np.arange(o)[:, None]
+    inside = np.array([inside_outputs(t, o, s, d, lo, n) for t in range(k)])
+    return (j < inside[:, 0]) | (j > inside[:, 1])
 
 
 def _runs(idx):
@@ -294,16 +297,18 @@ def _with_kernel_tangent(kernel_tangent, doc):
     """
 
     @partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7, 8))
-    def f(x, w, stride, dilation, groups, acc_dtype, pads, pad_in_loop, border):
+    def f(x, w, stride, dilation, groups, acc_dtype, pads, pad_in_loop,
+          recompute_border):
         return depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
-                                  pad_in_loop, border)
+                                  pad_in_loop, recompute_border)
 
     @f.defjvp
-    def _jvp(stride, dilation, groups, acc_dtype, pads, pad_in_loop, border,
-             primals, tangents):
+    def _jvp(stride, dilation, groups, acc_dtype, pads, pad_in_loop,
+             recompute_border, primals, tangents):
         x, w = primals
         tx, tw = tangents
-        args = (stride, dilation, groups, acc_dtype, pads, pad_in_loop, border)
+        args = (stride, dilation, groups, acc_dtype, pads, pad_in_loop,
+                recompute_border)
         ty = f(tx, w, *args) + kernel_tangent(pad_spatial(x, pads), tw, stride,
                                               dilation, groups, acc_dtype)
         return f(x, w, *args), ty

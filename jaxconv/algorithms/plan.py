@@ -109,17 +109,12 @@ class Plan:
 # --- the "auto" rule ------------------------------------------------------------
 
 
-def _patch_bytes(p: Problem) -> int:
-    """Bytes of the whole patch matrix ``(N * prod(out), T * I)`` of ``im2col``."""
-    return p.batch * math.prod(p.out_spatial) * p.taps * p.in_per_group * p.acc_itemsize
-
-
 def _whole_patch_matrix(p: Problem, prof: Profile) -> bool:
     """Whether ``im2col`` builds its patch matrix whole, in no row blocks:
     small (``im2col_unblocked_max_bytes``) and within the memory rule (no
     larger than the conv's input, kernel and output together)."""
-    patch = _patch_bytes(p)
-    return patch <= min(prof.im2col_unblocked_max_bytes, p.io_bytes + p.w_bytes)
+    return p.patch_bytes <= min(prof.im2col_unblocked_max_bytes,
+                                p.io_bytes + p.w_bytes)
 
 
 def _alltaps_bytes(p: Problem) -> int:
