@@ -206,6 +206,30 @@ def test_profile_thresholds_steer_the_plan():
     assert planning.plan(dw, cpu.replace(unroll_limit=16)).param("form") == "rows-scan"
 
 
+def test_kernel_bound_taps_loop_over_taps():
+    # The 3-D U-Net's 768 -> 256 layer on 4^3 (the kernel 14x the input):
+    # per-tap GEMMs, in a scan over the 27 taps on the cpu profile.
+    cpu = jaxconv.get_profile("cpu")
+    up = _problem((8, 4, 4, 4, 768), (3, 3, 3, 768, 256), (1, 1, 1),
+                  pads=((1, 1),) * 3)
+    q = planning.plan(up, cpu)
+    assert (q.formulation, q.param("scan"), q.loop_steps) == ("taps", True, 27)
+    assert "in a loop over taps" in q.reason
+    q = planning.plan(up, cpu.replace(kernel_bound_scan=False))
+    assert (q.formulation, q.param("scan"), q.loop_steps) == ("taps", None, 0)
+    assert "loop" not in q.reason
+    assert planning.plan(up, jaxconv.get_profile("gpu")).param("scan") is None
+    # 2-D too (ResNet's 512-channel 3x3 on 2x2 at batch 8); not a layer
+    # whose kernel is small beside its input, nor one whose patch matrix
+    # fits the cache (one GEMM).
+    late = _problem((8, 2, 2, 512), (3, 3, 512, 512), (1, 1), pads=((1, 1),) * 2)
+    assert planning.plan(late, cpu).param("scan") is True
+    wide = _problem((8, 32, 32, 64), (3, 3, 64, 64), (1, 1), pads=((1, 1),) * 2)
+    assert planning.plan(wide, cpu).formulation != "taps"
+    small = _problem((1, 2, 2, 64), (3, 3, 64, 64), (1, 1), pads=((1, 1),) * 2)
+    assert planning.plan(small, cpu).formulation == "im2col"
+
+
 def test_reshaped_result_changes_only_the_depthwise_border():
     cpu = jaxconv.get_profile("cpu")
     dw = planning.plan(_problem((8, 16, 16, 8), (3, 3, 1, 8), (1, 1), groups=8,
@@ -284,7 +308,8 @@ PROFILE_VARIANTS = {
                             block_min_bytes=1, block_max_bytes=2000,
                             block_io_fraction=0, im2col_unblocked_max_bytes=0),
     "no-outer-products": dict(outer_max_i=0),
-    "kernel-bound": dict(cache_patch_bytes=0),  # per-tap GEMMs where W > x
+    "kernel-bound": dict(cache_patch_bytes=0),  # per-tap GEMMs where W > x, a scan
+    "kernel-bound-unrolled": dict(cache_patch_bytes=0, kernel_bound_scan=False),
     "tap-loop": dict(alltaps_max_bytes=0, tap_loop_min_i=1, tap_loop_min_taps=2),
 }
 NUMERIC = [

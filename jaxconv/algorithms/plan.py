@@ -156,15 +156,15 @@ def choose(p: Problem, prof: Profile) -> tuple[str, str]:
     if i <= prof.outer_max_i and p.stride1:
         return "taps", (f"dense stride 1, I = {i} <= {prof.outer_max_i}: per-tap "
                         "outer products, fused into one elementwise loop")
-    if (i > prof.im2col_max_i and p.stride1
-            and p.w_bytes > prof.kernel_bound_ratio * p.in_bytes):
+    if _kernel_bound(p, prof):
         why = f"dense stride 1, kernel > {prof.kernel_bound_ratio}x input bytes"
         if p.patch_bytes <= prof.cache_patch_bytes:
             return "im2col", (f"{why}, patch matrix <= "
                               f"{_mib(prof.cache_patch_bytes)}: one GEMM")
         if p.nd >= 2:
             # (1-D: per-tap GEMMs of so few rows lost to the rules below.)
-            return "taps", f"{why}: per-tap GEMMs reading the kernel in place"
+            loop = " in a loop over taps" if prof.kernel_bound_scan else ""
+            return "taps", f"{why}: per-tap GEMMs{loop} reading the kernel in place"
     if p.nd >= 2:
         if i > prof.im2col_max_i and p.stride1:
             if _alltaps_bytes(p) <= prof.alltaps_max_bytes:
@@ -294,7 +294,8 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
             params["kernel_tangent"] = "im2col"
     elif name in ("dot", "taps"):
         unrolled = p.taps <= prof.unroll_limit
-        if not unrolled or (name == "taps" and _tap_loop(p, prof)):
+        if not unrolled or (name == "taps" and (_tap_loop(p, prof)
+                                                or _kernel_bound_loop(p, prof))):
             params["scan"] = True
             steps = p.taps
         if name == "taps" and unrolled and _tap_gemm_kernel_tangent(p, prof):
@@ -423,6 +424,28 @@ def _tap_scan_kernel_grad(p: Problem, prof: Profile) -> bool:
     """
     return (_dense_1d_taps(p) and p.out_channels >= prof.tap_scan_min_o
             and (not _one_image(p) or p.out_spatial[0] >= prof.tap_gemm_min_rows))
+
+
+def _kernel_bound(p: Problem, prof: Profile) -> bool:
+    """Whether a dense conv is kernel-bound: stride 1, more than a few input
+    channels, and a kernel of more than ``kernel_bound_ratio`` times the
+    input's bytes (few positions, many channels: its GEMMs stream the
+    weights)."""
+    return (p.groups == 1 and p.in_per_group > prof.im2col_max_i and p.stride1
+            and p.w_bytes > prof.kernel_bound_ratio * p.in_bytes)
+
+
+def _kernel_bound_loop(p: Problem, prof: Profile) -> bool:
+    """Whether kernel-bound per-tap GEMMs (2-D, 3-D) run in a loop over taps.
+
+    Unrolled, XLA:CPU keeps every tap's input and weight slices live
+    together (67 MB for the 3-D U-Net's 768 -> 256 3x3x3 layer at batch 8,
+    the scan 8 MB) and runs the kernel gradient, the transpose of ``T``
+    separate GEMMs, at a quarter of the scan's rate (the 3-D U-Net's
+    ``up1.conv2`` at batch 1: 13.5 -> 3.5 ms).
+    """
+    return (prof.kernel_bound_scan and p.nd >= 2 and not p.transposed
+            and _kernel_bound(p, prof) and p.patch_bytes > prof.cache_patch_bytes)
 
 
 def _tap_loop(p: Problem, prof: Profile) -> bool:
