@@ -111,13 +111,23 @@ def matmul(a, b, precision, acc_dtype):
 
     ``lax.dot_general`` directly: ``jnp.einsum`` parses its subscripts and
     traces a nested jit on every call, which was 40% of the trace time of a
-    16-layer conv stack.
+    16-layer conv stack.  ``a`` is multiplied as the matrix ``(M, K)``: the
+    transpose for ``b`` (a kernel gradient) is then one 2-D GEMM
+    ``a^T @ ct`` that XLA:CPU runs on both operands in place, where the
+    same contraction over several leading axes first copied the cotangent
+    transposed (the gradient of a 1x1 conv 16 -> 96 on 32x32: 0.56 -> 1.9
+    of lax's speed).
     """
     if a.dtype != b.dtype:
         dt = jnp.promote_types(a.dtype, b.dtype)
         a, b = a.astype(dt), b.astype(dt)
-    return lax.dot_general(a, b, (((a.ndim - 1,), (0,)), ((), ())),
-                           precision=precision, preferred_element_type=acc_dtype)
+    if a.ndim == 2:
+        return lax.dot_general(a, b, (((1,), (0,)), ((), ())), precision=precision,
+                               preferred_element_type=acc_dtype)
+    lead = a.shape[:-1]
+    out = lax.dot_general(a.reshape(-1, a.shape[-1]), b, (((1,), (0,)), ((), ())),
+                          precision=precision, preferred_element_type=acc_dtype)
+    return out.reshape(*lead, b.shape[-1])
 
 
 def take(a, index: Sequence[int]):
