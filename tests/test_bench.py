@@ -511,3 +511,29 @@ def test_models_ids_and_real_shapes():
            for la in _zoo.layers("resnet18")]
     assert sorted(kernels) == sorted(zoo)
     assert math.prod(x.shape[1:3]) == _zoo.IMAGE ** 2
+
+
+def test_gemm_floor_script(capsys, _fake_timer):
+    # benchmarks/gemm_floor.py: the bare GEMMs of a 1-D layer's formulations
+    # (their operands' shapes follow the layer) and one record per layer.
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "gemm_floor.py"
+    spec = importlib.util.spec_from_file_location("gemm_floor", path)
+    floor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(floor)
+    (case,) = [c for c in _zoo.zoo_cases() if c.id == "zoo/hifigan_v1/conv_post/b8"]
+    ops, taps = floor._operands(case, np.random.default_rng(0))
+    n, (length,), (k,) = case.n, case.layer.spatial, case.layer.kernel
+    assert taps == k == 7
+    assert [a.shape for a in ops["wide"]] == [(n * length, 32), (32, 7 * 1)]
+    assert [a.shape for a in ops["deep"]] == [(n * length, 7 * 32), (7 * 32, 1)]
+    assert [a.shape for a in ops["tap"]] == [(n * length, 32), (32, 1)]
+    rows = floor.run("zoo/hifigan_v1/conv_post/b1", budget=0.0)
+    assert [r["case"] for r in rows] == ["zoo/hifigan_v1/conv_post/b1"]
+    assert rows[0]["floor"] in ("wide", "deep", "taps")
+    assert rows[0]["taps_s"] == pytest.approx(7 * 2e-3)
+    # transposed, strided and 2-D layers are not its business
+    assert floor.run("zoo/hifigan_v1/ups.0/b1", budget=0.0) == []
+    assert floor.run("zoo/resnet18/conv1/b1", budget=0.0) == []

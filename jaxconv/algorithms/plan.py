@@ -436,14 +436,8 @@ def _kernel_bound(p: Problem, prof: Profile) -> bool:
 
 
 def _kernel_bound_loop(p: Problem, prof: Profile) -> bool:
-    """Whether kernel-bound per-tap GEMMs (2-D, 3-D) run in a loop over taps.
-
-    Unrolled, XLA:CPU keeps every tap's input and weight slices live
-    together (67 MB for the 3-D U-Net's 768 -> 256 3x3x3 layer at batch 8,
-    the scan 8 MB) and runs the kernel gradient, the transpose of ``T``
-    separate GEMMs, at a quarter of the scan's rate (the 3-D U-Net's
-    ``up1.conv2`` at batch 1: 13.5 -> 3.5 ms).
-    """
+    """Whether kernel-bound per-tap GEMMs (2-D, 3-D) run in a loop over taps
+    (the profile's ``kernel_bound_scan``, whose documentation says why)."""
     return (prof.kernel_bound_scan and p.nd >= 2 and not p.transposed
             and _kernel_bound(p, prof) and p.patch_bytes > prof.cache_patch_bytes)
 
