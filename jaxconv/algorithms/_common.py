@@ -121,13 +121,9 @@ def matmul(a, b, precision, acc_dtype):
     if a.dtype != b.dtype:
         dt = jnp.promote_types(a.dtype, b.dtype)
         a, b = a.astype(dt), b.astype(dt)
-    if a.ndim == 2:
-        return lax.dot_general(a, b, (((1,), (0,)), ((), ())), precision=precision,
-                               preferred_element_type=acc_dtype)
-    lead = a.shape[:-1]
     out = lax.dot_general(a.reshape(-1, a.shape[-1]), b, (((1,), (0,)), ((), ())),
                           precision=precision, preferred_element_type=acc_dtype)
-    return out.reshape(*lead, b.shape[-1])
+    return out.reshape(*a.shape[:-1], b.shape[-1])
 
 
 def take(a, index: Sequence[int]):

@@ -163,7 +163,7 @@ def choose(p: Problem, prof: Profile) -> tuple[str, str]:
                               f"{_mib(prof.cache_patch_bytes)}: one GEMM")
         if p.nd >= 2:
             # (1-D: per-tap GEMMs of so few rows lost to the rules below.)
-            loop = " in a loop over taps" if prof.kernel_bound_scan else ""
+            loop = " in a loop over taps" if _kernel_bound_loop(p, prof) else ""
             return "taps", f"{why}: per-tap GEMMs{loop} reading the kernel in place"
     if p.nd >= 2:
         if i > prof.im2col_max_i and p.stride1:
