@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import jax
@@ -76,9 +77,14 @@ class ExplainRow:
                                       plan.reason)
         if role == "rhs_t" and plan.param("kernel_grad") == "tap-scan":
             # computed directly, not as the transpose of the forward's form:
-            # a scan over the taps holding the padded input and one tap's rows
-            label, steps, temp = "taps/tap-scan", p.taps, 2 * p.in_bytes
-            reason = "1-D kernel gradient: a scan of 2-D GEMMs, one per tap"
+            # a scan over the taps holding the padded input (and its
+            # channels-first copy) and one tap's window
+            window = p.in_bytes // max(1, math.prod(p.x_shape[1:-1])) * math.prod(
+                p.out_spatial)
+            copies = 2 if p.in_per_group >= plan.profile.tap_scan_transpose_min_i else 1
+            label, steps = "taps/tap-scan", p.taps
+            temp = copies * p.in_bytes + window
+            reason = f"{p.nd}-D kernel gradient: a scan of 2-D GEMMs, one per tap"
         return cls(op + ROLE_NAMES[role], p.x_shape, p.w_shape, p.out_shape, p.dtype,
                    plan.profile.name, label, steps, temp, reason, plan)
 

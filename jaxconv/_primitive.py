@@ -41,9 +41,9 @@ The transposed roles run ``jax.vjp`` of ``conv_canonical`` (at zeros: the map
 is linear), so the custom derivative rules of the formulations are what runs;
 except ``lhs_t`` of a stride-1 problem, which is itself a convolution (of
 ``ct`` with the flipped kernel, :func:`lhs_t_conv_params`) and is planned as
-one, and ``rhs_t`` of a 1-D dense stride-1 problem over a batch, whose plan
-says ``kernel_grad="tap-scan"``: one 2-D GEMM per tap, computed directly
-(:func:`_direct_kernel_grad`).
+one, and ``rhs_t`` of a dense stride-1 problem whose plan says
+``kernel_grad="tap-scan"`` (1-D over a batch, larger 2-D and 3-D layers):
+one 2-D GEMM per tap, computed directly (:func:`_direct_kernel_grad`).
 Transposes (``<a, f(b)> = <f^T(a), b>``): ``fwd``: lhs -> ``lhs_t(ct, w)``,
 rhs -> ``rhs_t(x, ct)``; ``lhs_t(ct, w)`` with cotangent ``g`` (x-shaped): ct
 -> ``fwd(g, w)``, w -> ``rhs_t(g, ct)``; ``rhs_t(x, ct)`` with ``g``
@@ -219,9 +219,10 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
 def _direct_kernel_grad(x, ct, w_shape, w_dtype, params):
     """The kernel gradient of a plan that computes it itself, else None.
 
-    Plans with ``kernel_grad="tap-scan"`` (1-D dense stride-1 convs over a
-    batch) run :func:`~jaxconv.algorithms.dense.kernel_grad_tap_scan`: one
-    2-D GEMM per tap, where the transpose of any forward formulation's
+    Plans with ``kernel_grad="tap-scan"`` (dense stride-1 convs: 1-D over a
+    batch, 2-D and 3-D with enough positions and channels) run
+    :func:`~jaxconv.algorithms.dense.kernel_grad_tap_scan`: one 2-D GEMM per
+    tap, where the transpose of any forward formulation's
     tangent is a patch GEMM per row block or a sum of shifted products.
     """
     chosen = canonical_plan(x, jax.ShapeDtypeStruct(w_shape, w_dtype), **params)

@@ -290,6 +290,19 @@ def _kernel_grad_rows(case):
     ((2, 64, 8), (1, 8, 8), (1,), None),  # one tap
     ((2, 64, 8), (3, 8, 8), (2,), None),
     ((2, 9, 9, 8), (3, 3, 8, 8), (1, 1), None),
+    # 2-D/3-D: 512+ output positions over the batch, 64+ input channels,
+    # and in 2-D per-tap products of 8192+ values
+    ((8, 16, 16, 64), (3, 3, 64, 128), (1, 1), "tap-scan"),
+    (("b", 32, 32, 64), (3, 3, 64, 128), (1, 1), "tap-scan"),  # 1024 per image
+    ((2, 16, 16, 64), (3, 3, 64, 128), (1, 1), "tap-scan"),  # 512 positions
+    ((1, 16, 16, 64), (3, 3, 64, 128), (1, 1), None),  # 256 positions
+    ((8, 16, 16, 64), (3, 3, 64, 64), (1, 1), None),  # I * O = 4096 in 2-D
+    ((8, 16, 16, 32), (3, 3, 32, 256), (1, 1), None),  # fewer than 64 inputs
+    ((8, 16, 16, 64), (3, 3, 64, 128), (2, 2), None),
+    ((8, 16, 16, 64), (1, 1, 64, 128), (1, 1), None),
+    ((2, 8, 8, 8, 64), (3, 3, 3, 64, 64), (1, 1, 1), "tap-scan"),  # 3-D: any I * O
+    ((1, 8, 8, 8, 64), (3, 3, 3, 64, 64), (1, 1, 1), "tap-scan"),
+    ((1, 4, 4, 4, 128), (3, 3, 3, 128, 128), (1, 1, 1), None),  # 64 positions
 ])
 def test_tap_scan_kernel_grad_rule(shape, w_shape, stride, want):
     if shape[0] == "b":
@@ -297,20 +310,23 @@ def test_tap_scan_kernel_grad_rule(shape, w_shape, stride, want):
     p = Problem.of(jax.ShapeDtypeStruct(shape, jnp.float32),
                    jax.ShapeDtypeStruct(w_shape, jnp.float32), stride=stride,
                    dilation=(1,) * len(stride), groups=1, pads=((1, 1),) * len(stride))
-    for name in ("wide", "alltaps", "taps"):
+    for name in ("wide", "alltaps", "taps", "im2col"):
         assert planning.make_plan(p, CPU, name, "").param("kernel_grad") == want
     assert planning.make_plan(p, CPU.replace(tap_scan_min_o=7), "wide", "").param(
         "kernel_grad") == ("tap-scan" if w_shape == (3, 8, 7) else want)
+    for prof in ("gpu", "tpu"):
+        plan = planning.make_plan(p, jaxconv.get_profile(prof), "taps", "")
+        assert plan.param("kernel_grad") is None
 
 
 def test_tap_scan_kernel_grad_refuses_what_it_cannot_compute():
     p = Problem.of(jax.ShapeDtypeStruct((2, 9, 9, 3), jnp.float32),
-                   jax.ShapeDtypeStruct((3, 3, 3, 4), jnp.float32), stride=(1, 1),
+                   jax.ShapeDtypeStruct((3, 3, 3, 4), jnp.float32), stride=(2, 1),
                    dilation=(1, 1), groups=1, pads=((0, 0), (0, 0)))
-    plan = planning.make_plan(p, CPU, "alltaps", "")
-    with pytest.raises(ValueError, match=r"1-D stride-1 dense problem, got kernel "
-                                         r"\(3, 3, 3, 4\), stride \(1, 1\)"):
-        dense.kernel_grad_tap_scan(jnp.ones((2, 9, 9, 3)), jnp.ones((2, 7, 7, 4)),
+    plan = planning.make_plan(p, CPU, "im2col", "")
+    with pytest.raises(ValueError, match=r"stride-1 dense problem, got kernel "
+                                         r"\(3, 3, 3, 4\), stride \(2, 1\), 1 groups"):
+        dense.kernel_grad_tap_scan(jnp.ones((2, 9, 9, 3)), jnp.ones((2, 4, 7, 4)),
                                    plan, None)
 
 
@@ -365,6 +381,76 @@ def test_tap_scan_kernel_grad_layouts_agree(channels, rng):
                       if r.op.endswith("(kernel grad)")]
             assert row.formulation == "taps/tap-scan"
             assert_close(jax.jit(kernel_grad(jl))(w), want)
+
+
+# 2-D and 3-D problems taking the tap scan once its size thresholds are
+# lowered: dilation, asymmetric and cropping padding, non-square kernels.
+TAP_SCAN_ND = [
+    ((2, 9, 11, 5), (3, 2, 5, 6), [(1, 1), (0, 2)], (1, 1)),
+    ((3, 12, 10, 4), (3, 3, 4, 5), [(2, 0), (1, 3)], (2, 1)),
+    ((1, 14, 9, 3), (5, 3, 3, 2), [(-1, 2), (1, 1)], (2, 3)),
+    ((2, 5, 6, 7, 4), (3, 2, 3, 4, 3), [(1, 1), (0, 1), (1, 0)], (1, 2, 1)),
+]
+
+
+@pytest.mark.parametrize("layout_min_i", [1, 1 << 62], ids=["columns", "rows"])
+@pytest.mark.parametrize("case", TAP_SCAN_ND, ids=lambda c: f"{len(c[1]) - 2}d")
+def test_tap_scan_kernel_grad_nd_matches_lax(case, layout_min_i, rng):
+    """The N-D tap scan (both layouts) gives lax's kernel gradient, and the
+    input gradient beside it is unchanged."""
+    xs, ws, pads, rd = case
+    nd = len(ws) - 2
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    y = jax.eval_shape(lambda x, w: lax.conv_general_dilated(
+        x, w, (1,) * nd, pads, rhs_dilation=rd, dimension_numbers=DN[nd]),
+        jax.ShapeDtypeStruct(xs, jnp.float32), jax.ShapeDtypeStruct(ws, jnp.float32))
+    ct = rng.standard_normal(y.shape)
+
+    def grads(mod):
+        def g(x, w):
+            def f(x, w):
+                return mod.conv_general_dilated(x, w, (1,) * nd, pads, rhs_dilation=rd,
+                                                dimension_numbers=DN[nd], precision=HI)
+            return jax.vjp(f, x, w)[1](ct)
+        return g
+
+    want = jax.jit(grads(lax))(x, w)
+    prof = CPU.replace(tap_scan_nd_min_rows=1, tap_scan_nd_min_i=1,
+                       tap_scan_2d_min_io=1, tap_scan_min_o=1,
+                       tap_scan_transpose_min_i=layout_min_i)
+    with jaxconv.use_profile(prof):
+        rows = [r for r in jaxconv.explain(grads(jl), x, w)
+                if r.op.endswith("(kernel grad)")]
+        assert [r.formulation for r in rows] == ["taps/tap-scan"]
+        assert rows[0].loop_steps == math.prod(ws[:-2])
+        got = jax.jit(grads(jl))(x, w)
+    assert_close(got[0], want[0])
+    assert_close(got[1], want[1])
+
+
+def test_tap_scan_kernel_grad_nd_bfloat16(rng):
+    """16-bit operands: the kernel's dtype, summed in float32 as lax does."""
+    x = jnp.asarray(rng.standard_normal((2, 12, 12, 64)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((3, 3, 64, 128)), jnp.bfloat16)
+    ct = jnp.asarray(rng.standard_normal((2, 12, 12, 128)), jnp.bfloat16)
+
+    def kernel_grad(mod):
+        def g(w):
+            def f(w):
+                return mod.conv_general_dilated(x, w, (1, 1), "SAME",
+                                                dimension_numbers=DN[2])
+            return jax.vjp(f, w)[1](ct)[0]
+        return g
+
+    with jaxconv.use_profile(CPU.replace(tap_scan_nd_min_rows=1)):
+        (row,) = [r for r in jaxconv.explain(kernel_grad(jl), w)
+                  if r.op.endswith("(kernel grad)")]
+        assert row.formulation == "taps/tap-scan"
+        got = jax.jit(kernel_grad(jl))(w)
+    want = jax.jit(kernel_grad(lax))(w)
+    assert got.dtype == want.dtype == jnp.bfloat16
+    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+    np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-2 * np.abs(want).max())
 
 
 def test_tap_scan_kernel_grad_exports_with_a_symbolic_batch(rng):

@@ -219,51 +219,59 @@ def conv_tap_gemms(x, w, *, stride, dilation, groups, precision, acc_dtype):
 
 
 def kernel_grad_tap_scan(x, ct, plan, precision):
-    """The kernel gradient of a 1-D stride-1 plan: a scan of per-tap 2-D GEMMs.
+    """The kernel gradient of a stride-1 dense plan: a scan of per-tap 2-D GEMMs.
 
-    ``dw[k] = X_k^T @ C`` where ``X_k`` is the padded input's rows
-    ``k*d : k*d + L_out`` of every image flattened to ``(N * L_out, I)``
-    and ``C`` the cotangent flattened to ``(N * L_out, O)``: one copy of
-    the tap's rows and one 2-D GEMM contracting over all of them.  The scan
-    keeps one tap's copy live at a time.  From the profile's
+    ``dw[t] = X_t^T @ C`` where ``X_t`` is tap ``t``'s window of the padded
+    input (``x[:, a*d : a*d + out]`` along each axis for tap offset ``a``)
+    of every image flattened to ``(N * prod(out), I)`` and ``C`` the
+    cotangent flattened to ``(N * prod(out), O)``: one copy of the tap's
+    window and one 2-D GEMM contracting over all of it.  The scan keeps one
+    tap's copy live at a time.  From the profile's
     ``tap_scan_transpose_min_i`` input channels on, the padded input is
-    transposed once to ``(I, N, L)`` and each tap's ``(I, N * L_out)``
-    slice multiplies the cotangent as a plain GEMM: with 128-256 channels
+    transposed once to ``(I, N, *S)`` and each tap's ``(I, N * prod(out))``
+    window multiplies the cotangent as a plain GEMM: with 128-256 channels
     the transposed-operand GEMM ran at 0.6-0.8 of lax's speed, this at
     0.85-0.9 (with 32-80 channels it is slower).  ``x`` is the unpadded
-    input (the plan's padding is applied here); returns ``(k, I, O)`` in the
-    plan's accumulation dtype.  Run by the kernel gradient (``rhs_t``) of
-    the ``jaxconv_conv`` primitive for plans with ``kernel_grad="tap-scan"``.
+    input (the plan's padding is applied here); returns the kernel
+    ``(*K, I, O)`` in the plan's accumulation dtype.  Run by the kernel
+    gradient (``rhs_t``) of the ``jaxconv_conv`` primitive for plans with
+    ``kernel_grad="tap-scan"``.
     """
     p = plan.problem
-    if p.nd != 1 or not p.stride1 or p.groups != 1:
-        raise ValueError(f"a tap-scan kernel gradient needs a 1-D stride-1 dense "
-                         f"problem, got kernel {p.w_shape}, stride {p.stride} and "
-                         f"{p.groups} groups.")
-    (k,), (d,), (n_out,) = p.kernel, p.dilation, p.out_spatial
+    if not p.stride1 or p.groups != 1 or p.transposed:
+        raise ValueError(f"a tap-scan kernel gradient needs a stride-1 dense "
+                         f"problem, got kernel {p.w_shape}, stride {p.stride}, "
+                         f"{p.groups} groups and input dilation {p.lhs_dilation}.")
+    kernel, out = p.kernel, p.out_spatial
     xp = pad_spatial(x, p.pads)
-    i, o = xp.shape[-1], ct.shape[-1]
+    n, i, o = xp.shape[0], xp.shape[-1], ct.shape[-1]
     rows_ct = ct.reshape(-1, o)
     if rows_ct.dtype != xp.dtype:
         dt = jnp.promote_types(rows_ct.dtype, xp.dtype)
         xp, rows_ct = xp.astype(dt), rows_ct.astype(dt)
+    offsets = jnp.asarray(np.array(list(tap_offsets(kernel)), np.int32).reshape(
+        -1, p.nd) * np.array(p.dilation, np.int32))
+    zero = jnp.zeros((), jnp.int32)
 
     if i >= plan.profile.tap_scan_transpose_min_i:
-        xt = jnp.transpose(xp, (2, 0, 1))  # (I, N, L): each tap's rows as columns
+        xt = jnp.moveaxis(xp, -1, 0)  # (I, N, *S): each tap's window as columns
 
-        def step(_, tap):
-            cols = lax.dynamic_slice_in_dim(xt, tap * d, n_out, axis=2).reshape(i, -1)
+        def step(_, off):
+            start = (zero, zero, *(off[a] for a in range(p.nd)))
+            cols = lax.dynamic_slice(xt, start, (i, n, *out)).reshape(i, -1)
             return None, lax.dot_general(cols, rows_ct, (((1,), (0,)), ((), ())),
                                          precision=precision,
                                          preferred_element_type=p.acc_dtype)
     else:
-        def step(_, tap):
-            rows = lax.dynamic_slice_in_dim(xp, tap * d, n_out, axis=1).reshape(-1, i)
+        def step(_, off):
+            start = (zero, *(off[a] for a in range(p.nd)), zero)
+            rows = lax.dynamic_slice(xp, start, (n, *out, i)).reshape(-1, i)
             return None, lax.dot_general(rows, rows_ct, (((0,), (0,)), ((), ())),
                                          precision=precision,
                                          preferred_element_type=p.acc_dtype)
 
-    return lax.scan(step, None, jnp.arange(k, dtype=jnp.int32))[1]
+    gw = lax.scan(step, None, offsets)[1]
+    return gw.reshape(*kernel, i, o)
 
 
 def conv_rows(x, w, *, stride, dilation, groups, precision, acc_dtype):
