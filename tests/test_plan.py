@@ -39,9 +39,9 @@ GRID = [
     ("dense 16x16 b1", (1, 16, 16, 64), (3, 3, 64, 64), 1, "SAME", 1, 1, "alltaps"),
     ("dense 64x64 b8", (8, 64, 64, 64), (3, 3, 64, 64), 1, "SAME", 1, 1, "wide"),
     ("dense 16x16 b8", (8, 16, 16, 64), (3, 3, 64, 64), 1, "SAME", 1, 1, "wide"),
-    ("64 columns 128ch", (1, 64, 64, 128), (3, 3, 128, 64), 1, "SAME", 1, 1, "wide"),
+    ("64 columns 128ch", (1, 64, 64, 128), (3, 3, 128, 64), 1, "SAME", 1, 1, "taps"),
     ("32 columns 128ch", (1, 32, 32, 128), (3, 3, 128, 128), 1, "SAME", 1, 1,
-     "im2col"),
+     "taps"),
     ("5x5 32->64", (1, 32, 32, 32), (5, 5, 32, 64), 1, "SAME", 1, 1, "wide"),
     ("strided 3x3", (1, 112, 112, 16), (3, 3, 16, 32), 2, "SAME", 1, 1, "im2col"),
     ("2x2x512 b8", (8, 2, 2, 512), (3, 3, 512, 512), 1, "SAME", 1, 1, "taps"),
@@ -72,16 +72,17 @@ GRID = [
 ON_ACCELERATORS = {"1-D s2 64ch": "taps", "1-D 32ch 4096": "shifted",
                    "1-D 256ch 1024": "shifted", "dense 64x64 b8": "alltaps",
                    "dense 16x16 b8": "alltaps", "64 columns 128ch": "im2col",
+                   "32 columns 128ch": "im2col",
                    "1-channel input": "im2col", "1-channel 3-D": "im2col",
                    "5x5 32->64": "alltaps"}
 SUITE = {  # the benchmark suite's cases
-    "dense3": "wide", "dense3_b8": "im2col", "point": "dot", "stem": "im2col",
+    "dense3": "wide", "dense3_b8": "taps", "point": "dot", "stem": "im2col",
     "dw3": "depthwise", "dw3_s2": "depthwise", "dw7": "depthwise",
     "dw31": "depthwise", "group32": "grouped", "atrous": "im2col",
     "causal1d": "depthwise", "long1d": "toeplitz", "wav1d": "taps",
-    "tconv2d": "polyphase", "vol3d": "im2col",
+    "tconv2d": "polyphase", "vol3d": "taps",
 }
-SUITE_ON_ACCELERATORS = {"dense3": "alltaps"}
+SUITE_ON_ACCELERATORS = {"dense3": "alltaps", "dense3_b8": "im2col", "vol3d": "im2col"}
 
 
 def _formulations(f, *args):
@@ -127,8 +128,9 @@ def _problem(xs, ws, stride, groups=1, pads=None, dilation=None):
 
 
 def test_plan_record_carries_blocks_steps_and_reason():
-    cpu = jaxconv.get_profile("cpu")
-    # dense3_b8: im2col in row blocks; the steps are the blocks.
+    # dense3_b8 without the blocked tap loop: im2col in row blocks; the steps
+    # are the blocks.
+    cpu = jaxconv.get_profile("cpu").replace(tap_block_bytes=0)
     p = planning.plan(_problem((8, 28, 28, 128), (3, 3, 128, 128), (1, 1),
                                pads=((1, 1), (1, 1))), cpu)
     assert p.formulation == "im2col" and p.label == "taps/im2col"
@@ -225,9 +227,48 @@ def test_kernel_bound_taps_loop_over_taps():
     late = _problem((8, 2, 2, 512), (3, 3, 512, 512), (1, 1), pads=((1, 1),) * 2)
     assert planning.plan(late, cpu).param("scan") is True
     wide = _problem((8, 32, 32, 64), (3, 3, 64, 64), (1, 1), pads=((1, 1),) * 2)
-    assert planning.plan(wide, cpu).formulation != "taps"
+    assert "kernel >" not in planning.plan(wide, cpu).reason
     small = _problem((1, 2, 2, 64), (3, 3, 64, 64), (1, 1), pads=((1, 1),) * 2)
     assert planning.plan(small, cpu).formulation == "im2col"
+
+
+def test_blocked_tap_loop():
+    """2-D/3-D dense stride-1 convs whose kernel gradient is the per-tap scan
+    (512+ positions, 64+ input channels, in 2-D I * O >= 8192) and whose
+    output is 512 KiB or more: per-tap GEMMs in a scan over taps, in row
+    blocks whose output is at most 2 MiB."""
+    cpu = jaxconv.get_profile("cpu")
+    # the 3-D U-Net's 192 -> 64 layer on 16^3 at batch 8: 8 MiB of output
+    up = _problem((8, 16, 16, 16, 192), (3, 3, 3, 192, 64), (1, 1, 1),
+                  pads=((1, 1),) * 3)
+    q = planning.plan(up, cpu)
+    assert (q.formulation, q.param("scan")) == ("taps", True)
+    assert q.param("blocks") == ((0, 4, 4),)  # 4 blocks of 4 rows: 2 MiB each
+    assert q.loop_steps == 27 * 4
+    assert "row blocks of 2 MiB" in q.reason
+    assert planning.plan(up, cpu).param("kernel_grad") == "tap-scan"
+    # exactly 512 KiB of output: one block
+    first = _problem((4, 16, 16, 64), (3, 3, 64, 128), (1, 1), pads=((1, 1),) * 2)
+    q = planning.plan(first, cpu)
+    assert (q.formulation, q.param("blocks"), q.loop_steps) == ("taps", (), 9)
+    # not: a smaller output, 64 x 64 per-tap products in 2-D (ResNet's first
+    # stage), fewer input channels, a stride, a grouped or
+    # transposed conv, 1-D, the accelerator profiles, the field at 0
+    not_taken = [
+        _problem((2, 16, 16, 64), (3, 3, 64, 128), (1, 1), pads=((1, 1),) * 2),
+        _problem((8, 16, 16, 64), (3, 3, 64, 64), (1, 1), pads=((1, 1),) * 2),
+        _problem((8, 16, 16, 32), (3, 3, 32, 64), (1, 1), pads=((1, 1),) * 2),
+        _problem((8, 32, 32, 64), (3, 3, 64, 64), (2, 2), pads=((1, 1),) * 2),
+        _problem((8, 16, 16, 128), (3, 3, 64, 128), (1, 1), groups=2,
+                 pads=((1, 1),) * 2),
+        _problem((8, 4096, 64), (3, 64, 64), (1,), pads=((1, 1),)),
+    ]
+    for p in not_taken:
+        assert "row blocks of" not in planning.plan(p, cpu).reason
+    for prof in (jaxconv.get_profile("gpu"), jaxconv.get_profile("tpu"),
+                 cpu.replace(tap_block_bytes=0)):
+        assert planning.plan(up, prof).param("blocks") != ((0, 4, 4),)
+        assert "row blocks of" not in planning.plan(up, prof).reason
 
 
 def test_reshaped_result_changes_only_the_depthwise_border():
@@ -311,6 +352,13 @@ PROFILE_VARIANTS = {
     "kernel-bound": dict(cache_patch_bytes=0),  # per-tap GEMMs where W > x, a scan
     "kernel-bound-unrolled": dict(cache_patch_bytes=0, kernel_bound_scan=False),
     "tap-loop": dict(alltaps_max_bytes=0, tap_loop_min_i=1, tap_loop_min_taps=2),
+    # 2-D/3-D per-tap GEMMs in a loop, in (nested) row blocks of a few rows,
+    # and the per-tap kernel-gradient scan on every stride-1 dense problem
+    "tap-blocks": dict(tap_scan_nd_min_rows=1, tap_scan_nd_min_i=1,
+                       tap_scan_2d_min_io=1, tap_scan_min_o=1, tap_block_min_bytes=1,
+                       tap_block_bytes=600),
+    "tap-scan-nd": dict(tap_scan_nd_min_rows=1, tap_scan_nd_min_i=1,
+                        tap_scan_2d_min_io=1, tap_scan_min_o=1),
 }
 NUMERIC = [
     ((2, 9, 8, 6), (3, 3, 6, 5), (1, 1), "SAME", 1, None),
@@ -328,6 +376,7 @@ NUMERIC = [
     ((1, 5, 6, 5, 1), (2, 3, 3, 1, 4), (1, 1, 1), "SAME", 1, None),  # 3-D, I = 1
     ((2, 30, 1), (5, 1, 6), (1,), [(3, 1)], 1, None),  # 1-D, I = 1
     ((2, 6, 12), (5, 12, 40), (1,), "SAME", 1, None),  # 1-D kernel-bound
+    ((2, 5, 6, 7, 4), (3, 2, 3, 4, 5), (1, 1, 1), [(1, 1), (0, 1), (2, 0)], 1, None),
 ]
 
 

@@ -178,6 +178,13 @@ class Profile:
         this many values (``I * O``); on the 32 zoo layers it picks (ResNet
         and U-Net 3x3, 3-D U-Net 3x3x3) the gradient ran 1.20x faster
         (geomean, 0.96-1.81x per layer; BENCHMARKS.md).
+      tap_block_bytes: 2-D/3-D dense stride-1 convs whose kernel gradient
+        is the per-tap scan (the three fields above) and whose output is at
+        least ``tap_block_min_bytes`` run per-tap GEMMs in a loop over taps,
+        in row blocks of this many bytes of output (0: never); on the 24
+        zoo and suite records it changes the forward ran 1.11x faster
+        (geomean, 0.98-1.46x per record; BENCHMARKS.md) ...
+      tap_block_min_bytes: ... (the output size from which it applies).
       custom_kernel_grads: use the row-scan kernel-gradient rules of the
         depthwise and grouped formulations (they work around a slow XLA:CPU
         reduction); off, plain autodiff.
@@ -227,6 +234,8 @@ class Profile:
     tap_scan_nd_min_rows: int = 512
     tap_scan_nd_min_i: int = 64
     tap_scan_2d_min_io: int = 8192
+    tap_block_bytes: int = 2 * _MiB
+    tap_block_min_bytes: int = _MiB // 2
     depthwise_gemm_precision: str | None = None
 
     def replace(self, **changes) -> Profile:
@@ -255,7 +264,7 @@ _ACCELERATOR = Profile(
     s2d_max_i=0, phase_gemm_max_taps=64, branch_free=True, kernel_bound_scan=False,
     custom_kernel_grads=False, tap_gemm_kernel_tangent=False, wide_max_i=0,
     taps_min_i=1 << 62, tap_loop_min_i=1 << 62, tap_scan_min_o=1 << 62, outer_max_i=0,
-    tap_scan_nd_min_rows=1 << 62,
+    tap_scan_nd_min_rows=1 << 62, tap_block_bytes=0,
     wide_min_width=1 << 62, wide_2d_max_i=0, alltaps_max_i=64,
     depthwise_gemm_precision="highest",
 )
