@@ -167,7 +167,7 @@ def choose(p: Problem, prof: Profile) -> tuple[str, str]:
             return "taps", f"{why}: per-tap GEMMs{loop} reading the kernel in place"
     if _blocked_tap_loop(p, prof):
         return "taps", (f"dense stride 1, I = {i} >= {prof.tap_scan_nd_min_i}, output "
-                        f"> {_mib(prof.tap_block_min_bytes)}: per-tap GEMMs in a loop "
+                        f">= {_mib(prof.tap_block_min_bytes)}: per-tap GEMMs in a loop "
                         f"over taps, in row blocks of {_mib(prof.tap_block_bytes)} "
                         "of output")
     if p.nd >= 2:
@@ -605,7 +605,6 @@ def _dims(values) -> str:
 
 def _mib(n: int) -> str:
     return f"{n / (1 << 20):g} MiB"
-
 
 
 def _blocked_tap_loop(p: Problem, prof: Profile) -> bool:
