@@ -77,12 +77,9 @@ def run(x, w, plan, precision):
     def per_tap(x, w):
         return conv_per_tap(x, w, force_scan=scan, **kw)
 
-    if plan.param("blocks"):
-        return row_blocks(per_tap, x, w, plan.param("blocks"), stride=p.stride,
-                          dilation=p.dilation, acc_dtype=p.acc_dtype, pads=p.pads,
-                          kernel_fn=kernel_fn)
-    if kernel_fn is not None:
-        return row_blocks(per_tap, x, w, (), stride=p.stride, dilation=p.dilation,
+    levels = plan.param("blocks", ())
+    if levels or kernel_fn is not None:
+        return row_blocks(per_tap, x, w, levels, stride=p.stride, dilation=p.dilation,
                           acc_dtype=p.acc_dtype, pads=p.pads, kernel_fn=kernel_fn)
     return per_tap(pad_spatial(x, p.pads), w)
 

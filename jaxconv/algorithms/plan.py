@@ -310,7 +310,7 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
                 min_bytes=b, max_bytes=b, block_last=True)
             params["blocks"] = levels
             params["scan"] = True
-            steps = p.taps * (math.prod(nb for _, _, nb in levels) if levels else 1)
+            steps = p.taps * math.prod(nb for _, _, nb in levels)
             # per block: its output, its padded input rows and one tap's window
             frac = math.prod(r / p.out_spatial[a] for a, r, _ in levels)
             block_temp = int(frac * (p.out_bytes + 2 * p.in_bytes))
@@ -470,9 +470,7 @@ def _tap_scan_kernel_grad_nd(p: Problem, prof: Profile) -> bool:
     GEMMs run far below the machine's rate.  A symbolic batch counts as one
     image.
     """
-    rows = math.prod(p.out_spatial)
-    if isinstance(p.x_shape[0], int):
-        rows *= p.x_shape[0]
+    rows = p.batch * math.prod(p.out_spatial)
     io = p.in_per_group * p.out_channels
     return (p.stride1 and p.groups == 1 and p.taps > 1 and not p.transposed
             and p.out_channels >= prof.tap_scan_min_o
