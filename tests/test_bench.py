@@ -513,9 +513,7 @@ def test_models_ids_and_real_shapes():
     assert math.prod(x.shape[1:3]) == _zoo.IMAGE ** 2
 
 
-def test_gemm_floor_script(capsys, _fake_timer):
-    # benchmarks/gemm_floor.py: the bare GEMMs of a 1-D layer's formulations
-    # (their operands' shapes follow the layer) and one record per layer.
+def _gemm_floor_module():
     import importlib.util
     import pathlib
 
@@ -523,17 +521,82 @@ def test_gemm_floor_script(capsys, _fake_timer):
     spec = importlib.util.spec_from_file_location("gemm_floor", path)
     floor = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(floor)
-    (case,) = [c for c in _zoo.zoo_cases() if c.id == "zoo/hifigan_v1/conv_post/b8"]
-    ops, taps = floor._operands(case, np.random.default_rng(0))
-    n, (length,), (k,) = case.n, case.layer.spatial, case.layer.kernel
-    assert taps == k == 7
-    assert [a.shape for a in ops["wide"]] == [(n * length, 32), (32, 7 * 1)]
-    assert [a.shape for a in ops["deep"]] == [(n * length, 7 * 32), (7 * 32, 1)]
-    assert [a.shape for a in ops["tap"]] == [(n * length, 32), (32, 1)]
+    return floor
+
+
+def _zoo_case(case_id):
+    (case,) = [c for c in _zoo.zoo_cases() if c.id == case_id]
+    return case
+
+
+def test_gemm_floor_forms():
+    # benchmarks/gemm_floor.py: the bare GEMMs of a layer's products, their
+    # operands' shapes following the layer, FLOPs those of the convolution.
+    floor = _gemm_floor_module()
+    post = _zoo_case("zoo/hifigan_v1/conv_post/b8")  # 1-D, 32 -> 1, 7 taps
+    n, (length,) = post.n, post.layer.spatial
+    f = floor.forms(post)
+    assert f["gather"] == [("deep", ((n * length, 7 * 32), (7 * 32, 1)), 1),
+                           ("taps", ((n * length, 32), (32, 1)), 7),
+                           ("wide", ((n * length, 32), (32, 7 * 1)), 1)]
+    assert f["scatter"][0] == ("deep", ((n * length, 1), (1, 7 * 32)), 1)
+    assert f["weights"][1] == ("taps", ((32, n * length), (n * length, 1)), 7)
+    assert floor.products(post, "forward") == ["gather"]
+    assert floor.products(post, "gradient") == ["scatter", "weights"]
+    # strided 2-D: the output's rows, no `wide` form
+    conv1 = _zoo_case("zoo/resnet18/conv1/b1")  # 64x64x3 -> 64, 7x7 / 2
+    f = floor.forms(conv1)
+    assert f["gather"] == [("deep", ((32 * 32, 49 * 3), (49 * 3, 64)), 1),
+                           ("taps", ((32 * 32, 3), (3, 64)), 49)]
+    # grouped: batched over groups
+    grouped = next(c for c in _zoo.zoo_cases() if c.layer.groups == 32
+                   and c.layer.kernel == (3, 3))
+    g_in = grouped.layer.c_in // 32
+    (deep, shapes, _), *_ = floor.forms(grouped)["gather"]
+    assert shapes[0][0] == 32 and shapes[1] == (32, 9 * g_in, grouped.layer.c_out // 32)
+    # transposed: the input's rows on the patch side; its forward scatters
+    up = _zoo_case("zoo/hifigan_v1/ups.0/b1")
+    g, m, t, p, q, rows_in, wide = floor._geometry(up)
+    assert (m, p, q, wide) == (rows_in, up.layer.c_out, up.layer.c_in, False)
+    assert floor.products(up, "forward") == ["scatter"]
+    # every form of a product does the convolution's multiply-adds
+    for case in (post, conv1, grouped, up):
+        fwd = bench.forward_flops(case)
+        for prod, fs in floor.forms(case).items():
+            for _, (a, b), count in fs:
+                assert 2 * math.prod(a) * b[-1] * count == fwd, (case.id, prod)
+    # depthwise layers are not GEMM-shaped
+    dw = next(c for c in _zoo.zoo_cases() if c.layer.groups == c.layer.c_in > 1)
+    assert not floor.gemm_floor_eligible(dw)
+
+
+def test_gemm_floor_script(capsys, _fake_timer, tmp_path):
+    floor = _gemm_floor_module()
     rows = floor.run("zoo/hifigan_v1/conv_post/b1", budget=0.0)
     assert [r["case"] for r in rows] == ["zoo/hifigan_v1/conv_post/b1"]
-    assert rows[0]["floor"] in ("wide", "deep", "taps")
-    assert rows[0]["taps_s"] == pytest.approx(7 * 2e-3)
-    # transposed, strided and 2-D layers are not its business
-    assert floor.run("zoo/hifigan_v1/ups.0/b1", budget=0.0) == []
-    assert floor.run("zoo/resnet18/conv1/b1", budget=0.0) == []
+    (r,) = rows
+    assert r["floor"] in (["gather.deep"], ["gather.taps"], ["gather.wide"])
+    assert r["forms_s"]["gather.taps"] == pytest.approx(7 * 2e-3)
+    assert r["floor_s"] == pytest.approx(2e-3)
+    assert r["floor_speedup"] == pytest.approx(1)
+    assert r["reason"].startswith("GEMM floor: lax within 1.00x")
+    # a gradient record sums its input- and kernel-gradient products
+    (g,) = floor.run("zoo/hifigan_v1/conv_post/b1", budget=0.0, direction="gradient")
+    assert g["floor_s"] == pytest.approx(4e-3) and len(g["floor"]) == 2
+    assert floor.reason(2.0, 0.5).startswith("formulation: the bare GEMMs 2.00x")
+    # records from a bench JSON below a speedup; depthwise ones left out
+    src = tmp_path / "zoo.json"
+    src.write_text(json.dumps({"results": [
+        {"case": "zoo/resnet18/conv1/b1", "direction": "forward", "speedup": 0.5},
+        {"case": "zoo/resnet18/conv1/b1", "direction": "gradient", "speedup": 0.9},
+        {"case": "dense3_b8", "direction": "gradient", "speedup": 0.7},
+        {"case": "dw3", "direction": "forward", "speedup": 0.1},
+        {"case": "stack16", "direction": "compile", "speedup": 0.1}]}))
+    picked = floor.select(None, "both", str(src), 0.8)
+    assert [(c.id, d) for c, d in picked] == [("zoo/resnet18/conv1/b1", "forward"),
+                                              ("dense3_b8", "gradient")]
+    floor.main(["--from", str(src), "--budget", "0",
+                "--json", str(tmp_path / "o.json")])
+    out = capsys.readouterr().out
+    assert "2 records" in out and "at the GEMM floor" in out
+    assert len(json.loads((tmp_path / "o.json").read_text())["results"]) == 2
