@@ -30,8 +30,9 @@ gradients) the sum of its two products' fastest forms.
 convolution.  Where it is below 1.25, lax runs within 1.25x of the GEMMs
 alone, and a formulation that adds a patch build or a shifted sum to its
 GEMMs cannot reach 0.8 of lax unless that pass costs under a quarter of the
-GEMMs: the layer is at the GEMM floor.  Depthwise layers (one channel per
-group) are not GEMM-shaped and are left out.
+GEMMs: the layer is at the GEMM floor.  Above it, the passes around the
+GEMMs are what a faster formulation could save ("pass cost").  Depthwise
+layers (one channel per group) are not GEMM-shaped and are left out.
 
 Usage (from the repository root)::
 
@@ -65,7 +66,7 @@ FLOOR_RATIO = 1.25
 
 def _geometry(case):
     """(G, M, T, P, Q, rows of the input, stride 1 and not transposed)."""
-    x, w = bench.make_args(case)
+    x, w = bench.arg_specs(case)
     y = jax.eval_shape(bench.make_fn(case, lax), x, w)
     g = bench._geometry(case)
     groups = g.groups
@@ -157,7 +158,7 @@ def reason(floor_speedup: float, of_floor: float) -> str:
     if floor_speedup < FLOOR_RATIO:
         return (f"GEMM floor: lax within {floor_speedup:.2f}x of the bare GEMMs; "
                 f"ours at {of_floor:.0%} of them")
-    return (f"formulation: the bare GEMMs {floor_speedup:.2f}x faster than lax, "
+    return (f"pass cost: the bare GEMMs {floor_speedup:.2f}x faster than lax, "
             f"ours at {of_floor:.0%} of them")
 
 

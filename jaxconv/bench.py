@@ -169,15 +169,20 @@ def make_fn(case: AnyCase, module):
     )
 
 
+def arg_specs(case: AnyCase) -> tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
+    """Float32 shape structs of ``case``'s ``(x, w)`` (no arrays made)."""
+    g = _geometry(case)
+    i = g.c_in if g.transposed else g.c_in // g.groups
+    return (jax.ShapeDtypeStruct((g.n, *g.spatial, g.c_in), jnp.float32),
+            jax.ShapeDtypeStruct(g.kernel + (i, g.c_out), jnp.float32))
+
+
 def make_args(case: AnyCase, seed: int = 0):
     """Random float32 ``(x, w)`` of ``case``'s shapes."""
-    g = _geometry(case)
+    xs, ws = arg_specs(case)
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((g.n, *g.spatial, g.c_in), np.float32)
-    if g.transposed:
-        wshape = g.kernel + (g.c_in, g.c_out)
-    else:
-        wshape = g.kernel + (g.c_in // g.groups, g.c_out)
+    x = rng.standard_normal(xs.shape, np.float32)
+    wshape = ws.shape
     w = rng.standard_normal(wshape, np.float32) / np.sqrt(np.prod(wshape[:-1]))
     # float32 by construction (the suite is float32), also under JAX_ENABLE_X64:
     # the float64 scale above would otherwise promote ``w``.
@@ -190,9 +195,7 @@ def forward_flops(case: AnyCase) -> int:
     k = math.prod(g.kernel)
     if g.transposed:
         return 2 * g.n * math.prod(g.spatial) * g.c_in * g.c_out * k
-    x = jax.ShapeDtypeStruct((g.n, *g.spatial, g.c_in), jnp.float32)
-    w = jax.ShapeDtypeStruct(g.kernel + (g.c_in // g.groups, g.c_out), jnp.float32)
-    y = jax.eval_shape(make_fn(case, lax), x, w)
+    y = jax.eval_shape(make_fn(case, lax), *arg_specs(case))
     return 2 * math.prod(y.shape) * k * (g.c_in // g.groups)
 
 

@@ -583,7 +583,7 @@ def test_gemm_floor_script(capsys, _fake_timer, tmp_path):
     # a gradient record sums its input- and kernel-gradient products
     (g,) = floor.run("zoo/hifigan_v1/conv_post/b1", budget=0.0, direction="gradient")
     assert g["floor_s"] == pytest.approx(4e-3) and len(g["floor"]) == 2
-    assert floor.reason(2.0, 0.5).startswith("formulation: the bare GEMMs 2.00x")
+    assert floor.reason(2.0, 0.5).startswith("pass cost: the bare GEMMs 2.00x")
     # records from a bench JSON below a speedup; depthwise ones left out
     src = tmp_path / "zoo.json"
     src.write_text(json.dumps({"results": [
