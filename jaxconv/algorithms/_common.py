@@ -23,13 +23,18 @@ def batch_zeros(x, shape, dtype, batch_axis=0):
     and the zeros are returned as they are.
     """
     z = jnp.zeros(shape, dtype)
-    sharding = getattr(jax.typeof(x), "sharding", None)
-    partition = None if sharding is None else sharding.spec
-    if partition and partition[0] is not None:
+    if batch_sharded(x):
         target = [None] * len(shape)
-        target[batch_axis] = partition[0]
+        target[batch_axis] = jax.typeof(x).sharding.spec[0]
         z = jax.sharding.reshard(z, jax.sharding.PartitionSpec(*target))
     return z
+
+
+def batch_sharded(x) -> bool:
+    """Whether ``x``'s type shards its batch axis (Explicit mesh axes)."""
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    partition = None if sharding is None else sharding.spec
+    return bool(partition) and partition[0] is not None
 
 
 def out_spatial(x_shape, kernel, stride, dilation) -> tuple[int, ...]:
