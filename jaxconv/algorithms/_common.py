@@ -25,7 +25,7 @@ def batch_zeros(x, shape, dtype, batch_axis=0):
     z = jnp.zeros(shape, dtype)
     if batch_sharded(x):
         target = [None] * len(shape)
-        target[batch_axis] = jax.typeof(x).sharding.spec[0]
+        target[batch_axis] = getattr(jax.typeof(x), "sharding").spec[0]
         z = jax.sharding.reshard(z, jax.sharding.PartitionSpec(*target))
     return z
 
@@ -34,7 +34,7 @@ def batch_sharded(x) -> bool:
     """Whether ``x``'s type shards its batch axis (Explicit mesh axes)."""
     sharding = getattr(jax.typeof(x), "sharding", None)
     partition = None if sharding is None else sharding.spec
-    return bool(partition) and partition[0] is not None
+    return partition is not None and len(partition) > 0 and partition[0] is not None
 
 
 def out_spatial(x_shape, kernel, stride, dilation) -> tuple[int, ...]:
