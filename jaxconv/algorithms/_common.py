@@ -23,18 +23,20 @@ def batch_zeros(x, shape, dtype, batch_axis=0):
     and the zeros are returned as they are.
     """
     z = jnp.zeros(shape, dtype)
-    if batch_sharded(x):
+    axes = batch_mesh_axes(x)
+    if axes is not None:
         target = [None] * len(shape)
-        target[batch_axis] = getattr(jax.typeof(x), "sharding").spec[0]
+        target[batch_axis] = axes
         z = jax.sharding.reshard(z, jax.sharding.PartitionSpec(*target))
     return z
 
 
-def batch_sharded(x) -> bool:
-    """Whether ``x``'s type shards its batch axis (Explicit mesh axes)."""
+def batch_mesh_axes(x):
+    """The mesh axes ``x``'s type shards its batch axis over (Explicit mesh
+    axes), or None when its batch is not sharded in its type."""
     sharding = getattr(jax.typeof(x), "sharding", None)
-    partition = None if sharding is None else sharding.spec
-    return partition is not None and len(partition) > 0 and partition[0] is not None
+    partition = () if sharding is None else tuple(sharding.spec)
+    return partition[0] if partition else None
 
 
 def out_spatial(x_shape, kernel, stride, dilation) -> tuple[int, ...]:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .._taps import tap_offsets, tap_slice
-from ._common import batch_sharded, flat_taps, out_spatial
+from ._common import batch_mesh_axes, flat_taps, out_spatial
 
 
 def rowscan(x, w, stride, dilation, groups, acc_dtype):
@@ -60,7 +60,7 @@ def rowscan(x, w, stride, dilation, groups, acc_dtype):
     # One example per step, except for a single example, a symbolic batch and
     # a batch sharded over Explicit mesh axes (one example is not a valid
     # slice of it).
-    split = isinstance(n, int) and n > 1 and not batch_sharded(x)
+    split = isinstance(n, int) and n > 1 and batch_mesh_axes(x) is None
     per_step = 1 if split else n
     row = (per_step, *out[1:], o)
     wbs = tuple(
