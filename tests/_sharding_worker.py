@@ -255,6 +255,15 @@ def _explicit(f, args, *, grad=True):
     return f"output spec {spec}"
 
 
+def _chunked_rows(f):
+    small = jaxconv.get_profile("cpu").replace(rowscan_carry_bytes=1)
+
+    def chunked(*args):
+        with jaxconv.use_profile(small):
+            return f(*args)
+    return chunked
+
+
 EXPLICIT_CASES = {
     "dense": (lambda x, w: _conv("auto")(x, w), (X, W)),
     "dense_blocked": (lambda x, w: jl.conv_general_dilated(
@@ -262,6 +271,8 @@ EXPLICIT_CASES = {
         (rng.standard_normal((8, 40, 40, 32)).astype(np.float32),
          rng.standard_normal((3, 3, 32, 32)).astype(np.float32))),
     "depthwise": (lambda x, w: _conv("auto", WD, 4)(x, w), (X, WD)),
+    # the kernel gradient's row scan in chunks of one column
+    "depthwise_chunked": (_chunked_rows(_conv("auto", WD, 4)), (X, WD)),
     "grouped": (lambda x, w: jl.conv_general_dilated(
         x, w, (2, 2), "SAME", dimension_numbers=NHWC, feature_group_count=2),
         (X, rng.standard_normal((3, 3, 2, 8)).astype(np.float32))),

@@ -35,8 +35,9 @@ CHECKS = (
     + ["spatial_long1d_auto", "out_sharding", "conv_transpose_batch_sharded",
        "friendly_ops_batch_sharded"]
     + [f"explicit_{name}" for name in (
-        "dense", "dense_blocked", "depthwise", "grouped", "transpose", "long1d",
-        "strided_1d", "friendly_conv", "friendly_conv_transpose", "depthwise_conv",
+        "dense", "dense_blocked", "depthwise", "depthwise_chunked", "grouped",
+        "transpose", "long1d", "strided_1d", "friendly_conv", "friendly_conv_transpose",
+        "depthwise_conv",
         "max_pool", "avg_pool", "nn_model", "out_sharding")]
 )
 

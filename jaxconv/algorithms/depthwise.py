@@ -57,9 +57,9 @@ def run(x, w, plan, precision):
         args = (p.stride, p.dilation, p.groups, p.acc_dtype, p.pads,
                 plan.param("pad_in_loop"), plan.param("guard") == RECOMPUTED)
         if plan.param("kernel_grad") == "rowscan":
-            return depthwise_with_fast_kernel_grad(x, w, *args)
+            return depthwise_with_fast_kernel_grad(x, w, *args, plan.param("row_width"))
         if plan.param("kernel_grad") == "flat":
-            return depthwise_with_flat_kernel_grad(x, w, *args)
+            return depthwise_with_flat_kernel_grad(x, w, *args, None)
         return depthwise_unrolled(x, w, *args)
     return depthwise_scanned(pad_spatial(x, p.pads), w, p.stride, p.dilation,
                              p.groups, p.acc_dtype, rows=form == "rows-scan")
@@ -288,7 +288,8 @@ def _depthwise_scan(x, w, kernel, out, stride, dilation, groups, acc_dtype):
 
 def _with_kernel_tangent(kernel_tangent, doc):
     """:func:`depthwise_unrolled` as a ``custom_jvp`` whose kernel tangent is
-    ``kernel_tangent(padded x, tw, stride, dilation, groups, acc_dtype)``.
+    ``kernel_tangent(padded x, tw, stride, dilation, groups, acc_dtype,
+    width)`` (``width``: the row scan's columns per step, ``rowscan.py``).
 
     Same values; the input tangent is the fast forward itself (its
     transpose, pad and add, is already memory-bound).  The kernel tangent is
@@ -296,29 +297,31 @@ def _with_kernel_tangent(kernel_tangent, doc):
     higher order keeps working.
     """
 
-    @partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7, 8))
+    @partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7, 8, 9))
     def f(x, w, stride, dilation, groups, acc_dtype, pads, pad_in_loop,
-          recompute_border):
+          recompute_border, width):
+        del width
         return depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
                                   pad_in_loop, recompute_border)
 
     @f.defjvp
     def _jvp(stride, dilation, groups, acc_dtype, pads, pad_in_loop,
-             recompute_border, primals, tangents):
+             recompute_border, width, primals, tangents):
         x, w = primals
         tx, tw = tangents
         args = (stride, dilation, groups, acc_dtype, pads, pad_in_loop,
-                recompute_border)
+                recompute_border, width)
         ty = f(tx, w, *args) + kernel_tangent(pad_spatial(x, pads), tw, stride,
-                                              dilation, groups, acc_dtype)
+                                              dilation, groups, acc_dtype, width)
         return f(x, w, *args), ty
 
     f.__doc__ = doc
     return f
 
 
-def _flat_kernel_tangent(x, tw, stride, dilation, groups, acc_dtype):
+def _flat_kernel_tangent(x, tw, stride, dilation, groups, acc_dtype, width=None):
     """``sum_t slice_t(x) * tw[t]`` with every product on ``(N * prod(out), C)``."""
+    del width  # no scan
     kernel = tw.shape[:-2]
     out = out_spatial(x.shape, kernel, stride, dilation)
     wt, _ = flat_taps(tw)

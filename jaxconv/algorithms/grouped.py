@@ -42,7 +42,7 @@ def run(x, w, plan, precision):
     x = pad_spatial(x, p.pads)
     args = (p.stride, p.dilation, p.groups, precision, p.acc_dtype)
     if plan.param("kernel_grad") == "rowscan":
-        return grouped_with_fast_kernel_grad(x, w, *args)
+        return grouped_with_fast_kernel_grad(x, w, *args, plan.param("row_width"))
     return conv_grouped(x, w, *args)
 
 
@@ -66,18 +66,22 @@ def conv_grouped(x, w, stride, dilation, groups, precision, acc_dtype):
     return acc.reshape(*acc.shape[:-2], o)
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
-def grouped_with_fast_kernel_grad(x, w, stride, dilation, groups, precision, acc_dtype):
-    """:func:`conv_grouped` with the derivative rule of the module docstring."""
+@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
+def grouped_with_fast_kernel_grad(x, w, stride, dilation, groups, precision, acc_dtype,
+                                  width=None):
+    """:func:`conv_grouped` with the derivative rule of the module docstring
+    (``width``: the row scan's output columns per step, ``rowscan.py``)."""
+    del width
     return conv_grouped(x, w, stride, dilation, groups, precision, acc_dtype)
 
 
 @grouped_with_fast_kernel_grad.defjvp
-def _grouped_jvp(stride, dilation, groups, precision, acc_dtype, primals, tangents):
+def _grouped_jvp(stride, dilation, groups, precision, acc_dtype, width, primals,
+                 tangents):
     x, w = primals
     tx, tw = tangents
-    args = (stride, dilation, groups, precision, acc_dtype)
+    args = (stride, dilation, groups, precision, acc_dtype, width)
     y = grouped_with_fast_kernel_grad(x, w, *args)
     ty = conv_per_tap(tx, w, stride=stride, dilation=dilation, groups=groups,
                       precision=precision, acc_dtype=acc_dtype, force_scan=True)
-    return y, ty + rowscan(x, tw, stride, dilation, groups, acc_dtype)
+    return y, ty + rowscan(x, tw, stride, dilation, groups, acc_dtype, width)

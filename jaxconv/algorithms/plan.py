@@ -30,6 +30,7 @@ from . import (
     grouped,
     groupgemm,
     polyphase,
+    rowscan,
     space_to_depth,
     toeplitz,
 )
@@ -358,6 +359,8 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
     elif name == "grouped":
         rule = grouped.rule_applies(p, prof)
         params["kernel_grad"] = "rowscan" if rule else "autodiff"
+        if rule:
+            params["row_width"] = _row_width(p, prof)
         temp = p.out_bytes
     elif name == "depthwise":
         if p.taps <= prof.unroll_limit:
@@ -366,6 +369,8 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
             rule = prof.custom_kernel_grads and p.inexact
             params["kernel_grad"] = (("rowscan" if p.nd >= 2 else "flat") if rule
                                      else "autodiff")
+            if params["kernel_grad"] == "rowscan":
+                params["row_width"] = _row_width(p, prof)
             if pad_in_loop and any(pp != (0, 0) for pp in p.pads) and p.inexact:
                 params["guard"] = depthwise.POISONED
             if not pad_in_loop:
@@ -590,6 +595,13 @@ def execute(x, w, plan: Plan, precision=None):
     """
     with jax.named_scope(f"jaxconv.{plan.formulation}"):
         return REGISTRY[plan.formulation](x, w, plan, precision)
+
+
+def _row_width(p: Problem, prof: Profile) -> int:
+    """The kernel-gradient row scan's output columns per step (``rowscan.py``):
+    one example's accumulators within ``prof.rowscan_carry_bytes``."""
+    return rowscan.row_width(p.out_spatial, p.taps, p.in_per_group, p.out_channels,
+                             p.acc_itemsize, prof.rowscan_carry_bytes)
 
 
 def _guard(what: str, prof: Profile) -> str:

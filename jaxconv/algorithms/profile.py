@@ -188,6 +188,13 @@ class Profile:
       custom_kernel_grads: use the row-scan kernel-gradient rules of the
         depthwise and grouped formulations (they work around a slow XLA:CPU
         reduction); off, plain autodiff.
+      rowscan_carry_bytes: the row scan computes as many columns of an
+        output row per step (a divisor of the width) as keep its ``T * I``
+        per-tap accumulators of one example within this many bytes.  Wide
+        rows arise where a vmapped per-example gradient folds its examples
+        into channels: ResNeXt-style 32-group 3x3 layer at batch 8 (``8 x
+        32`` groups on one ``28 x 28`` image, 16.5 MB of accumulators per
+        row), per-example gradient 35.1 -> 27.5 ms with 2 MiB.
       depthwise_gemm_precision: the ``jax.lax.Precision`` name for the GEMMs
         that reformulate a depthwise conv, when the caller passed none
         (``"highest"`` on devices that would otherwise round to TF32/bf16,
@@ -227,6 +234,7 @@ class Profile:
     workspace_bytes: int = 64 * _MiB
     branch_free: bool = False
     custom_kernel_grads: bool = True
+    rowscan_carry_bytes: int = 2 * _MiB
     tap_gemm_kernel_tangent: bool = True
     tap_gemm_min_rows: int = 512
     tap_scan_min_o: int = 8

@@ -18,6 +18,8 @@ it.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -26,12 +28,29 @@ from .._taps import tap_offsets, tap_slice
 from ._common import batch_mesh_axes, flat_taps, out_spatial
 
 
-def rowscan(x, w, stride, dilation, groups, acc_dtype):
+def row_width(out, taps, in_per_group, out_channels, itemsize, budget):
+    """The output columns one scan step computes: the widest divisor of
+    ``out[1]`` whose ``T * I`` accumulators (one example) fit ``budget`` bytes.
+
+    The transpose accumulates one ``(width, *out[2:], O)`` row per tap and
+    input channel; past the cache they spill on every step.  A divisor keeps
+    the stacked steps a reshape of the output; 1 when even one column does
+    not fit.
+    """
+    cols = out[1]
+    per_col = taps * in_per_group * math.prod(out[2:]) * out_channels * itemsize
+    fits = (c for c in range(cols, 0, -1) if cols % c == 0 and c * per_col <= budget)
+    return next(fits, 1)
+
+
+def rowscan(x, w, stride, dilation, groups, acc_dtype, width=None):
     """The grouped conv as a scan over output rows (linear in ``w``).
 
-    Each step computes one output row of one example: the scan runs over
-    the ``N * out[0]`` rows in ``(example, row)`` order, so its stacked
-    result reshapes to ``(N, *out, O)`` for free.  A scan over ``out[0]``
+    Each step computes one output row of one example, or ``width`` columns
+    of it (a divisor of ``out[1]``, :func:`row_width`; ``None``: the whole
+    row): the scan runs over the ``N * out[0]`` rows (times the chunks of
+    each) in ``(example, row, chunk)`` order, so its stacked result reshapes
+    to ``(N, *out, O)`` for free.  A scan over ``out[0]``
     with the whole batch in each step would stack ``(out[0], N, ...)``, and
     its transpose would first copy the cotangent to rows-first (a full pass
     over it, two when a vmapped cotangent's reshape joins the transpose);
@@ -39,14 +58,17 @@ def rowscan(x, w, stride, dilation, groups, acc_dtype):
     CPU, kernel gradient at batch 8: group32 20.1 -> 11.6 ms, dw7 17.0 ->
     13.3, dw3 53.5 -> 50.8; through ``vmap`` dw3 60.3 -> 47.8).  A batch
     sharded over Explicit mesh axes, or of a symbolic size (``jax.export``),
-    keeps the whole batch in each step.
+    keeps the whole batch in each step.  Chunks bound the carry when one row
+    is wide: a per-example grouped gradient folds its examples into
+    channels (``8 x 32`` groups on one image), whose 72 accumulators of a
+    ``(28, 2048)`` row are 16.5 MB.
 
     Each ``(tap, input channel)`` weight vector is broadcast to one full
     output row *separately* (a tuple of ``T * I`` arrays of shape
-    ``(1, *out[1:], O)``; ``(N, ...)`` with the whole batch per step) and
-    passed through the scan as an unchanged carry, so the transpose w.r.t.
-    ``w`` accumulates ``T * I`` separate rows elementwise and reduces them
-    once, after the loop.  One stacked
+    ``(1, width, *out[2:], O)``; ``(N, ...)`` with the whole batch per step)
+    and passed through the scan as an unchanged carry, so the transpose
+    w.r.t. ``w`` accumulates ``T * I`` separate rows elementwise and reduces
+    them once, after the loop.  One stacked
     ``(T, ...)`` carry instead makes XLA fuse the per-tap updates into a
     concatenate, evaluated per element with a branch (several times slower;
     see BENCHMARKS.md).
@@ -62,7 +84,11 @@ def rowscan(x, w, stride, dilation, groups, acc_dtype):
     # slice of it).
     split = isinstance(n, int) and n > 1 and batch_mesh_axes(x) is None
     per_step = 1 if split else n
-    row = (per_step, *out[1:], o)
+    wc = out[1] if width is None else width
+    if out[1] % wc:
+        raise ValueError(f"`width` (={width}) must divide the output width {out[1]}")
+    nw = out[1] // wc
+    row = (per_step, wc, *out[2:], o)
     wbs = tuple(
         jnp.broadcast_to(wt[k, j].astype(acc_dtype).reshape((1,) * len(out) + (o,)),
                          row)
@@ -70,15 +96,19 @@ def rowscan(x, w, stride, dilation, groups, acc_dtype):
     )
     k0, s0, d0 = kernel[0], stride[0], dilation[0]
     span0 = d0 * (k0 - 1) + 1
+    # A chunk's input columns; a whole row reads them all.
+    span1 = ((wc - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1 if nw > 1
+             else x.shape[2])
 
     def step(wbs, r):
-        e, h = (r // out[0], r % out[0]) if split else (0, r)
-        start = (e, h * s0) + (0,) * (x.ndim - 2)
-        rows = lax.dynamic_slice(x, start, (per_step, span0, *x.shape[2:]))
+        q, c = (r // nw, r % nw) if nw > 1 else (r, 0)
+        e, h = (q // out[0], q % out[0]) if split else (0, q)
+        start = (e, h * s0, c * wc * stride[1]) + (0,) * (x.ndim - 3)
+        rows = lax.dynamic_slice(x, start, (per_step, span0, span1, *x.shape[3:]))
         rows = rows.astype(acc_dtype)
         acc = None
         for k, tap in enumerate(tap_offsets(kernel)):
-            xs = tap_slice(rows, tap, (1, *out[1:]), (1, *stride[1:]), dilation)
+            xs = tap_slice(rows, tap, (1, wc, *out[2:]), (1, *stride[1:]), dilation)
             # Drop the row axis, then split the channels: one axis at a time,
             # as reshapes of sharded arrays (Explicit mesh axes) need.
             xs = lax.squeeze(xs, (1,))
@@ -96,9 +126,14 @@ def rowscan(x, w, stride, dilation, groups, acc_dtype):
     # Remat the step: otherwise linearising the scan saves every tap's slice
     # of every row (T times the input) as residuals for the transpose.
     step = jax.checkpoint(step, prevent_cse=False)
-    steps = n * out[0] if split else out[0]
-    _, ys = lax.scan(step, wbs, jnp.arange(steps))  # (steps, per_step, *out[1:], O)
+    steps = (n * out[0] if split else out[0]) * nw
+    _, ys = lax.scan(step, wbs, jnp.arange(steps))  # (steps, per_step, wc, ..., O)
+    if split:
+        return ys.reshape(n, *out, o)
     # Unsplit, the rows stack rows-first: a moveaxis (a bitcast for one
     # example; vmapped per-example gradients trace this with N = 1, where a
     # reshape, with the vmapped axis joining it, compiled to a slower program).
-    return ys.reshape(n, *out, o) if split else jnp.moveaxis(ys, 0, 1)
+    if nw == 1:
+        return jnp.moveaxis(ys, 0, 1)
+    ys = jnp.moveaxis(ys.reshape(out[0], nw, *ys.shape[1:]), 2, 0)
+    return ys.reshape(n, *out, o)
