@@ -359,6 +359,8 @@ PROFILE_VARIANTS = {
                        tap_block_bytes=600),
     "tap-scan-nd": dict(tap_scan_nd_min_rows=1, tap_scan_nd_min_i=1,
                         tap_scan_2d_min_io=1, tap_scan_min_o=1),
+    # the depthwise/grouped kernel-gradient row scan one column per step
+    "row-chunks": dict(rowscan_carry_bytes=1),
 }
 NUMERIC = [
     ((2, 9, 8, 6), (3, 3, 6, 5), (1, 1), "SAME", 1, None),
