@@ -65,7 +65,8 @@ def rowscan(x, w, stride, dilation, groups, acc_dtype, width=None):
 
     Each ``(tap, input channel)`` weight vector is broadcast to one full
     output row *separately* (a tuple of ``T * I`` arrays of shape
-    ``(1, width, *out[2:], O)``; ``(N, ...)`` with the whole batch per step)
+    ``(width, *out[2:], O)``; ``(N, width, ...)`` with the whole batch per
+    step)
     and passed through the scan as an unchanged carry, so the transpose
     w.r.t. ``w`` accumulates ``T * I`` separate rows elementwise and reduces
     them once, after the loop.  One stacked
@@ -88,10 +89,14 @@ def rowscan(x, w, stride, dilation, groups, acc_dtype, width=None):
     if out[1] % wc:
         raise ValueError(f"`width` (={width}) must divide the output width {out[1]}")
     nw = out[1] // wc
-    row = (per_step, wc, *out[2:], o)
+    # Split, a step's row has no example axis: the stacked rows of shape
+    # (steps, 1, ...) had an interior unit axis, and XLA:CPU copied the
+    # whole cotangent into that layout before the transposed scan (a 38 MB
+    # copy for a batch-8 112x112x96 depthwise gradient).
+    row = (wc, *out[2:], o) if split else (per_step, wc, *out[2:], o)
+    one = (1,) * (len(row) - 1)
     wbs = tuple(
-        jnp.broadcast_to(wt[k, j].astype(acc_dtype).reshape((1,) * len(out) + (o,)),
-                         row)
+        jnp.broadcast_to(wt[k, j].astype(acc_dtype).reshape(*one, o), row)
         for k in range(t) for j in range(i)
     )
     k0, s0, d0 = kernel[0], stride[0], dilation[0]
@@ -111,7 +116,7 @@ def rowscan(x, w, stride, dilation, groups, acc_dtype, width=None):
             xs = tap_slice(rows, tap, (1, wc, *out[2:]), (1, *stride[1:]), dilation)
             # Drop the row axis, then split the channels: one axis at a time,
             # as reshapes of sharded arrays (Explicit mesh axes) need.
-            xs = lax.squeeze(xs, (1,))
+            xs = lax.squeeze(xs, (0, 1) if split else (1,))
             xs = xs.reshape(*xs.shape[:-1], groups, i)
             for j in range(i):
                 wb = wbs[k * i + j]
@@ -127,7 +132,7 @@ def rowscan(x, w, stride, dilation, groups, acc_dtype, width=None):
     # of every row (T times the input) as residuals for the transpose.
     step = jax.checkpoint(step, prevent_cse=False)
     steps = (n * out[0] if split else out[0]) * nw
-    _, ys = lax.scan(step, wbs, jnp.arange(steps))  # (steps, per_step, wc, ..., O)
+    _, ys = lax.scan(step, wbs, jnp.arange(steps))  # (steps, [N,] wc, ..., O)
     if split:
         return ys.reshape(n, *out, o)
     # Unsplit, the rows stack rows-first: a moveaxis (a bitcast for one
