@@ -10,7 +10,7 @@ import jax
 from jax.extend.core import jaxprs_in_params
 
 from ._canonical import RECORDER, canonical_plan
-from ._primitive import flipped_kernel, lhs_t_conv_params
+from ._primitive import flipped_kernel, lhs_t_conv_params, per_example_plan
 from .algorithms.plan import Plan
 
 # The primitive every jaxconv convolution binds (``jaxconv._primitive``), and
@@ -37,7 +37,10 @@ class ExplainRow:
 
     Attributes:
       op: what kind of convolution (``"conv"``, ``"depthwise conv"``,
-        ``"grouped conv"``, ``"transposed conv"``).
+        ``"grouped conv"``, ``"transposed conv"``) and, for a gradient,
+        which (``" (input grad)"``, ``" (kernel grad)"``,
+        ``" (per-example kernel grads)"``; ``", looped)"`` when the
+        examples' kernel gradients run one after another).
       input_shape: the canonical (channels-last) input ``(N, *S, C)``.
       kernel_shape: the canonical kernel ``(*K, I, O)``.
       output_shape: ``(N, *out, O)``.
@@ -145,8 +148,13 @@ def _row(eqn) -> ExplainRow:
     if role != "fwd":  # differentiated forward convolutions: result not reshaped
         params["reshaped"] = False
     if role == "rhs_t_each":  # the plan of one example's kernel gradient
-        one = jax.ShapeDtypeStruct(a.shape[1:], a.dtype)
-        return ExplainRow.of(canonical_plan(one, operand, **params), role)
+        plan, _, loop = per_example_plan(a, shape, dtype, params)
+        row = ExplainRow.of(plan, role)
+        if not loop:
+            return row
+        return dataclasses.replace(
+            row, op=row.op.replace("grads)", "grads, looped)"),
+            reason=f"{row.reason}; the {a.shape[0]} examples one after another")
     x, w = {"fwd": (a, b), "lhs_t": (operand, b), "rhs_t": (a, operand)}[role]
     return ExplainRow.of(canonical_plan(x, w, **params), role)
 

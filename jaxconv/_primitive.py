@@ -80,7 +80,9 @@ operands vmapped) of depthwise problems and of dense kernels with several
 taps: their per-example gradient is already a batch of independent
 reductions or GEMMs, which the vmapped per-example formulation runs without
 the two transposes the fold costs (:func:`_per_example_by_vmap`).  Those
-batch the formulation op by op.
+run one example's planned kernel gradient per example: in a loop over the
+examples where the profile says ``per_example_loop`` (``cpu``), else vmapped
+op by op, side by side.
 
 Inside ``shard_map`` (manual mesh axes) and under Explicit mesh axes the
 convolution is traced inline instead of bound (the equation would have to
@@ -108,12 +110,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir, xla
 
 from ._canonical import canonical_plan, conv_canonical, planned_input, record_plan
 from ._taps import valid_out_size
 from .algorithms import dense
+from .algorithms.plan import per_example_loop
 from .algorithms.profile import Profile, current_profile, get_profile
 
 __all__ = ["conv_p", "conv_primitive"]
@@ -177,6 +181,21 @@ def conv_primitive(
     return _bind(x, w, "fwd", None, None, params)
 
 
+def per_example_plan(x, w_shape, w_dtype, params):
+    """Per-example kernel gradients of ``x (B, N, ...)`` (role
+    ``rhs_t_each``): one example's plan, the parameters each example's
+    kernel gradient runs with, and whether they run in a loop over the
+    examples (:func:`jaxconv.algorithms.plan.per_example_loop`; a symbolic
+    ``B``, under ``jax.export``, is vmapped).
+    """
+    params = {**params, "reshaped": False}
+    one = jax.ShapeDtypeStruct(x.shape[1:], x.dtype)
+    plan = canonical_plan(one, jax.ShapeDtypeStruct(w_shape, w_dtype), **params)
+    b = x.shape[0]
+    loop = isinstance(b, int) and per_example_loop(plan, b, params["profile"])
+    return plan, params, loop
+
+
 def _bind(a, b, role, operand_shape, operand_dtype, params):
     return conv_p.bind(a, b, role=role, operand_shape=operand_shape,
                        operand_dtype=operand_dtype, **params)
@@ -189,9 +208,13 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
     """The traced computation of one role (lowered by ``mlir.lower_fun``)."""
     with jax.named_scope(f"jaxconv_conv_{role}"):
         if role == "rhs_t_each":  # one kernel gradient per example
+            _, params, loop = per_example_plan(a, operand_shape, operand_dtype, params)
+
             def one(x, ct):
                 return _impl(x, ct, role="rhs_t", operand_shape=operand_shape,
                              operand_dtype=operand_dtype, **params)
+            if loop:
+                return lax.map(lambda xc: one(*xc), (a, b))
             return jax.vmap(one)(a, b)
         if role == "fwd":
             return conv_canonical(a, b, **params)

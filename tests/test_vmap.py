@@ -25,6 +25,7 @@ from jax.extend.core import subjaxprs
 from jax.test_util import check_grads
 
 import jaxconv
+from jaxconv import _primitive
 from jaxconv import lax as jl
 
 B = 3
@@ -321,6 +322,54 @@ def _dot_generals(f, *args):
     """The result types of every ``dot_general`` in ``f``'s lowered module."""
     text = jax.jit(f).lower(*args).as_text()
     return sorted(re.findall(r"stablehlo\.dot_general.*?->\s*(tensor<[^>]*>)", text))
+
+
+# (case, profile changes, whether the examples' kernel gradients loop)
+LOOPS = [
+    ("dense_1d_long", {}, True),  # per-tap GEMMs on each image: a loop plan
+    ("dense_1d_long", {"per_example_loop": False}, False),  # the gpu/tpu way
+    ("dense_nchw", {}, False),  # one patch GEMM per example
+    ("depthwise", {}, False),  # a small fused row scan
+    ("depthwise", {"per_example_loop_min_bytes": 1}, True),  # a large one
+    ("depthwise_conv", {"per_example_loop_min_bytes": 1}, True),
+]
+
+
+@pytest.mark.parametrize("name,changes,loop", LOOPS,
+                         ids=[f"{n}-{'-'.join(c) or 'cpu'}" for n, c, _ in LOOPS])
+def test_per_example_kernel_gradients_loop_or_side_by_side(name, changes, loop, rng):
+    # Per-example kernel gradients run one example after another (a scan
+    # over the examples) or vmapped side by side, as the plan rule says;
+    # both equal lax's per-example gradients (or a loop of gradients).
+    (case,) = [c for c in CASES if c.name == name]
+    x, w = _args(case, (0, None), rng)
+
+    def per_example(w, x, f=case.fn):
+        return jax.vmap(jax.grad(lambda w, x1: jnp.sum(jnp.sin(f(x1, w)))),
+                        (None, 0))(w, x)
+
+    profile = jaxconv.get_profile("cpu").replace(**changes)
+    with jaxconv.use_profile(profile):
+        got = jax.jit(per_example)(w, x)
+        (eqn,) = [e for e in _equations(jax.make_jaxpr(per_example)(w, x).jaxpr)
+                  if e.params["role"] == "rhs_t_each"]
+        rows = jaxconv.explain(per_example, w, x)
+    (row,) = [r for r in rows if "per-example" in r.op]
+    assert row.op.endswith(", looped)" if loop else "kernel grads)")
+    a, b = (jnp.zeros(v.aval.shape, v.aval.dtype) for v in eqn.invars)
+    impl = jax.make_jaxpr(lambda a, b: _primitive._impl(a, b, **eqn.params))(a, b)
+    scans = [e for e in impl.jaxpr.eqns if e.primitive.name == "scan"]
+    # looped: one scan over the examples holds everything; side by side, the
+    # plan's own loops (if any) run over other lengths
+    lengths = [e.params["length"] for e in scans]
+    assert lengths == [B] if loop else B not in lengths
+    if case.ref is not None:
+        want = jax.vmap(jax.grad(lambda w, x1: jnp.sum(jnp.sin(case.ref(x1, w)))),
+                        (None, 0))(w, x)
+    else:
+        want = _loop(lambda x1, w: jax.grad(
+            lambda w: jnp.sum(jnp.sin(case.fn(x1, w))))(w), (0, None), x, w)
+    assert_close(got, want)
 
 
 def test_vmap_is_one_folded_convolution(rng):

@@ -597,6 +597,31 @@ def execute(x, w, plan: Plan, precision=None):
         return REGISTRY[plan.formulation](x, w, plan, precision)
 
 
+def per_example_loop(one: Plan, examples: int, prof: Profile) -> bool:
+    """Whether per-example kernel gradients (``vmap(grad(...))``) of
+    ``examples`` examples, each planned as ``one``, run one example after
+    another (``lax.map``) rather than vmapped side by side.
+
+    Vmapped, every scan step of the plan gets the examples' axis: per-tap
+    GEMMs in a loop become batched GEMMs and their carries ``B`` times
+    larger, and the 1-D depthwise kernel tangent's reductions keep a batch
+    axis, which XLA:CPU reduces several times slower.  Plans without a loop
+    (one patch GEMM per example, the fused depthwise loop) run faster side
+    by side, except a depthwise row scan whose examples' outputs together
+    reach ``prof.per_example_loop_min_bytes`` (its vmapped temporaries grow
+    with them).  Measured on the zoo's batch-8 per-example records (2-core
+    CPU): looping ran 1.00-1.63x (5.7x for HiFi-GAN's one-output layer) on
+    most loop plans and 0.43-0.99x on most of the others.
+    """
+    if not prof.per_example_loop:
+        return False
+    if (one.loop_steps > 0 or one.param("kernel_grad") in ("tap-scan", "flat")
+            or one.param("kernel_tangent") == "tap-gemms"):
+        return True
+    return (one.param("kernel_grad") == "rowscan"
+            and examples * one.problem.out_bytes >= prof.per_example_loop_min_bytes)
+
+
 def _row_width(p: Problem, prof: Profile) -> int:
     """The kernel-gradient row scan's output columns per step (``rowscan.py``):
     one example's accumulators within ``prof.rowscan_carry_bytes``."""
