@@ -467,8 +467,9 @@ def _per_example_by_vmap(x_shape, w_shape, params) -> bool:
     around a ``B``-times-grouped kernel gradient.  Where the per-example
     kernel gradient is already a batch of independent reductions (depthwise:
     elementwise products summed per channel) or of GEMMs (a dense kernel
-    with several taps: patches^T @ ct per example), vmapping the planned
-    per-example formulation batches those directly, without the transposes
+    with several taps: patches^T @ ct per example), running the planned
+    per-example formulation for each example (side by side, or one after
+    another: :func:`per_example_plan`) does those directly, without the transposes
     (measured on a 2-core CPU: depthwise 0.78 -> 1.0 of the batched
     gradient's speed, dense 3x3 0.73 -> 0.86).  1x1 kernels, transposed and
     grouped problems fold (their folded forms were faster).
