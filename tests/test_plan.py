@@ -44,7 +44,8 @@ GRID = [
      "taps"),
     ("5x5 32->64", (1, 32, 32, 32), (5, 5, 32, 64), 1, "SAME", 1, 1, "wide"),
     ("strided 3x3", (1, 112, 112, 16), (3, 3, 16, 32), 2, "SAME", 1, 1, "im2col"),
-    ("2x2x512 b8", (8, 2, 2, 512), (3, 3, 512, 512), 1, "SAME", 1, 1, "taps"),
+    ("4x4x512 b8", (8, 4, 4, 512), (3, 3, 512, 512), 1, "SAME", 1, 1, "taps"),
+    ("2x2x512 b8", (8, 2, 2, 512), (3, 3, 512, 512), 1, "SAME", 1, 1, "im2col"),
     ("4x4x256 b1", (1, 4, 4, 256), (3, 3, 256, 256), 1, "SAME", 1, 1, "im2col"),
     ("1-D 32ch 4096", (8, 4096, 32), (7, 32, 32), 1, "SAME", 3, 1, "wide"),
     ("1-D 256ch 1024", (8, 1024, 256), (11, 256, 256), 1, "SAME", 5, 1, "taps"),
@@ -221,11 +222,16 @@ def test_kernel_bound_taps_loop_over_taps():
     assert (q.formulation, q.param("scan"), q.loop_steps) == ("taps", None, 0)
     assert "loop" not in q.reason
     assert planning.plan(up, jaxconv.get_profile("gpu")).param("scan") is None
-    # 2-D too (ResNet's 512-channel 3x3 on 2x2 at batch 8); not a layer
-    # whose kernel is small beside its input, nor one whose patch matrix
-    # fits the cache (one GEMM).
-    late = _problem((8, 2, 2, 512), (3, 3, 512, 512), (1, 1), pads=((1, 1),) * 2)
+    # 2-D too (a 512-channel 3x3 on 4x4 at batch 8: 2.25 MiB of patches);
+    # not a layer whose kernel is small beside its input, nor one whose
+    # patch matrix fits cache_patch_bytes (one GEMM: ResNet's 512-channel
+    # 3x3 on 2x2 at batch 8, 576 KiB of patches).
+    late = _problem((8, 4, 4, 512), (3, 3, 512, 512), (1, 1), pads=((1, 1),) * 2)
     assert planning.plan(late, cpu).param("scan") is True
+    resnet = _problem((8, 2, 2, 512), (3, 3, 512, 512), (1, 1), pads=((1, 1),) * 2)
+    assert planning.plan(resnet, cpu).formulation == "im2col"
+    assert planning.plan(resnet, cpu.replace(cache_patch_bytes=512 * 1024)
+                         ).param("scan") is True
     wide = _problem((8, 32, 32, 64), (3, 3, 64, 64), (1, 1), pads=((1, 1),) * 2)
     assert "kernel >" not in planning.plan(wide, cpu).reason
     small = _problem((1, 2, 2, 64), (3, 3, 64, 64), (1, 1), pads=((1, 1),) * 2)
