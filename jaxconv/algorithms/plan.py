@@ -274,7 +274,9 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
         else:
             blocked = name != "alltaps" or _alltaps_bytes(p) > prof.alltaps_max_bytes
         if blocked:
-            room = int(prof.block_io_fraction * 2 * p.io_bytes)
+            # (The memory rule's bound counts the kernel: deep layers whose
+            # kernel outweighs their activations get fewer, deeper GEMMs.)
+            room = int(prof.block_io_fraction * 2 * (p.io_bytes + p.w_bytes))
             levels = blocking(
                 (p.batch, *p.x_shape[1:]), p.pads, kernel, p.stride, p.dilation,
                 itemsize=itemsize, temp_channels=temp_channels, room=room,
