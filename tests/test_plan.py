@@ -434,6 +434,32 @@ def test_profile_presets_and_selection(monkeypatch):
     hash(jaxconv.current_profile())  # a jit static argument
 
 
+def test_a_fresh_function_per_profile_block_gets_that_profiles_plan():
+    # The recipe of docs/auto.md for comparing profiles on one function: a
+    # fresh function object traced in each block (JAX keeps one trace per
+    # Python function).  A kernel-bound layer: one patch GEMM on the cpu
+    # preset, per-tap GEMMs when no patch matrix fits.
+    x = jax.ShapeDtypeStruct((1, 16, 16, 128), F32)
+    w = jax.ShapeDtypeStruct((3, 3, 128, 256), F32)
+
+    def f(x, w):
+        return jl.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_dn(2))
+
+    def program():
+        return jax.jit(lambda x, w: f(x, w)).lower(x, w).as_text()
+
+    per_tap = jaxconv.get_profile("cpu").replace(cache_patch_bytes=0)
+    with jaxconv.use_profile("cpu"):
+        one_gemm = program()
+    with jaxconv.use_profile(per_tap):
+        assert _formulations(f, x, w) == ["taps/taps"]
+        taps = program()
+    with jaxconv.use_profile("cpu"):
+        assert _formulations(f, x, w) == ["taps/im2col"]
+        assert program() == one_gemm
+    assert taps != one_gemm
+
+
 def test_workspace_override(monkeypatch):
     monkeypatch.setenv("JAXCONV_WORKSPACE_MB", "8")
     assert jaxconv.get_profile("gpu").workspace_bytes == 8 << 20

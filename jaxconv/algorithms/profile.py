@@ -379,7 +379,12 @@ def use_profile(profile: str | Profile) -> Iterator[Profile]:
     :class:`Profile` (e.g. ``get_profile("cpu").replace(unroll_limit=16)``).
     The profile only changes *how* a convolution is computed, never its
     result beyond floating-point rounding.  It is read when a function is
-    traced: a function jitted outside the block keeps its compiled plan.
+    traced, and JAX keeps one trace per Python function: a function jitted
+    outside the block keeps its compiled plan, and so does one that was
+    traced before and is jitted again inside it, even through a new
+    ``jax.jit`` wrapper.  To compare profiles on one function, trace a fresh
+    function object in each block (``jax.jit(lambda x, w: f(x, w))``) or
+    call ``jax.clear_caches()`` first.
 
     Raises:
       ValueError: ``profile`` is not a preset name or a ``Profile``.
