@@ -125,12 +125,12 @@ class Profile:
       s2d_max_i: strided 1-D dense kernels on fewer input channels fold the
         stride phases into channels (``"s2d"``).
       block_io_fraction: a row block's temporaries may take this fraction of
-        the ``2 x (input + kernel + output)`` memory bound ... (with the kernel
-        counted rather than left out: on the 16 zoo and suite records whose blocks
-        grew, forward 1.07 -> 1.18 and gradient 1.51 -> 1.57 of lax's speed,
-        geomean; ResNet's 128-channel 3x3 on 8x8 at batch 8 ran blocks of
-        one output row, 64 GEMM rows over the batch, and now of two; ``atrous`` forward
-        0.83 -> 0.90) ...
+        the ``2 x (input + kernel + output)`` memory bound ... (the kernel
+        counted rather than left out: on the 16 zoo and suite records whose
+        blocks grew, forward 1.07 -> 1.18 and gradient 1.51 -> 1.57 of
+        lax's speed, geomean; ResNet's 128-channel 3x3 on 8x8 at batch 8
+        ran blocks of one output row, 64 GEMM rows over the batch, and now
+        of two; ``atrous`` forward 0.83 -> 0.90) ...
       block_min_bytes: ... but at least this many bytes ...
       block_max_bytes: ... and at most this many (cache-sized blocks).
       im2col_unblocked_max_bytes: ``im2col`` whose whole patch matrix takes
