@@ -647,7 +647,14 @@ POLYPHASE = [
     ((1, 3, 4, 3, 2), (2, 3, 2, 2, 3), (2, 1, 2), [(1, 1), (2, 0), (0, 1)], None, 1),
     # a 70-tap sub-kernel per phase (> the unroll limit): the scanned phase
     ((1, 9, 2), (140, 2, 3), (2,), [(70, 80)], None, 1),
+    # kernel = stride, no crop (conv_transpose "VALID"): one GEMM, then
+    # depth-to-space
+    ((2, 5, 4, 8), (2, 2, 8, 6), (2, 2), [(1, 1), (1, 1)], None, 1),
+    ((1, 4, 3, 2), (3, 2, 2, 3), (3, 2), [(2, 2), (1, 1)], None, 1),
+    ((2, 6, 3), (4, 3, 5), (4,), [(3, 3)], None, 1),
+    ((1, 3, 4, 2, 3), (2, 2, 2, 3, 4), (2, 2, 2), [(1, 1)] * 3, None, 1),
 ]
+DEPTH_TO_SPACE = POLYPHASE[-4:]
 
 
 @pytest.mark.parametrize("case", POLYPHASE, ids=str)
@@ -673,6 +680,56 @@ def test_polyphase_matches_lax_and_direct(case, rng):
     w[(0,) * nd + (0, 0)] = w[tuple(k // 2 for k in ws)] = np.nan
     np.testing.assert_array_equal(np.isfinite(jax.jit(f)(x, w)),
                                   np.isfinite(jax.jit(g)(x, w)))
+
+
+@pytest.mark.parametrize("case", [*POLYPHASE, "cropped", "grouped", "kernel-bound"],
+                         ids=str)
+def test_depth_to_space_rule(case):
+    # Only where every phase is one tap over the whole input: the
+    # kernel-equals-stride cases, not a cropped or a grouped one, nor one
+    # whose kernel is more than 8x the input's bytes (its taps would be
+    # copied side by side).
+    if case == "cropped":
+        case = ((1, 4, 4, 2), (2, 2, 2, 3), (2, 2), [(0, 0), (1, 1)], None, 1)
+    elif case == "grouped":
+        case = ((1, 4, 4, 4), (2, 2, 2, 6), (2, 2), [(1, 1), (1, 1)], None, 2)
+    elif case == "kernel-bound":
+        case = ((1, 2, 2, 64), (2, 2, 64, 64), (2, 2), [(1, 1), (1, 1)], None, 1)
+    xs, ws, ld, p, rd, g = case
+    nd = len(xs) - 2
+    f = functools.partial(jl.conv_general_dilated, window_strides=(1,) * nd,
+                          padding=p, lhs_dilation=ld, rhs_dilation=rd,
+                          dimension_numbers=DN[nd], feature_group_count=g)
+    (row,) = jaxconv.explain(f, jax.ShapeDtypeStruct(xs, jnp.float32),
+                             jax.ShapeDtypeStruct(ws, jnp.float32))
+    assert row.plan.param("depth_to_space") is (True if case in DEPTH_TO_SPACE
+                                                else None)
+    assert ("depth-to-space" in row.reason) is (case in DEPTH_TO_SPACE)
+
+
+@pytest.mark.parametrize("case", DEPTH_TO_SPACE, ids=str)
+def test_depth_to_space_equals_per_phase_gemms(case, rng):
+    # The fast path and the per-phase path, against each other, forward and
+    # both gradients.
+    xs, ws, ld, p, _, _ = case
+    nd = len(xs) - 2
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+
+    def loss(x, w):
+        y = jl.conv_general_dilated(x, w, (1,) * nd, p, lhs_dilation=ld,
+                                    dimension_numbers=DN[nd])
+        return jnp.sum(jnp.sin(y)), y
+
+    def run(profile):
+        with jaxconv.use_profile(profile):
+            return jax.jit(jax.value_and_grad(lambda x, w: loss(x, w), (0, 1),
+                                              has_aux=True))(x, w)
+
+    fast = run(CPU)
+    (_, y), grads = run(CPU.replace(phase_depth_to_space=False))
+    assert_close(fast[0][1], y)
+    for a, b in zip(fast[1], grads):
+        assert_close(a, b)
 
 
 def test_polyphase_conv_transpose_never_multiplies_inserted_zeros(rng):

@@ -128,8 +128,11 @@ def choose(p: Problem, prof: Profile) -> tuple[str, str]:
     t, i, g = p.taps, p.in_per_group, p.groups
     if polyphase.applies(p):
         phases = math.prod(p.lhs_dilation)
-        return "polyphase", (f"transposed (lhs dilation {_dims(p.lhs_dilation)}), "
-                             f"stride 1: {phases} sub-pixel phases on the real inputs")
+        why = f"transposed (lhs dilation {_dims(p.lhs_dilation)}), stride 1: "
+        if polyphase.depth_to_space_applies(p, prof):
+            return "polyphase", why + (f"kernel = stride, {phases} one-tap phases: "
+                                       "one GEMM, then depth-to-space")
+        return "polyphase", why + f"{phases} sub-pixel phases on the real inputs"
     if p.depthwise and (p.groups > 1 or p.out_channels == 1):
         # (One input channel feeding many outputs is a dense conv of depth
         # T: the patch form below; its kernel gradient is one GEMM.)
@@ -396,6 +399,10 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
         steps = p.channels if hankel else m_blocks
         temp = 2 * p.in_bytes + (2 * p.batch * p.padded_shape[1] * m_blocks * itemsize
                                  if hankel else p.out_bytes)
+    elif name == "polyphase" and polyphase.depth_to_space_applies(p, prof):
+        params["phases"] = math.prod(p.lhs_dilation)
+        params["depth_to_space"] = True
+        temp = p.out_bytes
     elif name == "polyphase":
         counts = polyphase.phase_taps(p)
         forms = [polyphase.phase_form(t, p.groups, p.in_per_group, p.inexact, prof)

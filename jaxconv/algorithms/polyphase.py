@@ -15,7 +15,7 @@ import numpy as np
 from jax import lax
 
 from .._taps import tap_offsets, valid_out_size
-from ._common import batch_zeros, contract_tap, matmul
+from ._common import batch_zeros, contract_tap, matmul, take
 from .guards import finite_or
 
 
@@ -77,6 +77,37 @@ def phase_specs(problem):
     return lo_out, per_axis, qmax
 
 
+def depth_to_space_applies(problem, profile) -> bool:
+    """Whether every phase is one tap over the whole undilated input, and
+    the kernel is no more than ``profile.kernel_bound_ratio`` times the
+    input's bytes.
+
+    A dense transposed conv whose kernel equals its stride on every axis
+    (U-Net's 2x2 stride-2 upsampling, no padding or cropping): output
+    ``q*s + r`` is ``x[q] @ w[tap(r)]`` for exactly one tap, and every
+    ``x[q]`` is real, so no padding zero meets a weight.  The one GEMM
+    needs the taps side by side, a copy of the kernel: where the kernel
+    outweighs the input (the deepest upsampling layers at batch 1), the
+    per-phase GEMMs that read it in place are faster.
+    """
+    p = problem
+    if (p.groups != 1 or not profile.phase_depth_to_space
+            or p.w_bytes > profile.kernel_bound_ratio * p.in_bytes):
+        return False
+    lo_out, per_axis, _ = phase_specs(p)
+    for a, phases in enumerate(per_axis):
+        n = p.x_shape[1 + a]
+        if lo_out[a] != n * p.lhs_dilation[a]:
+            return False
+        for spec in phases:
+            if spec[0] is None:
+                return False
+            taps, pad, _, q = spec
+            if len(range(*taps)) != 1 or pad != (0, 0) or q != n:
+                return False
+    return True
+
+
 def phase_taps(problem):
     """The number of taps of every non-empty phase, in phase order."""
     _, per_axis, _ = phase_specs(problem)
@@ -111,6 +142,8 @@ def run(x, w, plan, precision):
     n_b, o = x.shape[0], w.shape[-1]
     if 0 in lo_out:
         return jnp.zeros((n_b, *lo_out, o), acc_dtype)
+    if plan.param("depth_to_space"):
+        return _depth_to_space(x, w, per_axis, p.lhs_dilation, precision, acc_dtype)
     ys = []
     for combo in np.ndindex(*p.lhs_dilation):
         specs = [per_axis[a][r] for a, r in enumerate(combo)]
@@ -132,6 +165,29 @@ def run(x, w, plan, precision):
         y = y.reshape(*y.shape[:1 + a], y.shape[1 + a] * y.shape[2 + a],
                       *y.shape[3 + a:])
     return y[(slice(None), *(slice(0, t) for t in lo_out))]
+
+
+def _depth_to_space(x, w, per_axis, s, precision, acc_dtype):
+    """Phases of one tap each (:func:`depth_to_space_applies`) as one GEMM.
+
+    ``x (N, *n, I) @ [w_r for every phase r] (I, P*O)`` computes every
+    phase at once, then a transpose interleaves the phases into the output
+    (``depth-to-space``): one GEMM ``P`` times wider than each phase's, the
+    input read once instead of ``P`` times.
+    """
+    nd = len(s)
+    o = w.shape[-1]
+    n_sp = x.shape[1:-1]
+    cols = [take(w, tuple(per_axis[a][r][0][0] for a, r in enumerate(combo)))
+            for combo in np.ndindex(*s)]  # one (I, O) tap per phase
+    w_all = jnp.stack(cols, axis=1)
+    y = matmul(x, w_all.reshape(w_all.shape[0], -1), precision, acc_dtype)
+    y = y.reshape(*y.shape[:-1], *s, o)  # (N, *n, *s, O)
+    perm = (0, *(v for a in range(nd) for v in (1 + a, 1 + nd + a)), 1 + 2 * nd)
+    y = jnp.transpose(y, perm)  # (N, n_1, s_1, ..., n_d, s_d, O)
+    for a in range(nd):  # merge (n_a, s_a) one axis at a time (sharded reshapes)
+        y = y.reshape(*y.shape[:1 + a], n_sp[a] * s[a], *y.shape[3 + a:])
+    return y
 
 
 def _phase_taps(x, sub, specs, groups, precision, acc_dtype, profile):

@@ -158,6 +158,11 @@ class Profile:
         block-Hankel GEMM per channel instead of a scan over kernel blocks.
       phase_gemm_max_taps: a transposed-conv phase with at most this many taps
         is one GEMM against all of them; more build phase patches.
+      phase_depth_to_space: a dense transposed conv whose kernel equals its
+        stride (every phase one tap over the whole input: U-Net's 2x2
+        stride-2 upsampling) and is at most ``kernel_bound_ratio`` times
+        the input's bytes is one GEMM against every phase's tap, then a
+        transpose interleaving the phases, instead of one GEMM per phase.
       workspace_bytes: the temporaries a conv may use beyond the
         ``2 x (input + output)`` bound (``JAXCONV_WORKSPACE_MB`` overrides).
       branch_free: guard NaN/Inf locality without conditionals (a
@@ -256,6 +261,7 @@ class Profile:
     toeplitz_block: int = 64
     hankel_min_taps: int = 512
     phase_gemm_max_taps: int = 2
+    phase_depth_to_space: bool = True
     workspace_bytes: int = 64 * _MiB
     branch_free: bool = False
     custom_kernel_grads: bool = True
