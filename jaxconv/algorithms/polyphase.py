@@ -99,10 +99,10 @@ def depth_to_space_applies(problem, profile) -> bool:
         n = p.x_shape[1 + a]
         if lo_out[a] != n * p.lhs_dilation[a]:
             return False
-        for spec in phases:
-            if spec[0] is None:
+        for sp in phases:
+            if sp[0] is None:
                 return False
-            taps, pad, _, q = spec
+            taps, pad, _, q = sp
             if len(range(*taps)) != 1 or pad != (0, 0) or q != n:
                 return False
     return True
