@@ -45,7 +45,8 @@ class ExplainRow:
       kernel_shape: the canonical kernel ``(*K, I, O)``.
       output_shape: ``(N, *out, O)``.
       dtype: the input dtype.
-      profile: the profile the plan was made with.
+      profile: the profile the plan was made with (its name, with the CPU
+        family on the ``cpu`` preset: ``"cpu/avx512"``).
       formulation: the plan's label, e.g. ``"taps/depthwise"``.
       loop_steps: sequential loop steps of the forward program.
       temp_bytes: estimated temporaries.
@@ -89,7 +90,7 @@ class ExplainRow:
             temp = copies * p.in_bytes + window
             reason = f"{p.nd}-D kernel gradient: a scan of 2-D GEMMs, one per tap"
         return cls(op + ROLE_NAMES[role], p.x_shape, p.w_shape, p.out_shape, p.dtype,
-                   plan.profile.name, label, steps, temp, reason, plan)
+                   plan.profile.label, label, steps, temp, reason, plan)
 
 
 class Explanation(tuple):

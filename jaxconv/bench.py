@@ -605,6 +605,7 @@ def machine_info(gemm_gflops: float | None = None) -> dict:
         "git_commit": git_commit(),
         "git_dirty": git_dirty(),
         "profile": current_profile().name,
+        "cpu_family": current_profile().family or None,
         "device_kind": dev.device_kind,
         "platform": f"{jax.default_backend()} ({dev.device_kind}); "
                     f"{platform.platform()}",
@@ -760,7 +761,7 @@ def compare(old: dict, new: dict, *, threshold: float = 0.1) -> str:
             same += 1
     lines = []
     ma, mb = old.get("machine", {}), new.get("machine", {})
-    for field in ("cpu", "cores", "profile", "device_kind"):
+    for field in ("cpu", "cores", "profile", "cpu_family", "device_kind"):
         if ma.get(field) != mb.get(field):
             lines.append(f"note: {field} differs: {ma.get(field)!r} -> "
                          f"{mb.get(field)!r}")

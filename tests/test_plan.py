@@ -5,6 +5,7 @@ no tuning constant outside the profile)."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import pathlib
 
 import jax
@@ -19,6 +20,7 @@ from jaxconv import bench
 from jaxconv import lax as jl
 from jaxconv.algorithms import plan as planning
 from jaxconv.algorithms.problem import Problem
+from jaxconv.algorithms.profile import CPU_FAMILIES, cpu_family
 
 PACKAGE = pathlib.Path(jaxconv.__file__).parent
 PROFILES = ("cpu", "gpu", "tpu")
@@ -367,6 +369,11 @@ PROFILE_VARIANTS = {
                         tap_scan_2d_min_io=1, tap_scan_min_o=1),
     # the depthwise/grouped kernel-gradient row scan one column per step
     "row-chunks": dict(rowscan_carry_bytes=1),
+    # the AVX-512 family's table, and its 2-D "shifted" rule in tiny blocks
+    "avx512": dict(CPU_FAMILIES["avx512"]),
+    "shifted-2d-tiny-blocks": dict(shifted_2d_min_i=1, alltaps_max_bytes=0,
+                                   block_min_bytes=1, block_max_bytes=600,
+                                   block_io_fraction=0),
 }
 NUMERIC = [
     ((2, 9, 8, 6), (3, 3, 6, 5), (1, 1), "SAME", 1, None),
@@ -468,6 +475,72 @@ def test_workspace_override(monkeypatch):
         jaxconv.get_profile("cpu")
 
 
+def test_cpu_family_is_read_from_the_cpu_flags(monkeypatch):
+    xeon = "processor : 0\nflags : fpu sse2 avx avx2 fma avx512f avx512bw amx_tile\n"
+    epyc = "processor : 0\nflags : fpu sse2 avx avx2 fma sha_ni\n"
+    arm = "processor : 0\nFeatures : fp asimd sve\n"
+    assert cpu_family(xeon) == "avx512"
+    assert cpu_family(epyc) == cpu_family(arm) == cpu_family("") == "avx2"
+    # the environment wins over this host's flags (conftest.py pins "avx2")
+    assert cpu_family() == "avx2" and jaxconv.get_profile("cpu").family == "avx2"
+    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx512")
+    assert cpu_family() == "avx512"
+    cpu = jaxconv.get_profile("cpu")
+    assert (cpu.name, cpu.family, cpu.label) == ("cpu", "avx512", "cpu/avx512")
+    assert cpu == jaxconv.Profile().replace(family="avx512", **CPU_FAMILIES["avx512"])
+    assert jaxconv.get_profile("gpu").family == "" and jaxconv.get_profile("gpu").label == "gpu"
+    # without the variable: this host's own flags
+    monkeypatch.delenv("JAXCONV_CPU_FAMILY")
+    with open("/proc/cpuinfo") if pathlib.Path("/proc/cpuinfo").exists() else \
+            open(__file__) as f:
+        host = cpu_family(f.read())
+    assert cpu_family() == host
+
+
+def test_unknown_cpu_family_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx1024")
+    with pytest.raises(ValueError, match=r"`JAXCONV_CPU_FAMILY` \(='avx1024'\) must "
+                       r"be one of 'avx2', 'avx512'"):
+        jaxconv.get_profile("cpu")
+
+
+def test_avx512_family_runs_wide_2d_layers_as_shifted_per_tap_gemms(monkeypatch, rng):
+    """On AVX-512 hosts a dense 2-D stride-1 layer on 64+ input channels
+    whose all-tap GEMM output is past the unblocked size runs "shifted";
+    kernel-bound and narrower layers keep the avx2 rule."""
+    avx2 = jaxconv.get_profile("cpu")
+    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx512")
+    avx512 = jaxconv.get_profile("cpu")
+    b8 = _problem((8, 28, 28, 128), (3, 3, 128, 128), (1, 1), pads=((1, 1),) * 2)
+    assert planning.plan(b8, avx2).formulation == "taps"
+    q = planning.plan(b8, avx512)
+    assert q.formulation == "shifted" and q.param("blocks")
+    assert "I = 128 >= 64" in q.reason
+    narrow = _problem((1, 56, 56, 32), (3, 3, 32, 32), (1, 1), pads=((1, 1),) * 2)
+    deep = _problem((8, 4, 4, 512), (3, 3, 512, 512), (1, 1), pads=((1, 1),) * 2)
+    small = _problem((1, 8, 8, 64), (3, 3, 64, 64), (1, 1), pads=((1, 1),) * 2)
+    for p in (narrow, deep, small):
+        assert planning.plan(p, avx512) == dataclasses.replace(
+            planning.plan(p, avx2), profile=avx512)
+    # the result and its gradients through the public API
+    x = rng.standard_normal((2, 12, 10, 64)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 64, 16)).astype(np.float32)
+    ours = (lambda x, w: jl.conv_general_dilated(x, w, (1, 1), "SAME",
+                                                  dimension_numbers=_dn(2)))
+    with jaxconv.use_profile(avx512.replace(alltaps_max_bytes=0)):
+        (row,) = jaxconv.explain(ours, x, w)
+        got = jax.jit(ours)(x, w)
+        grads = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(ours(x, w))),
+                                 (0, 1)))(x, w)
+    assert (row.formulation, row.profile) == ("taps/shifted", "cpu/avx512")
+    theirs = (lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                                     dimension_numbers=_dn(2)))
+    assert_close(got, theirs(x, w))
+    want = jax.grad(lambda x, w: jnp.sum(jnp.sin(theirs(x, w))), (0, 1))(x, w)
+    for a, b in zip(grads, want):
+        assert_close(a, b)
+
+
 def test_unknown_profile_is_a_clear_error(monkeypatch):
     with pytest.raises(ValueError, match=r"`profile` \(='metal'\) must be one of"):
         with jaxconv.use_profile("metal"):
@@ -488,7 +561,8 @@ def test_explain_one_op_and_its_table():
     (row,) = rows
     assert row.op == "depthwise conv" and row.formulation == "taps/depthwise"
     assert row.input_shape == (1, 112, 112, 96) and row.output_shape[1:3] == (112, 112)
-    assert row.profile == jaxconv.current_profile().name and row.dtype == "float32"
+    assert row.profile == jaxconv.current_profile().label == "cpu/avx2"
+    assert row.dtype == "float32"
     text = str(rows)
     assert text.splitlines()[0].split()[:3] == ["op", "input", "kernel"]
     assert "taps/depthwise" in text and "elementwise" in text

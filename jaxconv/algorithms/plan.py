@@ -169,6 +169,12 @@ def choose(p: Problem, prof: Profile) -> tuple[str, str]:
             # (1-D: per-tap GEMMs of so few rows lost to the rules below.)
             loop = " in a loop over taps" if _kernel_bound_loop(p, prof) else ""
             return "taps", f"{why}: per-tap GEMMs{loop} reading the kernel in place"
+    if (p.nd == 2 and p.stride1 and i >= prof.shifted_2d_min_i
+            and _alltaps_bytes(p) > prof.alltaps_max_bytes):
+        return "shifted", (f"dense 2-D stride 1, I = {i} >= {prof.shifted_2d_min_i}, "
+                           "all-tap GEMM output > "
+                           f"{_mib(prof.alltaps_max_bytes)}: per-tap GEMMs over whole "
+                           "rows in row blocks, outputs shifted")
     if _blocked_tap_loop(p, prof):
         return "taps", (f"dense stride 1, I = {i} >= {prof.tap_scan_nd_min_i}, output "
                         f">= {_mib(prof.tap_block_min_bytes)}: per-tap GEMMs in a loop "

@@ -44,6 +44,9 @@ class Profile:
     Attributes:
       name: the preset this profile derives from (``"cpu"``, ``"gpu"``,
         ``"tpu"``).
+      family: for the ``cpu`` preset, the CPU family whose table of
+        constants it carries (``"avx2"`` or ``"avx512"``, see
+        :func:`cpu_family`); empty for the accelerator presets.
       unroll_limit: kernels with more taps than this run their taps in a
         ``lax.scan`` (bounded compile time) instead of unrolled.
       outer_max_i: dense stride-1 kernels on at most this many input
@@ -201,6 +204,15 @@ class Profile:
         zoo and suite records it changes the forward ran 1.11x faster
         (geomean, 0.98-1.46x per record; BENCHMARKS.md) ...
       tap_block_min_bytes: ... (the output size from which it applies).
+      shifted_2d_min_i: dense 2-D stride-1 kernels (not kernel-bound) on at
+        least this many input channels whose all-tap GEMM output exceeds
+        ``alltaps_max_bytes`` run per-tap GEMMs over whole padded rows in
+        row blocks, their outputs shifted and summed (``"shifted"``),
+        before the tap loop and ``"wide"`` are considered.  Off on the
+        ``avx2`` family; on ``avx512`` hosts, whose GEMMs run about 2.5x
+        faster against the same memory passes, it ran the 20 forward and 21
+        gradient zoo and suite records it changes 1.05x and 1.04x faster
+        (geometric means; BENCHMARKS.md).
       custom_kernel_grads: use the row-scan kernel-gradient rules of the
         depthwise and grouped formulations (they work around a slow XLA:CPU
         reduction); off, plain autodiff.
@@ -233,6 +245,7 @@ class Profile:
     """
 
     name: str = "cpu"
+    family: str = "avx2"
     unroll_limit: int = 64
     outer_max_i: int = 1
     im2col_max_i: int = 4
@@ -277,7 +290,13 @@ class Profile:
     tap_scan_2d_min_io: int = 8192
     tap_block_bytes: int = 2 * _MiB
     tap_block_min_bytes: int = _MiB // 2
+    shifted_2d_min_i: int = 1 << 62
     depthwise_gemm_precision: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The name, with the CPU family where there is one (``"cpu/avx512"``)."""
+        return f"{self.name}/{self.family}" if self.family else self.name
 
     def replace(self, **changes) -> Profile:
         """A copy with some constants changed (e.g. for an experiment).
@@ -309,8 +328,21 @@ _ACCELERATOR = Profile(
     taps_min_i=1 << 62, tap_loop_min_i=1 << 62, tap_scan_min_o=1 << 62, outer_max_i=0,
     tap_scan_nd_min_rows=1 << 62, tap_block_bytes=0,
     wide_min_width=1 << 62, wide_2d_max_i=0, alltaps_max_i=64,
-    depthwise_gemm_precision="highest", per_example_loop=False,
+    depthwise_gemm_precision="highest", per_example_loop=False, family="",
 )
+# The cpu preset's constants per CPU family.  XLA:CPU's GEMM runs at the
+# width of the host's vector unit while copies, pads and elementwise sums
+# run at its memory bandwidth, so the balance between a formulation's GEMMs
+# and its passes over memory shifts with the vector width: measured on
+# 2-core hosts, a 1024^3 float32 GEMM ran ~105-120 GFLOP/s on an AMD EPYC
+# (AVX2) and ~300 on an Intel Xeon (AVX-512), so a pass over memory costs
+# the Xeon relatively more (BENCHMARKS.md).  ``avx2`` holds the constants fitted on the
+# AVX2 hosts and is used for every CPU without AVX-512 (ARM included);
+# ``avx512`` changes what was measured to win there.
+CPU_FAMILIES: dict[str, dict[str, object]] = {
+    "avx2": {},
+    "avx512": {"shifted_2d_min_i": 64},
+}
 PRESETS: dict[str, Profile] = {
     "cpu": Profile(),
     "gpu": _ACCELERATOR.replace(name="gpu"),
@@ -319,6 +351,63 @@ PRESETS: dict[str, Profile] = {
 _BACKENDS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}
 _ACTIVE: contextvars.ContextVar[Profile | None] = contextvars.ContextVar(
     "jaxconv_profile", default=None)
+
+
+def _cpu_flags(cpuinfo: str) -> set[str]:
+    """The feature flags of the first processor listed in ``cpuinfo`` (the
+    text of Linux's ``/proc/cpuinfo``; x86 ``flags``, ARM ``Features``)."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def _read_cpuinfo() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read()
+    except OSError:  # not Linux: no flags, the default family
+        return ""
+
+
+_HOST_FAMILY: list[str] = []
+
+
+def cpu_family(cpuinfo: str | None = None) -> str:
+    """The CPU family whose constants the ``cpu`` preset uses here.
+
+    ``"avx512"`` on hosts whose processor has AVX-512 (the ``avx512f`` flag
+    of ``/proc/cpuinfo``), ``"avx2"`` on every other host (the default,
+    also where ``/proc/cpuinfo`` cannot be read).  The environment variable
+    ``JAXCONV_CPU_FAMILY`` overrides the detection (e.g. to plan for
+    another host when exporting, or to compare the two tables).
+
+    Args:
+      cpuinfo: the text to read the flags from instead of this host's
+        ``/proc/cpuinfo`` (for tests).
+
+    Raises:
+      ValueError: ``JAXCONV_CPU_FAMILY`` names no family.
+
+    Example:
+      >>> from jaxconv.algorithms.profile import cpu_family
+      >>> cpu_family("flags : fpu sse2 avx2 avx512f avx512bw")
+      'avx512'
+      >>> cpu_family("flags : fpu sse2 avx2")
+      'avx2'
+    """
+    env = os.environ.get("JAXCONV_CPU_FAMILY")
+    if env and cpuinfo is None:
+        if env not in CPU_FAMILIES:
+            raise ValueError(f"`JAXCONV_CPU_FAMILY` (={env!r}) must be one of "
+                             f"{', '.join(map(repr, CPU_FAMILIES))}.")
+        return env
+    if cpuinfo is None:
+        if not _HOST_FAMILY:
+            _HOST_FAMILY.append(cpu_family(_read_cpuinfo()))
+        return _HOST_FAMILY[0]
+    return "avx512" if "avx512f" in _cpu_flags(cpuinfo) else "avx2"
 
 
 def get_profile(name: str | Profile) -> Profile:
@@ -343,6 +432,9 @@ def get_profile(name: str | Profile) -> Profile:
         raise ValueError(f"`profile` (={name!r}) must be one of "
                          f"{', '.join(map(repr, PRESETS))} or a jaxconv.Profile.")
     profile = PRESETS[key]
+    if key == "cpu":
+        profile = profile.replace(family=(family := cpu_family()),
+                                  **CPU_FAMILIES[family])
     mb = os.environ.get("JAXCONV_WORKSPACE_MB")
     if mb:
         try:
