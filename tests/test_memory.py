@@ -105,8 +105,15 @@ def _temp_and_bound(f, *args):
     return temp, bound
 
 
+# The cpu preset's tables of both CPU families (the memory rule holds for
+# each, whatever the host).
+FAMILIES = pytest.mark.parametrize("family", ["avx2", "avx512"])
+
+
+@FAMILIES
 @pytest.mark.parametrize("case", _params(CASES))
-def test_forward_temporaries_within_2x_io(case):
+def test_forward_temporaries_within_2x_io(case, family, monkeypatch):
+    monkeypatch.setenv("JAXCONV_CPU_FAMILY", family)
     f, x, w = _problem(case)
     temp, bound = _temp_and_bound(f, x, w)
     assert temp <= bound, f"{case}: temp {temp} B > 2 x I/O = {bound} B"
@@ -124,8 +131,10 @@ def _gradient_temp_and_bound(case):
     return _temp_and_bound(grads, x, w, y)
 
 
+@FAMILIES
 @pytest.mark.parametrize("case", _params(GRADIENT_CASES, "grad:"))
-def test_gradient_temporaries_within_2x_io(case):
+def test_gradient_temporaries_within_2x_io(case, family, monkeypatch):
+    monkeypatch.setenv("JAXCONV_CPU_FAMILY", family)
     temp, bound = _gradient_temp_and_bound(case)
     assert temp <= bound, f"{case} gradient: temp {temp} B > 2 x I/O = {bound} B"
 
@@ -168,3 +177,28 @@ def test_strided_convs_within_bound(shape, c_out):
 
     temp, bound = _temp_and_bound(f, x, w)
     assert temp <= bound, f"temp {temp} B > 2 x I/O = {bound} B"
+
+
+@pytest.mark.parametrize("shape, c_out", [((8, 28, 28, 128), 128),
+                                          ((8, 32, 32, 64), 128)])
+def test_avx512_shifted_layers_within_2x_io(shape, c_out, monkeypatch):
+    """The ``avx512`` table's per-tap GEMMs over whole rows keep every tap's
+    block products live; where the rule picks them they stay in the bound."""
+    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx512")
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
+    w = jax.ShapeDtypeStruct((3, 3, shape[-1], c_out), jnp.float32)
+
+    def f(x, w):
+        return jl.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC[2])
+
+    (row,) = jaxconv.explain(f, x, w)
+    assert row.formulation == "taps/shifted" and row.profile == "cpu/avx512"
+    temp, bound = _temp_and_bound(f, x, w)
+    assert temp <= bound, f"forward: temp {temp} B > 2 x I/O = {bound} B"
+    y = jax.eval_shape(f, x, w)
+
+    def grads(x, w, dy):
+        return jax.vjp(f, x, w)[1](dy)
+
+    temp, bound = _temp_and_bound(grads, x, w, y)
+    assert temp <= bound, f"gradient: temp {temp} B > 2 x I/O = {bound} B"

@@ -169,12 +169,12 @@ def choose(p: Problem, prof: Profile) -> tuple[str, str]:
             # (1-D: per-tap GEMMs of so few rows lost to the rules below.)
             loop = " in a loop over taps" if _kernel_bound_loop(p, prof) else ""
             return "taps", f"{why}: per-tap GEMMs{loop} reading the kernel in place"
-    if (p.nd == 2 and p.stride1 and i >= prof.shifted_2d_min_i
-            and _alltaps_bytes(p) > prof.alltaps_max_bytes):
+    if _shifted_2d(p, prof):
         return "shifted", (f"dense 2-D stride 1, I = {i} >= {prof.shifted_2d_min_i}, "
                            "all-tap GEMM output > "
-                           f"{_mib(prof.alltaps_max_bytes)}: per-tap GEMMs over whole "
-                           "rows in row blocks, outputs shifted")
+                           f"{_mib(prof.alltaps_max_bytes)}, every tap's block "
+                           "products within the memory rule: per-tap GEMMs over "
+                           "whole rows in row blocks, outputs shifted")
     if _blocked_tap_loop(p, prof):
         return "taps", (f"dense stride 1, I = {i} >= {prof.tap_scan_nd_min_i}, output "
                         f">= {_mib(prof.tap_block_min_bytes)}: per-tap GEMMs in a loop "
@@ -497,6 +497,24 @@ def _tap_scan_kernel_grad_nd(p: Problem, prof: Profile) -> bool:
             and rows >= prof.tap_scan_nd_min_rows
             and p.in_per_group >= prof.tap_scan_nd_min_i
             and (p.nd >= 3 or io >= prof.tap_scan_2d_min_io))
+
+
+def _shifted_2d(p: Problem, prof: Profile) -> bool:
+    """Whether a dense 2-D stride-1 layer runs ``"shifted"`` (``shifted_2d_min_i``).
+
+    Only where the row blocks hold every tap's products within the memory
+    rule's room, ``2 x (input + kernel + output)``: the blocks are sized for
+    ``k_w + 1`` products per output position, but XLA keeps all ``T`` live
+    until its one fused sum (measured temporaries of 1.2-2.2x the room on
+    one-image layers otherwise; sizing the blocks for all ``T`` instead
+    made the form lose its speed).
+    """
+    if not (p.nd == 2 and p.stride1 and p.in_per_group >= prof.shifted_2d_min_i
+            and _alltaps_bytes(p) > prof.alltaps_max_bytes):
+        return False
+    blocked = make_plan(p, prof, "shifted", "")
+    live = blocked.temp_bytes * (p.taps + 1) // (p.kernel[-1] + 1)
+    return live <= 2 * (p.io_bytes + p.w_bytes)
 
 
 def _kernel_bound(p: Problem, prof: Profile) -> bool:

@@ -208,11 +208,13 @@ class Profile:
         least this many input channels whose all-tap GEMM output exceeds
         ``alltaps_max_bytes`` run per-tap GEMMs over whole padded rows in
         row blocks, their outputs shifted and summed (``"shifted"``),
-        before the tap loop and ``"wide"`` are considered.  Off on the
-        ``avx2`` family; on ``avx512`` hosts, whose GEMMs run about 2.5x
-        faster against the same memory passes, it ran the 20 forward and 21
-        gradient zoo and suite records it changes 1.05x and 1.04x faster
-        (geometric means; BENCHMARKS.md).
+        before the tap loop and ``"wide"`` are considered, where the
+        blocks' products of every tap fit the memory rule's room
+        (``plan._shifted_2d``).  Off on the ``avx2`` family; on ``avx512``
+        hosts, whose GEMMs run about 2.5x faster against the same memory
+        passes, it ran the 9 forward and 10 gradient zoo and suite records
+        it changes 1.08x and 1.04x faster (geometric means, none slower
+        than 0.98x; BENCHMARKS.md).
       custom_kernel_grads: use the row-scan kernel-gradient rules of the
         depthwise and grouped formulations (they work around a slow XLA:CPU
         reduction); off, plain autodiff.
