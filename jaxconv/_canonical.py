@@ -91,7 +91,7 @@ def canonical_plan(
     preferred_element_type=None,
     algorithm: str = "auto",
     profile: str | Profile | None = None,
-    reshaped: bool = False,
+    reshaped: bool | str = False,
 ) -> Plan:
     """The plan of one call, from the shapes and dtypes of ``x`` and ``w`` alone.
 
@@ -102,7 +102,9 @@ def canonical_plan(
     not (or that has batch groups or lhs dilation) is planned on the
     materialised input.  ``reshaped``: the caller reshapes the result (a
     vmapped conv's folded batch); the plan is then adjusted by
-    ``for_reshaped_result`` (:mod:`jaxconv.algorithms.plan`).
+    ``for_reshaped_result`` (:mod:`jaxconv.algorithms.plan`); ``"batch"``:
+    the caller splits the batch axis alone and re-poisons a depthwise
+    result's border itself (``depthwise.poison_border``).
     """
     acc_dtype = accumulation_dtype(x.dtype, preferred_element_type)
     profile = current_profile() if profile is None else get_profile(profile)
@@ -133,7 +135,9 @@ def canonical_plan(
         chosen = autotune.choose(problem, profile, precision)
     else:
         chosen = plan(problem, profile, algorithm)
-    return for_reshaped_result(chosen) if reshaped else chosen
+    if not reshaped:
+        return chosen
+    return for_reshaped_result(chosen, deferred=reshaped == "batch")
 
 
 def planned_input(x, chosen: Plan, *, padding, lhs_dilation, batch_group_count: int):
@@ -169,7 +173,7 @@ def conv_canonical(
     preferred_element_type=None,
     algorithm: str = "auto",
     profile: str | Profile | None = None,
-    reshaped: bool = False,
+    reshaped: bool | str = False,
 ):
     """Convolve channels-last ``x (N, *S, C)`` with ``w (*K, I, O)``.
 

@@ -64,8 +64,11 @@ batch group count, whichever is > 1):
 
 The folded ``fwd`` and ``lhs_t`` equations carry ``reshaped=True`` (their
 results are unfolded by a reshape, which changes how a depthwise loop mends
-its border: ``plan.for_reshaped_result``); every other equation and the
-forward convolutions that transposed roles differentiate carry ``False``.
+its border: ``plan.for_reshaped_result``), or ``reshaped="batch"`` for a
+``fwd`` whose unfold only splits the batch axis (``x`` vmapped alone): its
+depthwise border strips are re-poisoned after the unfold,
+``depthwise.poison_border``; every other equation and the forward
+convolutions that transposed roles differentiate carry ``False``.
 The folds are permutations, so the vmap of a transposed role is the same
 transposed role on the folded problem between the inverse folds (vmap of a
 transpose is the transpose of the vmap): per-example kernel gradients are
@@ -116,7 +119,7 @@ from jax.interpreters import ad, batching, mlir, xla
 
 from ._canonical import canonical_plan, conv_canonical, planned_input, record_plan
 from ._taps import valid_out_size
-from .algorithms import dense
+from .algorithms import dense, depthwise
 from .algorithms.plan import per_example_loop
 from .algorithms.profile import Profile, current_profile, get_profile
 
@@ -335,8 +338,22 @@ def _aval(operand):
     return tuple(operand.aval.shape), _static_dtype(operand.aval.dtype)
 
 
+def _derived(params):
+    """The parameters of an equation derived from one (tangent, transpose).
+
+    ``reshaped="batch"`` promises that the caller re-poisons the result's
+    depthwise border (the batching rule does, for the primal it binds);
+    nobody does for a derived equation, which recomputes its border
+    strips instead (``reshaped=True``).
+    """
+    if params.get("reshaped") == "batch":
+        return {**params, "reshaped": True}
+    return params
+
+
 def _t_first(g, a, b, *, role, operand_shape, operand_dtype, **params):
     """Transpose with respect to the first operand."""
+    params = _derived(params)
     if role == "rhs_t_each":  # x: per example lhs_t(ct_b, g_b)
         x_shape, x_dtype = a.aval.shape[1:], _static_dtype(a.aval.dtype)
         return jax.vmap(lambda ct, g: _bind(ct, g, "lhs_t", x_shape, x_dtype,
@@ -350,6 +367,7 @@ def _t_first(g, a, b, *, role, operand_shape, operand_dtype, **params):
 
 def _t_second(g, a, b, *, role, operand_shape, operand_dtype, **params):
     """Transpose with respect to the second operand."""
+    params = _derived(params)
     if role == "rhs_t_each":  # ct: per example fwd(x_b, g_b)
         return jax.vmap(lambda x, g: _bind(x, g, "fwd", None, None, params))(a, g)
     if role == "fwd":  # w of fwd(x, w)
@@ -360,6 +378,11 @@ def _t_second(g, a, b, *, role, operand_shape, operand_dtype, **params):
 
 
 ad.defbilinear(conv_p, _t_first, _t_second)
+# defbilinear's tangents (``bind(t, b)`` and ``bind(a, t)``), with
+# :func:`_derived` parameters.
+ad.defjvp(conv_p,
+          lambda g, a, b, **params: conv_p.bind(g, b, **_derived(params)),
+          lambda g, a, b, **params: conv_p.bind(a, g, **_derived(params)))
 
 
 # --- batching: fold the vmapped axis into the problem --------------------------------
@@ -523,7 +546,17 @@ def _batch_rule(args, dims, *, role, operand_shape, operand_dtype, **params):
     if role == "fwd":
         x = fold.fold_x(_at_front(a, da, size)) if bx else a
         w = fold.fold_w(_at_front(b, db, size)) if bw else b
-        return fold.unfold_y(_bind(x, w, "fwd", None, None, kw)), 0
+        if bw:
+            return fold.unfold_y(_bind(x, w, "fwd", None, None, kw)), 0
+        # Only the batch axis is split: a depthwise loop leaves its border
+        # strips to be re-poisoned here, on the unfolded result, which
+        # XLA:CPU updates in place (the folded one it would copy whole).
+        kw["reshaped"] = "batch"
+        y = fold.unfold_y(_bind(x, w, "fwd", None, None, kw))
+        chosen = canonical_plan(x, w, **kw)
+        if chosen.param("guard") == depthwise.DEFERRED:
+            y = depthwise.poison_border(y, w, chosen)
+        return y, 0
     if role == "lhs_t":
         ct = fold.fold_y(_at_front(a, da, size))
         w = fold.fold_w(_at_front(b, db, size)) if bw else b

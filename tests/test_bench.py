@@ -125,6 +125,7 @@ def test_machine_record():
 
     assert m["jaxconv"] == jaxconv.__version__ and m["jax"] == jax.__version__
     assert m["profile"] == jaxconv.current_profile().name
+    assert m["cpu_family"] == jaxconv.current_profile().family == "avx2"
     assert m["device_kind"] == jax.devices()[0].device_kind
     assert isinstance(m["cpu"], str) and m["cpu"] and m["cores"] >= 1
     assert m["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}", m["git_commit"])

@@ -102,7 +102,7 @@ def test_plan_table_suite(case, profile):
     if profile != "cpu":
         want = SUITE_ON_ACCELERATORS.get(case.id, want)
     assert [r.formulation for r in rows] == ["taps/" + want]
-    assert rows[0].profile == profile
+    assert rows[0].profile == jaxconv.get_profile(profile).label
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -289,12 +289,17 @@ def test_reshaped_result_changes_only_the_depthwise_border():
     assert dict(folded.params) == {**dict(dw.params), "guard": "recomputed borders"}
     assert (folded.formulation, folded.problem, folded.reason) == (
         dw.formulation, dw.problem, dw.reason)
+    # a caller that splits the batch axis alone re-poisons the border itself
+    deferred = planning.for_reshaped_result(dw, deferred=True)
+    assert dict(deferred.params) == {**dict(dw.params),
+                                     "guard": "re-poisoned borders, after unfolding"}
     # without padding (no border) and for every other formulation: unchanged
     for p in (_problem((8, 16, 16, 8), (3, 3, 1, 8), (1, 1), groups=8),
               _problem((8, 16, 16, 32), (3, 3, 32, 32), (1, 1), pads=((1, 1), (1, 1))),
               _problem((1, 64, 64, 3), (7, 7, 3, 16), (2, 2), pads=((3, 3), (3, 3)))):
         q = planning.plan(p, cpu)
         assert planning.for_reshaped_result(q) == q
+        assert planning.for_reshaped_result(q, deferred=True) == q
 
 
 def test_one_dimensional_dense_rules():

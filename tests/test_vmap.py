@@ -428,32 +428,36 @@ def _depthwise_single(x1, w):
 
 
 def test_vmapped_depthwise_result_is_not_copied(rng):
-    # The folded result is reshaped back to (B, 1, ...): the depthwise loop
-    # then recomputes its border strips, whose in-place update XLA keeps in
-    # place, instead of re-poisoning them from the output (which XLA:CPU
-    # copies whole first when the result is returned reshaped).
+    # The folded result is reshaped back to (B, 1, ...), and XLA:CPU copies
+    # a whole output updated in place first when it is returned reshaped.
+    # So the vmapped forward's depthwise loop leaves its border strips to
+    # the batching rule, which re-poisons them on the unfolded result (in
+    # place); a folded input gradient, whose unfold is not a plain split of
+    # the batch, recomputes them instead.
     x = jnp.asarray(rng.standard_normal((8, 1, 16, 16, 8)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 3, 1, 8)), jnp.float32)
     vm = jax.vmap(_depthwise_single, (0, None))
     (eqn,) = _equations(jax.make_jaxpr(vm)(x, w).jaxpr)
-    assert eqn.params["reshaped"]
+    assert eqn.params["reshaped"] == "batch"
     (row,) = jaxconv.explain(vm, x, w)
-    assert row.plan.param("guard") == "recomputed borders"
+    assert row.plan.param("guard") == "re-poisoned borders, after unfolding"
     (row,) = jaxconv.explain(_depthwise_single, x[:, 0], w)
     assert row.plan.param("guard") == "re-poisoned borders"
     hlo = jax.jit(vm).lower(x, w).compile().as_text()
-    assert not re.findall(r"f32\[8,16,16,8\][^=]*copy\(", hlo)
+    assert not re.findall(r"f32\[8,1?,?16,16,8\][^=]*copy\(", hlo)
+    assert jax.jit(vm).lower(x, w).compile().memory_analysis().temp_size_in_bytes \
+        < x.nbytes // 4
     # per-example input gradients: the flipped-kernel conv is folded too
     gx = jax.vmap(jax.grad(lambda x1, w: jnp.sum(_depthwise_single(x1, w) ** 2)),
                   (0, None))
     guards = [r.plan.param("guard") for r in jaxconv.explain(gx, x, w)]
-    assert guards == ["recomputed borders"] * 2
+    assert guards == ["re-poisoned borders, after unfolding", "recomputed borders"]
     # the kernel gradient differentiates the forward loop: its result is a
     # kernel, not reshaped, and its row shows the plan that runs
     gw = jax.grad(lambda w: jnp.sum(vm(x, w) ** 2))
     rows = jaxconv.explain(gw, w)
     assert [(r.op, r.plan.param("guard")) for r in rows] == [
-        ("depthwise conv", "recomputed borders"),
+        ("depthwise conv", "re-poisoned borders, after unfolding"),
         ("depthwise conv (kernel grad)", "re-poisoned borders")]
 
 
@@ -488,6 +492,24 @@ def test_vmapped_depthwise_border_keeps_non_finite_weights(bad, rng):
         return jax.vmap(lambda x1, c: jax.vjp(lambda x1: f(x1, w), x1)[1](c)[0])(x, ct)
 
     assert_same(jax.jit(lambda: gx(_depthwise_single))(), gx(ref))
+    # derivatives of the vmapped conv: their tangent and transposed
+    # equations mend their own borders (no caller re-poisons them)
+    tx = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+
+    def jvp(f):
+        return jax.jvp(lambda x: jax.vmap(f, (0, None))(x, w), (x,), (tx,))
+
+    for got, want_ in zip(jax.jit(lambda: jvp(_depthwise_single))(), jvp(ref)):
+        assert_same(got, want_)
+
+    def grad_x(f):
+        return jax.vjp(lambda x: jax.vmap(f, (0, None))(x, w), x)[1](ct)[0]
+
+    assert_same(jax.jit(lambda: grad_x(_depthwise_single))(), grad_x(ref))
+    # vmap of vmap: the inner border strips are re-poisoned at both levels
+    xx = jnp.stack([x, x[::-1]])
+    assert_same(jax.jit(jax.vmap(jax.vmap(_depthwise_single, (0, None)), (0, None)))(
+        xx, w), jax.vmap(jax.vmap(ref, (0, None)), (0, None))(xx, w))
 
 
 def test_equinox_style_model(rng):

@@ -55,7 +55,7 @@ def run(x, w, plan, precision):
     form = plan.param("form")
     if form == "unrolled":
         args = (p.stride, p.dilation, p.groups, p.acc_dtype, p.pads,
-                plan.param("pad_in_loop"), plan.param("guard") == RECOMPUTED)
+                plan.param("pad_in_loop"), plan.param("guard", POISONED))
         if plan.param("kernel_grad") == "rowscan":
             return depthwise_with_fast_kernel_grad(x, w, *args, plan.param("row_width"))
         if plan.param("kernel_grad") == "flat":
@@ -75,14 +75,18 @@ def depthwise_scanned(x, w, stride, dilation, groups, acc_dtype, rows):
     return _depthwise_scan(x, w, kernel, out, stride, dilation, groups, acc_dtype)
 
 
-#: The plan's ``guard`` of the two ways :func:`depthwise_unrolled` keeps a
-#: non-finite weight's products with padding zeros (``pad_in_loop``).
+#: The plan's ``guard`` of the ways :func:`depthwise_unrolled` keeps a
+#: non-finite weight's products with padding zeros (``pad_in_loop``): the
+#: border strips re-poisoned in place, recomputed on padded rows, or
+#: re-poisoned by the caller after it reshapes the result
+#: (:func:`poison_border`; a vmapped conv's unfolded batch).
 POISONED = "re-poisoned borders"
 RECOMPUTED = "recomputed borders"
+DEFERRED = "re-poisoned borders, after unfolding"
 
 
 def depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
-                       pad_in_loop, recompute_border=False):
+                       pad_in_loop, border=POISONED):
     """Every tap unrolled into one fused elementwise loop over the output.
 
     ``pads`` is the zero padding of ``x``, applied per tap when
@@ -90,13 +94,14 @@ def depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
     padding contributes exact zeros where lax multiplies padding zeros by
     the weights; with NaN/Inf weights the outputs that read padding are then
     mended in their border strips: NaN is added there
-    (:func:`_poison_padded_taps`), or, with ``recompute_border``, they are
-    computed again from padded rows of ``x`` (:func:`_exact_border`).
+    (:func:`_poison_padded_taps`), or, with ``border=RECOMPUTED``, they are
+    computed again from padded rows of ``x`` (:func:`_exact_border`); with
+    ``border=DEFERRED`` the caller does it (:func:`poison_border`).
     """
     kernel = w.shape[:-2]
     out = out_spatial(padded_shape(x.shape, pads), kernel, stride, dilation)
     wt, _ = flat_taps(w)
-    if recompute_border and pad_in_loop:
+    if border == RECOMPUTED and pad_in_loop:
         # A kernel computed in the same program (the flipped kernel of an
         # input gradient) is materialised first: fused into the loop and its
         # border updates, the reversed reads ran the loop 3x slower.
@@ -125,10 +130,25 @@ def depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
     # returned reshaped (a vmapped conv's folded batch); recomputed strips
     # depend on ``x`` and ``w`` only, but their transpose makes strided input
     # gradients 1.5-2x slower, so each plan says which (``guard``).
-    if recompute_border:
+    if border == DEFERRED:
+        return y
+    if border == RECOMPUTED:
         return _exact_border(y, x, w, out, stride, dilation, groups, acc_dtype,
                              pads)
     return _poison_padded_taps(y, w, out, stride, dilation, pads, x.shape[1:-1])
+
+
+def poison_border(y, w, plan):
+    """``y``, the result of ``plan`` (guard :data:`DEFERRED`) with its batch
+    axis reshaped into several, with the border strips re-poisoned.
+
+    A vmapped conv's folded batch ``(B * N, ...)`` is returned as ``(B, N,
+    ...)``; XLA:CPU copies a whole output updated in place when the update
+    is returned reshaped, but updates the reshaped output in place.
+    """
+    p = plan.problem
+    return _poison_padded_taps(y, w, p.out_spatial, p.stride, p.dilation, p.pads,
+                               p.x_shape[1:-1])
 
 
 def _poison_padded_taps(y, w, out, stride, dilation, pads, in_spatial):
@@ -144,6 +164,7 @@ def _poison_padded_taps(y, w, out, stride, dilation, pads, in_spatial):
     kernel = w.shape[:-2]
     bad_w = ~jnp.isfinite(w).all(axis=-2)  # (*K, O)
     nd = len(kernel)
+    lead = y.ndim - nd - 1  # the batch axes (more than one once unfolded)
     for a, (k, o, s, d, (lo, _), n) in enumerate(zip(kernel, out, stride, dilation,
                                                       pads, in_spatial)):
         reads_pad = _reads_padding(k, o, s, d, lo, n)
@@ -160,12 +181,12 @@ def _poison_padded_taps(y, w, out, stride, dilation, pads, in_spatial):
         # made XLA's fused depthwise loop 2x slower, a select 4x.)
         rows = np.flatnonzero(reads_pad.any(axis=1))
         for lo_j, hi_j in _runs(rows):
-            shape = [1] * (nd + 2)
-            shape[1 + a], shape[-1] = hi_j - lo_j, hit.shape[-1]
-            start = [0] * (nd + 2)
-            start[1 + a] = lo_j
+            shape = [1] * y.ndim
+            shape[lead + a], shape[-1] = hi_j - lo_j, hit.shape[-1]
+            start = [0] * y.ndim
+            start[lead + a] = lo_j
             limit = list(y.shape)
-            limit[1 + a] = hi_j
+            limit[lead + a] = hi_j
             strip = lax.slice(y, start, limit) + nan_or_zero[lo_j:hi_j].reshape(shape)
             y = lax.dynamic_update_slice(y, strip, start)
     return y
@@ -299,18 +320,18 @@ def _with_kernel_tangent(kernel_tangent, doc):
 
     @partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7, 8, 9))
     def f(x, w, stride, dilation, groups, acc_dtype, pads, pad_in_loop,
-          recompute_border, width):
+          border, width):
         del width
         return depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
-                                  pad_in_loop, recompute_border)
+                                  pad_in_loop, border)
 
     @f.defjvp
     def _jvp(stride, dilation, groups, acc_dtype, pads, pad_in_loop,
-             recompute_border, width, primals, tangents):
+             border, width, primals, tangents):
         x, w = primals
         tx, tw = tangents
         args = (stride, dilation, groups, acc_dtype, pads, pad_in_loop,
-                recompute_border, width)
+                border, width)
         ty = f(tx, w, *args) + kernel_tangent(pad_spatial(x, pads), tw, stride,
                                               dilation, groups, acc_dtype, width)
         return f(x, w, *args), ty

@@ -254,15 +254,17 @@ def plan(problem: Problem, profile: Profile | None = None,
     return make_plan(problem, profile, name, prefix + reason)
 
 
-def for_reshaped_result(chosen: Plan) -> Plan:
+def for_reshaped_result(chosen: Plan, deferred: bool = False) -> Plan:
     """``chosen`` for a result its caller reshapes (a vmapped conv's folded
     batch): XLA:CPU copies the whole output first when an in-place update
-    that reads it is returned reshaped, so the depthwise loop recomputes its
-    border strips instead of re-poisoning them (:mod:`.depthwise`)."""
+    that reads it is returned reshaped, so the depthwise loop leaves its
+    border strips to the caller, who re-poisons them after the reshape
+    (``deferred``: a reshape of the batch axis alone,
+    ``depthwise.poison_border``), or recomputes them (:mod:`.depthwise`)."""
     if chosen.param("guard") != depthwise.POISONED:
         return chosen
-    params = tuple((k, depthwise.RECOMPUTED if k == "guard" else v)
-                   for k, v in chosen.params)
+    guard = depthwise.DEFERRED if deferred else depthwise.RECOMPUTED
+    params = tuple((k, guard if k == "guard" else v) for k, v in chosen.params)
     return dataclasses.replace(chosen, params=params)
 
 
