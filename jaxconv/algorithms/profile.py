@@ -435,8 +435,8 @@ def get_profile(name: str | Profile) -> Profile:
                          f"{', '.join(map(repr, PRESETS))} or a jaxconv.Profile.")
     profile = PRESETS[key]
     if key == "cpu":
-        profile = profile.replace(family=(family := cpu_family()),
-                                  **CPU_FAMILIES[family])
+        family = cpu_family()
+        profile = profile.replace(family=family, **CPU_FAMILIES[family])
     mb = os.environ.get("JAXCONV_WORKSPACE_MB")
     if mb:
         try:
