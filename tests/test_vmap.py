@@ -447,6 +447,17 @@ def test_vmapped_depthwise_result_is_not_copied(rng):
     assert not re.findall(r"f32\[8,1?,?16,16,8\][^=]*copy\(", hlo)
     assert jax.jit(vm).lower(x, w).compile().memory_analysis().temp_size_in_bytes \
         < x.nbytes // 4
+    # the re-poisoned strips stay out of reverse mode: the kernel gradient
+    # through the vmap holds no more temporaries than the batched one's
+    ct = jnp.ones((8, 1, 16, 16, 8), jnp.float32)
+
+    def kernel_grad(f, x, ct):
+        return jax.vjp(lambda w: f(x, w), w)[1](ct)[0]
+
+    temps = [jax.jit(kernel_grad, static_argnums=0).lower(f, a, c).compile()
+             .memory_analysis().temp_size_in_bytes
+             for f, a, c in ((vm, x, ct), (_depthwise_single, x[:, 0], ct[:, 0]))]
+    assert temps[0] <= temps[1] + 4096, temps
     # per-example input gradients: the flipped-kernel conv is folded too
     gx = jax.vmap(jax.grad(lambda x1, w: jnp.sum(_depthwise_single(x1, w) ** 2)),
                   (0, None))

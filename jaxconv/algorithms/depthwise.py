@@ -138,17 +138,28 @@ def depthwise_unrolled(x, w, stride, dilation, groups, acc_dtype, pads,
     return _poison_padded_taps(y, w, out, stride, dilation, pads, x.shape[1:-1])
 
 
+@partial(jax.custom_jvp, nondiff_argnums=(2,))
 def poison_border(y, w, plan):
     """``y``, the result of ``plan`` (guard :data:`DEFERRED`) with its batch
     axis reshaped into several, with the border strips re-poisoned.
 
     A vmapped conv's folded batch ``(B * N, ...)`` is returned as ``(B, N,
     ...)``; XLA:CPU copies a whole output updated in place when the update
-    is returned reshaped, but updates the reshaped output in place.
+    is returned reshaped, but updates the reshaped output in place.  The
+    tangent passes through unchanged (the NaN added is a constant; the
+    convolution's own tangent mends its border), so the strips' in-place
+    updates stay out of reverse mode, whose transposes would copy the
+    whole cotangent once per strip.
     """
     p = plan.problem
     return _poison_padded_taps(y, w, p.out_spatial, p.stride, p.dilation, p.pads,
                                p.x_shape[1:-1])
+
+
+@poison_border.defjvp
+def _poison_border_jvp(plan, primals, tangents):
+    y, w = primals
+    return poison_border(y, w, plan), tangents[0]
 
 
 def _poison_padded_taps(y, w, out, stride, dilation, pads, in_spatial):
