@@ -888,7 +888,7 @@ def _parser() -> argparse.ArgumentParser:
                    "batch-8 layers too")
     p.add_argument("--json", default=None, metavar="PATH",
                    help="write results as JSON (with a machine record: CPU model, "
-                   "cores, versions, git commit, profile, device)")
+                   "cores, versions, git commit, profile and CPU family, device)")
     p.add_argument("--plot", default=None, metavar="PATH",
                    help="write a PNG of the speedups (the zoo: against layer FLOPs; "
                    "needs matplotlib)")
