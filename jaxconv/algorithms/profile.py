@@ -211,7 +211,7 @@ class Profile:
         before the tap loop and ``"wide"`` are considered, where the
         blocks' products of every tap fit the memory rule's room
         (``plan._shifted_2d``).  Off on the ``avx2`` family; on ``avx512``
-        hosts, whose GEMMs run about 2.5x faster against the same memory
+        hosts, whose GEMMs run 2-3x faster against the same memory
         passes, it ran the 9 forward and 10 gradient zoo and suite records
         it changes 1.08x and 1.04x faster (geometric means, none slower
         than 0.98x; BENCHMARKS.md).
@@ -336,8 +336,8 @@ _ACCELERATOR = Profile(
 # width of the host's vector unit while copies, pads and elementwise sums
 # run at its memory bandwidth, so the balance between a formulation's GEMMs
 # and its passes over memory shifts with the vector width: measured on
-# 2-core hosts, a 1024^3 float32 GEMM ran ~105-120 GFLOP/s on an AMD EPYC
-# (AVX2) and ~300 on an Intel Xeon (AVX-512), so a pass over memory costs
+# 2-core hosts, a 1024^3 float32 GEMM ran 105-173 GFLOP/s on an AMD EPYC
+# (AVX2) and 300-314 on an Intel Xeon (AVX-512), so a pass over memory costs
 # the Xeon relatively more (BENCHMARKS.md).  ``avx2`` holds the constants fitted on the
 # AVX2 hosts and is used for every CPU without AVX-512 (ARM included);
 # ``avx512`` changes what was measured to win there.
