@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import os
 from collections.abc import Iterator
 
@@ -337,10 +338,10 @@ _ACCELERATOR = Profile(
 # run at its memory bandwidth, so the balance between a formulation's GEMMs
 # and its passes over memory shifts with the vector width: measured on
 # 2-core hosts, a 1024^3 float32 GEMM ran 105-173 GFLOP/s on an AMD EPYC
-# (AVX2) and 300-314 on an Intel Xeon (AVX-512), so a pass over memory costs
-# the Xeon relatively more (BENCHMARKS.md).  ``avx2`` holds the constants fitted on the
-# AVX2 hosts and is used for every CPU without AVX-512 (ARM included);
-# ``avx512`` changes what was measured to win there.
+# (AVX2) and 300-314 on an Intel Xeon (AVX-512), so a pass over memory
+# costs the Xeon relatively more (BENCHMARKS.md).  ``avx2`` holds the
+# constants fitted on the AVX2 hosts and is used for every CPU without
+# AVX-512 (ARM included); ``avx512`` changes what was measured to win there.
 CPU_FAMILIES: dict[str, dict[str, object]] = {
     "avx2": {},
     "avx512": {"shifted_2d_min_i": 64},
@@ -373,7 +374,10 @@ def _read_cpuinfo() -> str:
         return ""
 
 
-_HOST_FAMILY: list[str] = []
+@functools.cache
+def _host_family() -> str:
+    """This host's family, from its ``/proc/cpuinfo`` (read once)."""
+    return cpu_family(_read_cpuinfo())
 
 
 def cpu_family(cpuinfo: str | None = None) -> str:
@@ -406,9 +410,7 @@ def cpu_family(cpuinfo: str | None = None) -> str:
                              f"{', '.join(map(repr, CPU_FAMILIES))}.")
         return env
     if cpuinfo is None:
-        if not _HOST_FAMILY:
-            _HOST_FAMILY.append(cpu_family(_read_cpuinfo()))
-        return _HOST_FAMILY[0]
+        return _host_family()
     return "avx512" if "avx512f" in _cpu_flags(cpuinfo) else "avx2"
 
 
