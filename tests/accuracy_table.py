@@ -34,6 +34,7 @@ CASES = {
     "point1x1": ((1, 8, 8, 256), (1, 1, 256, 32), (1, 1), "VALID", 1, NHWC),
     "dw7x7": ((1, 24, 24, 16), (7, 7, 1, 16), (1, 1), "SAME", 16, NHWC),
     "long1d_k257": ((1, 1024, 4), (257, 1, 4), (1,), "SAME", 4, NWC),
+    "long1d_k1024": ((1, 4096, 4), (1024, 1, 4), (1,), "SAME", 4, NWC),
 }
 
 # label: (input dtype, preferred_element_type)

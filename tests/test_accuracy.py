@@ -76,7 +76,7 @@ def test_dtype_accuracy_within_factor_of_lax(label, algorithm):
 
 
 @pytest.mark.parametrize("algorithm", EXACT)
-@pytest.mark.parametrize("case", ["point1x1", "dw7x7", "long1d_k257"])
+@pytest.mark.parametrize("case", ["point1x1", "dw7x7", "long1d_k257", "long1d_k1024"])
 @pytest.mark.parametrize("label", ["float32", "bfloat16->float32"])
 def test_case_accuracy_within_factor_of_lax(case, label, algorithm):
     if algorithm == "direct" and case == "point1x1":
@@ -85,7 +85,7 @@ def test_case_accuracy_within_factor_of_lax(case, label, algorithm):
 
 
 @pytest.mark.skipif("fft" not in algorithms(), reason="jaxconv.algorithms.fft absent")
-@pytest.mark.parametrize("case", ["dense3x3", "dw7x7", "long1d_k257"])
+@pytest.mark.parametrize("case", ["dense3x3", "dw7x7", "long1d_k257", "long1d_k1024"])
 @pytest.mark.parametrize("label", ["float32", "float64", "complex64"])
 def test_fft_error_bounded(case, label):
     """FFT: error <= 4 u_acc log2(L) sqrt(K) + u_out (L: transform length).

@@ -43,6 +43,8 @@ CASES = {
                              ("NDHWC", "DHWIO", "NDHWC")),
     "causal1d_depthwise": ((2, 64, 4), (4, 1, 4), (1,), [(3, 0)], (1,), 4, NWC),
     "long1d_depthwise": ((1, 2048, 2), (257, 1, 2), (1,), "SAME", (1,), 2, NWC),
+    # 513 taps: a product of FFTs when every value is finite ("spectral")
+    "long1d_depthwise_fft": ((1, 2048, 2), (513, 1, 2), (1,), "SAME", (1,), 2, NWC),
     "dense1d_strided": ((1, 33, 8), (3, 8, 8), (2,), "VALID", (1,), 1, NWC),
     # space-to-depth without a guard: kernel a multiple of, or equal to, the
     # stride (no zero-padded taps)

@@ -82,10 +82,11 @@ SUITE = {  # the benchmark suite's cases
     "dense3": "wide", "dense3_b8": "taps", "point": "dot", "stem": "im2col",
     "dw3": "depthwise", "dw3_s2": "depthwise", "dw7": "depthwise",
     "dw31": "depthwise", "group32": "grouped", "atrous": "im2col",
-    "causal1d": "depthwise", "long1d": "toeplitz", "wav1d": "taps",
+    "causal1d": "depthwise", "long1d": "spectral", "wav1d": "taps",
     "tconv2d": "polyphase", "vol3d": "taps",
 }
-SUITE_ON_ACCELERATORS = {"dense3": "alltaps", "dense3_b8": "im2col", "vol3d": "im2col"}
+SUITE_ON_ACCELERATORS = {"dense3": "alltaps", "dense3_b8": "im2col", "vol3d": "im2col",
+                         "long1d": "toeplitz"}
 
 
 def _formulations(f, *args):
@@ -123,9 +124,9 @@ def test_plan_table_grid(case, profile):
     assert got == ["taps/" + want]
 
 
-def _problem(xs, ws, stride, groups=1, pads=None, dilation=None):
+def _problem(xs, ws, stride, groups=1, pads=None, dilation=None, dtype=F32):
     nd = len(ws) - 2
-    return Problem.of(jax.ShapeDtypeStruct(xs, F32), jax.ShapeDtypeStruct(ws, F32),
+    return Problem.of(jax.ShapeDtypeStruct(xs, dtype), jax.ShapeDtypeStruct(ws, dtype),
                       stride=stride, dilation=dilation or (1,) * nd, groups=groups,
                       pads=pads)
 
@@ -145,12 +146,28 @@ def test_plan_record_carries_blocks_steps_and_reason():
     big = planning.plan(p.problem, cpu.replace(block_max_bytes=16 * 2**20,
                                                block_io_fraction=4.0))
     assert big.loop_steps < p.loop_steps and big.temp_bytes > p.temp_bytes
-    # long1d: the Hankel form, one lax.map step per channel, guarded.
-    q = planning.plan(_problem((1, 8192, 32), (1024, 1, 32), (1,), 32,
-                               pads=((511, 512),)), cpu)
+    # long1d: a product of FFTs when every input is finite, else the exact
+    # depthwise loop; without the transform, the Hankel form, one lax.map
+    # step per channel, guarded the same way.
+    long1d = _problem((1, 8192, 32), (1024, 1, 32), (1,), 32, pads=((511, 512),))
+    f = planning.plan(long1d, cpu)
+    assert (f.formulation, f.param("guard"), f.loop_steps) == (
+        "spectral", "finite inputs", 0)
+    assert f.inner[0].formulation == "depthwise" and "1024 taps >= 512" in f.reason
+    assert 0 < f.temp_bytes <= 2 * long1d.io_bytes
+    # algorithm="taps" keeps to the exact, window-local formulations.
+    assert planning.plan(long1d, cpu, "taps").formulation == "toeplitz"
+    assert "spectral" in [c.formulation for c in planning.candidates(long1d, cpu)]
+    q = planning.plan(long1d, cpu.replace(fft_min_taps=1025))
     assert (q.formulation, q.param("form"), q.loop_steps) == ("toeplitz", "hankel", 32)
     assert q.param("guard") == "finite inputs"
     assert q.inner[0].formulation == "depthwise"
+    # Half precision and integers keep the exact GEMMs (the transform would
+    # round in float32 / lose integer exactness); so do the accelerators.
+    half = _problem((1, 8192, 32), (1024, 1, 32), (1,), 32, pads=((511, 512),),
+                    dtype="bfloat16")
+    assert planning.plan(half, cpu).formulation == "toeplitz"
+    assert planning.plan(long1d, jaxconv.get_profile("gpu")).formulation == "toeplitz"
     # s2d plans its stride-1 problem.
     r = planning.plan(_problem((2, 500, 64), (5, 64, 64), (2,), pads=((2, 2),)), cpu)
     assert r.formulation == "s2d" and r.inner[0].problem.in_per_group == 128
@@ -351,6 +368,7 @@ PROFILE_VARIANTS = {
     "no-alltaps": dict(alltaps_max_bytes=0),  # 2-D: "wide"
     "scan-everything": dict(unroll_limit=2, toeplitz_min_taps=4, hankel_min_taps=4,
                             phase_gemm_max_taps=0, pad_in_loop_max_taps=0),
+    "fft-depthwise-1d": dict(fft_min_taps=2),  # every 1-D depthwise: "spectral"
     # 1-D stride 1 runs "shifted" (2-D "im2col") in several row blocks:
     "no-alltaps-tiny-blocks": dict(alltaps_max_bytes=0, wide_2d_max_i=0,
                                    block_min_bytes=1, block_max_bytes=600,

@@ -90,6 +90,11 @@ CASES = [
                                      rhs_dilation=(2,),
                                      dimension_numbers=("NWC", "WIO", "NWC")),
          (1, 600, 3), (4, 3, 5)),
+    # a long 1-D depthwise kernel: FFT products behind a conditional
+    Case("depthwise_1d_fft", *_lax_pair(window_strides=(1,), padding="SAME",
+                                        feature_group_count=2,
+                                        dimension_numbers=("NWC", "WIO", "NWC")),
+         (1, 700, 2), (513, 1, 2)),
 ]
 IDS = [c.name for c in CASES]
 AXES = {"lhs": (0, None), "rhs": (None, 0), "both": (0, 0)}
@@ -332,6 +337,8 @@ LOOPS = [
     ("depthwise", {}, False),  # a small fused row scan
     ("depthwise", {"per_example_loop_min_bytes": 1}, True),  # a large one
     ("depthwise_conv", {"per_example_loop_min_bytes": 1}, True),
+    # vmapped, the guard's conditional would run both branches
+    ("depthwise_1d_fft", {}, True),
 ]
 
 

@@ -26,8 +26,10 @@ timing happens once per problem and machine:
 * what is timed and picked is logged (``logging.getLogger("jaxconv")``,
   level INFO), and a progress bar shows the compiles on a terminal.
 
-Only exact formulations are candidates (never FFT or Winograd), so NaN/Inf
-stay local exactly as with ``"auto"``.  Transposed (lhs-dilated) problems use
+The candidates are what ``"auto"`` may run: the exact formulations, and for
+the longest 1-D depthwise kernels the FFT product behind its finiteness
+guard (never the unguarded FFT or Winograd), so NaN/Inf stay local exactly
+as with ``"auto"``.  Transposed (lhs-dilated) problems use
 the ``"auto"`` sub-pixel plan.  Tuning costs compile time on the first call
 of each new shape (about a second per candidate on a 2-core CPU).
 """

@@ -23,12 +23,17 @@ from jax import lax
 def finite_or(a, fast, safe, branch_free=False):
     """``fast()`` when every element of ``a`` is finite, else ``safe()``.
 
-    Integer operands are always finite: ``fast()`` with no conditional.
+    ``a``: an array or a tuple of arrays (all must be finite).  Integer
+    operands are always finite: ``fast()`` with no conditional.
     ``branch_free``: no ``lax.cond``; both are computed and one selected.
     """
-    if not jnp.issubdtype(a.dtype, jnp.inexact):
+    arrays = [v for v in (a if isinstance(a, tuple) else (a,))
+              if jnp.issubdtype(v.dtype, jnp.inexact)]
+    if not arrays:
         return fast()
-    ok = jnp.all(jnp.isfinite(a))
+    ok = jnp.all(jnp.isfinite(arrays[0]))
+    for v in arrays[1:]:
+        ok = ok & jnp.all(jnp.isfinite(v))
     if branch_free:
         return jnp.where(ok, fast(), safe())
     return lax.cond(ok, lambda: fast(), lambda: safe())

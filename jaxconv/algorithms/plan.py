@@ -32,12 +32,13 @@ from . import (
     polyphase,
     rowscan,
     space_to_depth,
+    spectral,
     toeplitz,
 )
 from ._common import pad_spatial
 from .blocks import blocking
 from .direct import conv_direct
-from .fft import conv_fft
+from .fft import conv_fft, next_fast_len
 from .patches import conv_patches
 from .problem import Problem
 from .profile import Profile, current_profile
@@ -47,9 +48,12 @@ from .winograd import conv_winograd, winograd_applies
 ALGORITHMS = ("auto", "direct", "patches", "taps", "fft", "winograd", "autotune",
               "xla")
 # What "auto" may choose: the shift-and-accumulate family of exact
-# formulations (``algorithm="taps"`` asks for the same choice).
+# formulations (``algorithm="taps"`` asks for the same choice), and for the
+# longest 1-D depthwise kernels a product of FFTs behind a finiteness guard
+# (``"spectral"``; never for ``"taps"``).
 TAPS_FAMILY = ("dot", "taps", "alltaps", "im2col", "rows", "wide", "shifted", "s2d",
-               "grouped", "groupgemm", "depthwise", "toeplitz", "polyphase")
+               "grouped", "groupgemm", "depthwise", "toeplitz", "spectral",
+               "polyphase")
 
 
 def check_algorithm(algorithm) -> str:
@@ -123,8 +127,13 @@ def _alltaps_bytes(p: Problem) -> int:
     return math.prod(p.padded_shape[:-1]) * p.taps * p.out_channels * 4
 
 
-def choose(p: Problem, prof: Profile) -> tuple[str, str]:
-    """The formulation ``"auto"`` picks for ``p`` and why (static facts only)."""
+def choose(p: Problem, prof: Profile, exact: bool = False) -> tuple[str, str]:
+    """The formulation ``"auto"`` picks for ``p`` and why (static facts only).
+
+    ``exact``: only the shift-and-accumulate formulations, whose rounding
+    stays within each output's window (``algorithm="taps"``): never the
+    guarded transform (``"spectral"``).
+    """
     t, i, g = p.taps, p.in_per_group, p.groups
     if polyphase.applies(p):
         phases = math.prod(p.lhs_dilation)
@@ -136,6 +145,9 @@ def choose(p: Problem, prof: Profile) -> tuple[str, str]:
     if p.depthwise and (p.groups > 1 or p.out_channels == 1):
         # (One input channel feeding many outputs is a dense conv of depth
         # T: the patch form below; its kernel gradient is one GEMM.)
+        if not exact and spectral.applies(p, prof):
+            return "spectral", (f"1-D depthwise, {t} taps >= {prof.fft_min_taps}: "
+                                "FFT product of finite inputs")
         if toeplitz.applies(p, prof):
             return "toeplitz", (f"1-D depthwise, {t} taps >= {prof.toeplitz_min_taps}: "
                                 "blocked Toeplitz GEMMs")
@@ -231,7 +243,7 @@ def plan(problem: Problem, profile: Profile | None = None,
     """The plan for ``problem`` under ``profile`` (default: the active one).
 
     ``algorithm`` is the op's argument: ``"auto"`` and ``"taps"`` apply
-    :func:`choose`; ``"direct"``, ``"patches"``, ``"fft"`` and
+    :func:`choose` (``"taps"`` without the guarded transform); ``"direct"``, ``"patches"``, ``"fft"`` and
     ``"winograd"`` plan that algorithm (``"winograd"`` only where it applies:
     2-D 3x3 stride-1 undilated float kernels, else the ``"auto"`` plan).
     ``"autotune"`` and ``"xla"`` are resolved before planning
@@ -250,7 +262,7 @@ def plan(problem: Problem, profile: Profile | None = None,
             return Plan("winograd", problem, profile, "requested",
                         flops=problem.flops * 4 // 9)
         prefix = "winograd does not apply; "
-    name, reason = choose(problem, profile)
+    name, reason = choose(problem, profile, exact=algorithm == "taps")
     return make_plan(problem, profile, name, prefix + reason)
 
 
@@ -407,6 +419,13 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
         steps = p.channels if hankel else m_blocks
         temp = 2 * p.in_bytes + (2 * p.batch * p.padded_shape[1] * m_blocks * itemsize
                                  if hankel else p.out_bytes)
+    elif name == "spectral":
+        params["guard"] = "finite inputs"
+        inner = (make_plan(p, prof, "depthwise", "exact fallback: non-finite input"),)
+        # The input padded to the transform length, its spectrum and the
+        # spectra's product (half-length complex: each the padded input's
+        # bytes); measured 3.5 MB for long1d's 1.2 MB padded input.
+        temp = 3 * p.batch * next_fast_len(p.padded_shape[1]) * p.channels * p.acc_itemsize
     elif name == "polyphase" and polyphase.depth_to_space_applies(p, prof):
         params["phases"] = math.prod(p.lhs_dilation)
         params["depth_to_space"] = True
@@ -566,7 +585,8 @@ def _outer_products(p: Problem, prof: Profile) -> bool:
 
 
 def candidates(problem: Problem, profile: Profile | None = None) -> list[Plan]:
-    """The exact formulations that compute ``problem`` (what autotune times).
+    """The formulations ``"auto"`` may run for ``problem`` (what autotune times):
+    the exact ones, and the guarded transform where it applies.
 
     One applicability rule with :func:`choose`: the choice of ``"auto"`` is
     always among them.
@@ -576,6 +596,7 @@ def candidates(problem: Problem, profile: Profile | None = None) -> list[Plan]:
     names = [name]
     if p.depthwise and not p.transposed:
         names = ["depthwise"] + (["toeplitz"] if toeplitz.applies(p, prof) else [])
+        names += ["spectral"] if spectral.applies(p, prof) else []
     elif p.transposed or p.taps == 1:
         pass
     elif p.groups > 1:
@@ -614,6 +635,7 @@ REGISTRY = {
     "groupgemm": groupgemm.run,
     "depthwise": depthwise.run,
     "toeplitz": toeplitz.run,
+    "spectral": spectral.run,
     "polyphase": polyphase.run,
     "direct": _padded(conv_direct),
     "patches": _padded(conv_patches),
@@ -650,6 +672,10 @@ def per_example_loop(one: Plan, examples: int, prof: Profile) -> bool:
     """
     if not prof.per_example_loop:
         return False
+    if one.formulation == "spectral":
+        # A guard's ``lax.cond`` vmapped over examples (its predicate differs
+        # per example) becomes a select that runs both branches.
+        return True
     if (one.loop_steps > 0 or one.param("kernel_grad") in ("tap-scan", "flat")
             or one.param("kernel_tangent") == "tap-gemms"):
         return True

@@ -160,6 +160,10 @@ class Profile:
       toeplitz_block: the Toeplitz block size ``B``.
       hankel_min_taps: from this many taps the Toeplitz product is one
         block-Hankel GEMM per channel instead of a scan over kernel blocks.
+      fft_min_taps: 1-D depthwise kernels (real, 32 or 64 bits) with at least
+        this many taps are a product of FFTs when every input and weight is
+        finite, the exact depthwise loop otherwise (``"spectral"``; needs a
+        conditional, so the branch-free profiles turn it off).
       phase_gemm_max_taps: a transposed-conv phase with at most this many taps
         is one GEMM against all of them; more build phase patches.
       phase_depth_to_space: a dense transposed conv whose kernel equals its
@@ -276,6 +280,7 @@ class Profile:
     toeplitz_min_taps: int = 64
     toeplitz_block: int = 64
     hankel_min_taps: int = 512
+    fft_min_taps: int = 512
     phase_gemm_max_taps: int = 2
     phase_depth_to_space: bool = True
     workspace_bytes: int = 64 * _MiB
@@ -325,7 +330,7 @@ class Profile:
 _ACCELERATOR = Profile(
     workspace_bytes=256 * _MiB, block_min_bytes=256 * _MiB,
     block_max_bytes=256 * _MiB, im2col_unblocked_max_bytes=0, pad_in_loop_max_taps=0,
-    hankel_min_taps=1 << 62,
+    hankel_min_taps=1 << 62, fft_min_taps=1 << 62,
     s2d_max_i=0, phase_gemm_max_taps=64, branch_free=True, kernel_bound_scan=False,
     custom_kernel_grads=False, tap_gemm_kernel_tangent=False, wide_max_i=0,
     taps_min_i=1 << 62, tap_loop_min_i=1 << 62, tap_scan_min_o=1 << 62, outer_max_i=0,
