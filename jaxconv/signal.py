@@ -31,14 +31,16 @@ Conventions where SciPy says nothing:
   exact with ``"direct"``; ``"fft"`` rounds (see ``jaxconv.algorithms.fft``).
   ``fillvalue`` is cast to that dtype (a complex fill for a real result is a
   ``ValueError``, as in SciPy).
-- ``method="direct"`` runs the exact algorithm the conv core's ``"auto"``
-  picks (shift-and-accumulate for these single-channel problems),
-  ``"fft"`` the FFT algorithm.  ``method="auto"`` picks ``"fft"`` only for
-  float/complex inputs whose direct sum is large: more than
-  ``AUTO_FFT_TAPS`` (1024) kernel taps *and* more than 1024 outputs.  FFT is
-  not exact: a NaN or Inf anywhere spreads to every output, so pass
-  ``method="direct"`` to keep them local (SciPy's ``"auto"`` picks FFT far
-  more often, from a timing model).
+- ``method="direct"`` runs an exact shift-and-accumulate formulation of the
+  conv core (``algorithm="taps"``), ``"fft"`` the FFT algorithm.
+  ``method="auto"`` picks ``"fft"`` for float/complex inputs whose direct
+  sum is large: more than ``AUTO_FFT_TAPS`` (1024) kernel taps *and* more
+  than 1024 outputs; otherwise the conv core's ``"auto"``, which runs
+  float32/float64 kernels of 512+ taps as FFT products too, but only when
+  every value is finite.  FFT is not exact: its rounding is relative to the
+  largest outputs, and with ``method="fft"`` a NaN or Inf anywhere spreads
+  to every output; pass ``method="direct"`` for exact, window-local sums
+  (SciPy's ``"auto"`` picks FFT far more often, from a timing model).
 - In ``"full"`` mode with zero fill, the smaller array serves as the kernel
   (the sums are the same, the direct cost is ``out * min(n, k)``).
 - Empty inputs raise ``ValueError`` (SciPy's ``direct`` method does too).
@@ -141,8 +143,9 @@ def _pick_method(method: str, dtype, taps: int, outputs: int) -> str:
         and outputs > AUTO_FFT_TAPS
     ):
         return "fft"
-    # "direct": an exact algorithm of the conv core, chosen by its cost model.
-    return "auto"
+    # "direct": an exact algorithm of the conv core ("taps": never its guarded
+    # FFT product); "auto": whatever the conv core's "auto" picks.
+    return "taps" if method == "direct" else "auto"
 
 
 def _flip(x: jax.Array) -> jax.Array:

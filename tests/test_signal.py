@@ -11,6 +11,7 @@ import pytest
 from conftest import assert_close
 from jax.test_util import check_grads
 
+import jaxconv
 from jaxconv import convolve, correlate
 
 ss = pytest.importorskip("scipy.signal")
@@ -224,6 +225,22 @@ def test_auto_uses_fft_only_for_large_float_problems():
     assert bool(jnp.all(jnp.isnan(out)))
     local = correlate(big, jnp.ones(1100), "valid", method="direct")
     assert int(jnp.sum(jnp.isnan(local))) == 11
+
+
+def test_direct_keeps_exact_sums_where_auto_takes_guarded_fft_products():
+    # 600 taps: the conv core's "auto" runs FFT products on finite inputs
+    # (the exact loop otherwise); method="direct" never does.
+    a = jnp.asarray(np.random.default_rng(0).standard_normal(3000), jnp.float32)
+    v = jnp.asarray(np.random.default_rng(1).standard_normal(600), jnp.float32)
+    forms = {m: [r.plan.formulation for r in jaxconv.explain(
+        lambda a, v, m=m: correlate(a, v, "valid", method=m), a, v)]
+        for m in ("auto", "direct")}
+    assert forms == {"auto": ["spectral"], "direct": ["toeplitz"]}
+    want = np.correlate(np.asarray(a, np.float64), np.asarray(v, np.float64), "valid")
+    for m in ("auto", "direct"):
+        assert_close(correlate(a, v, "valid", method=m), want.astype(np.float32))
+    nan = correlate(a.at[100].set(jnp.nan), v, "valid", method="auto")
+    assert int(jnp.sum(jnp.isnan(nan))) == 101
 
 
 # --- errors ------------------------------------------------------------------------
