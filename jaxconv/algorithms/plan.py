@@ -243,9 +243,10 @@ def plan(problem: Problem, profile: Profile | None = None,
     """The plan for ``problem`` under ``profile`` (default: the active one).
 
     ``algorithm`` is the op's argument: ``"auto"`` and ``"taps"`` apply
-    :func:`choose` (``"taps"`` without the guarded transform); ``"direct"``, ``"patches"``, ``"fft"`` and
-    ``"winograd"`` plan that algorithm (``"winograd"`` only where it applies:
-    2-D 3x3 stride-1 undilated float kernels, else the ``"auto"`` plan).
+    :func:`choose` (``"taps"`` without the guarded transform); ``"direct"``,
+    ``"patches"``, ``"fft"`` and ``"winograd"`` plan that algorithm
+    (``"winograd"`` only where it applies: 2-D 3x3 stride-1 undilated float
+    kernels, else the ``"auto"`` plan).
     ``"autotune"`` and ``"xla"`` are resolved before planning
     (``jaxconv._canonical``).
     """
@@ -425,7 +426,8 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
         # The input padded to the transform length, its spectrum and the
         # spectra's product (half-length complex: each the padded input's
         # bytes); measured 3.5 MB for long1d's 1.2 MB padded input.
-        temp = 3 * p.batch * next_fast_len(p.padded_shape[1]) * p.channels * p.acc_itemsize
+        length = next_fast_len(p.padded_shape[1])
+        temp = 3 * p.batch * length * p.channels * p.acc_itemsize
     elif name == "polyphase" and polyphase.depth_to_space_applies(p, prof):
         params["phases"] = math.prod(p.lhs_dilation)
         params["depth_to_space"] = True
