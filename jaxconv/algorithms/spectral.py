@@ -6,14 +6,15 @@ exactly (the depthwise loop, or the blocked Toeplitz GEMMs of
 (:func:`~jaxconv.algorithms.fft.conv_fft`).  From a few hundred taps the
 transform wins by a wide margin (measured on a 2-core Intel Xeon, float32,
 ``SAME``: ``8192 x 32`` with 512 / 1024 taps 2.6x / 4.0x faster than the
-block-Hankel GEMMs, ``8 x 2048 x 64`` 2.3x / 3.3x; below 256 taps the exact
-forms are as fast or faster; BENCHMARKS.md).
+block-Hankel GEMMs, ``8 x 2048 x 64`` 2.3x / 3.3x; below 512 taps not on
+every shape: a ``65536 x 16`` signal ran 0.56-0.70x at 128-256 taps;
+BENCHMARKS.md).
 
 The transform is not exact in the sense of the other formulations: every
 output carries rounding error of order ``eps log2(L)`` times the *whole*
 signal's magnitude rather than its own window's (normwise, against the
-largest output, it is as accurate as lax's direct sum; see
-docs/guarantees.md), and one NaN or Inf anywhere would reach every output.
+largest output, it stays within 2x of lax's direct sum on the accuracy
+grid; see docs/guarantees.md), and one NaN or Inf anywhere would reach every output.
 So it runs only when every input and weight is finite (``lax.cond``); with
 a non-finite value the exact depthwise loop runs instead, and NaN/Inf stay
 in the windows that hold them.  Only profiles that allow conditionals use
