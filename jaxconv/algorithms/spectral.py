@@ -30,6 +30,7 @@ from ._common import pad_spatial
 from .depthwise import run as run_depthwise
 from .fft import conv_fft
 from .guards import finite_or
+from .toeplitz import is_1d_depthwise_correlation
 
 
 def applies(problem, profile) -> bool:
@@ -38,8 +39,7 @@ def applies(problem, profile) -> bool:
     p = problem
     real = all(np.issubdtype(np.dtype(d), np.floating) and np.dtype(d).itemsize >= 4
                for d in (p.dtype, p.w_dtype, p.acc_dtype))
-    return (real and p.nd == 1 and p.depthwise and p.multiplier == 1
-            and p.stride == (1,) and p.dilation == (1,) and not p.transposed
+    return (real and is_1d_depthwise_correlation(p)
             and p.taps >= profile.fft_min_taps)
 
 

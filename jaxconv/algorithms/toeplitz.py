@@ -29,13 +29,20 @@ from .depthwise import run as run_depthwise
 from .guards import finite_or, poison_windows
 
 
-def applies(problem, profile) -> bool:
-    """1-D, depthwise with multiplier 1, stride 1, undilated, and at least
-    ``profile.toeplitz_min_taps`` taps."""
+def is_1d_depthwise_correlation(problem) -> bool:
+    """1-D, depthwise with multiplier 1, stride 1, undilated: a correlation of
+    each channel with its own kernel (what this module and ``spectral.py``
+    compute)."""
     p = problem
     return (p.nd == 1 and p.depthwise and p.multiplier == 1 and p.stride == (1,)
-            and p.dilation == (1,) and not p.transposed
-            and p.taps >= profile.toeplitz_min_taps)
+            and p.dilation == (1,) and not p.transposed)
+
+
+def applies(problem, profile) -> bool:
+    """A 1-D depthwise correlation with at least ``profile.toeplitz_min_taps``
+    taps."""
+    return (is_1d_depthwise_correlation(problem)
+            and problem.taps >= profile.toeplitz_min_taps)
 
 
 def _blocking(n_padded, k, b):
