@@ -9,6 +9,7 @@ equal a loop of gradients, and the jaxpr of ``jit(vmap(f))`` must hold one
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -434,49 +435,95 @@ def _depthwise_single(x1, w):
                                    feature_group_count=x1.shape[-1])
 
 
+def _depthwise_one_image(x1, w):
+    # a layer written for one image, as Equinox's are: add the batch axis,
+    # convolve, drop it again
+    return _depthwise_single(x1[None], w)[0]
+
+
 def test_vmapped_depthwise_result_is_not_copied(rng):
-    # The folded result is reshaped back to (B, 1, ...), and XLA:CPU copies
-    # a whole output updated in place first when it is returned reshaped.
-    # So the vmapped forward's depthwise loop leaves its border strips to
-    # the batching rule, which re-poisons them on the unfolded result (in
-    # place); a folded input gradient, whose unfold is not a plain split of
-    # the batch, recomputes them instead.
-    x = jnp.asarray(rng.standard_normal((8, 1, 16, 16, 8)), jnp.float32)
+    # XLA:CPU copies a whole output updated in place first when it is
+    # returned reshaped.  One image per vmapped slice (the unit batch axis
+    # dropped again, so the unfolding reshape cancels): the batched call's
+    # plan, strips re-poisoned in place.  Several examples per slice (a
+    # (B, N, ...) result): the loop leaves its border strips to the batching
+    # rule, which re-poisons them on the unfolded result (in place); a
+    # folded input gradient, whose unfold is not a plain split of the batch,
+    # recomputes them instead.
+    x = jnp.asarray(rng.standard_normal((8, 16, 16, 8)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 3, 1, 8)), jnp.float32)
-    vm = jax.vmap(_depthwise_single, (0, None))
+    vm = jax.vmap(_depthwise_one_image, (0, None))
     (eqn,) = _equations(jax.make_jaxpr(vm)(x, w).jaxpr)
-    assert eqn.params["reshaped"] == "batch"
+    assert eqn.params["reshaped"] is False
     (row,) = jaxconv.explain(vm, x, w)
-    assert row.plan.param("guard") == "re-poisoned borders, after unfolding"
-    (row,) = jaxconv.explain(_depthwise_single, x[:, 0], w)
     assert row.plan.param("guard") == "re-poisoned borders"
-    hlo = jax.jit(vm).lower(x, w).compile().as_text()
-    assert not re.findall(r"f32\[8,1?,?16,16,8\][^=]*copy\(", hlo)
-    assert jax.jit(vm).lower(x, w).compile().memory_analysis().temp_size_in_bytes \
-        < x.nbytes // 4
+    x2 = x.reshape(4, 2, 16, 16, 8)
+    vm2 = jax.vmap(_depthwise_single, (0, None))
+    (eqn,) = _equations(jax.make_jaxpr(vm2)(x2, w).jaxpr)
+    assert eqn.params["reshaped"] == "batch"
+    (row,) = jaxconv.explain(vm2, x2, w)
+    assert row.plan.param("guard") == "re-poisoned borders, after unfolding"
+    for f, a in ((vm, x), (vm2, x2)):
+        compiled = jax.jit(f).lower(a, w).compile()
+        assert not re.findall(r"f32\[[0-9,]*16,16,8\][^=]*copy\(", compiled.as_text())
+        assert compiled.memory_analysis().temp_size_in_bytes < x.nbytes // 4
     # the re-poisoned strips stay out of reverse mode: the kernel gradient
     # through the vmap holds no more temporaries than the batched one's
-    ct = jnp.ones((8, 1, 16, 16, 8), jnp.float32)
+    ct = jnp.ones((8, 16, 16, 8), jnp.float32)
 
     def kernel_grad(f, x, ct):
         return jax.vjp(lambda w: f(x, w), w)[1](ct)[0]
 
     temps = [jax.jit(kernel_grad, static_argnums=0).lower(f, a, c).compile()
              .memory_analysis().temp_size_in_bytes
-             for f, a, c in ((vm, x, ct), (_depthwise_single, x[:, 0], ct[:, 0]))]
-    assert temps[0] <= temps[1] + 4096, temps
+             for f, a, c in ((vm, x, ct), (vm2, x2, ct.reshape(x2.shape)),
+                             (_depthwise_single, x, ct))]
+    assert max(temps[:2]) <= temps[2] + 4096, temps
     # per-example input gradients: the flipped-kernel conv is folded too
     gx = jax.vmap(jax.grad(lambda x1, w: jnp.sum(_depthwise_single(x1, w) ** 2)),
                   (0, None))
-    guards = [r.plan.param("guard") for r in jaxconv.explain(gx, x, w)]
+    guards = [r.plan.param("guard") for r in jaxconv.explain(gx, x2, w)]
     assert guards == ["re-poisoned borders, after unfolding", "recomputed borders"]
     # the kernel gradient differentiates the forward loop: its result is a
     # kernel, not reshaped, and its row shows the plan that runs
-    gw = jax.grad(lambda w: jnp.sum(vm(x, w) ** 2))
+    gw = jax.grad(lambda w: jnp.sum(vm2(x2, w) ** 2))
     rows = jaxconv.explain(gw, w)
     assert [(r.op, r.plan.param("guard")) for r in rows] == [
         ("depthwise conv", "re-poisoned borders, after unfolding"),
         ("depthwise conv (kernel grad)", "re-poisoned borders")]
+
+
+@pytest.mark.parametrize("groups,length,c", [(16, 256, 16), (1, 1024, 64)],
+                         ids=["depthwise", "dense"])
+def test_per_example_gradients_of_one_image_layers_copy_nothing(groups, length, c,
+                                                                 rng):
+    # vmap(grad) of a layer written for one image: each example's cotangent
+    # reaches the conv as a broadcast (B, *out, O) -> (B, 1, *out, O), which
+    # XLA:CPU copied whole (the input too) before the per-example loop
+    # sliced examples out of it; the rule drops the unit axis first.
+    x = jnp.asarray(rng.standard_normal((8, length, c)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, c // groups, c)), jnp.float32)
+    ct = jnp.asarray(rng.standard_normal((8, length, c)), jnp.float32)
+    dn = ("NWC", "WIO", "NWC")
+
+    def one(conv, x1, w):
+        return conv(x1[None], w, (1,), "SAME", dimension_numbers=dn,
+                    feature_group_count=groups)[0]
+
+    def per_example(conv, x, w, ct):
+        return jax.vmap(lambda x1, c1: jax.vjp(lambda w_: one(conv, x1, w_), w)[1](
+            c1)[0])(x, ct)
+
+    ops = [r.op for r in jaxconv.explain(
+        functools.partial(per_example, jl.conv_general_dilated), x, w, ct)]
+    assert any("per-example kernel grads, looped" in op for op in ops), ops
+    compiled = jax.jit(per_example, static_argnums=0).lower(
+        jl.conv_general_dilated, x, w, ct).compile()
+    assert not re.findall(rf"f32\[8,1,{length},{c}\][^=]*copy\(", compiled.as_text())
+    assert compiled.memory_analysis().temp_size_in_bytes < ct.nbytes
+    np.testing.assert_allclose(compiled(x, w, ct),
+                               per_example(lax.conv_general_dilated, x, w, ct),
+                               rtol=2e-5, atol=2e-5)
 
 
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
