@@ -440,9 +440,10 @@ def run_vmap(case: AnyCase, direction: str, *, quick: bool) -> dict:
     ``jaxconv_s`` and ``lax_s`` are the times of ``jit(vmap(f))`` of a
     function written for one example (:func:`_vmap_fns`) with jaxconv and with
     ``jax.lax`` (``speedup`` = their ratio, as everywhere); ``batched_s`` is
-    jaxconv's time for the same work as one batched call and ``vmap_ratio =
-    batched_s / jaxconv_s`` (about 1: vmap costs nothing; 0.1: the vmapped
-    call is 10x slower).  The batched twin of ``per_example_grad`` is the
+    jaxconv's time for the same work as one batched call, ``vmapped_s`` its
+    vmapped call's time in the same round, and ``vmap_ratio = batched_s /
+    vmapped_s`` (about 1: vmap costs nothing; 0.1: the vmapped call is 10x
+    slower).  The batched twin of ``per_example_grad`` is the
     batched kernel gradient (the same products, summed over the batch).
 
     Each ratio comes from its own interleaved round of the two calls it
