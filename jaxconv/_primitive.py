@@ -215,19 +215,19 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
         if role == "rhs_t_each":  # one kernel gradient per example
             _, params, loop = per_example_plan(a, operand_shape, operand_dtype, params)
 
-            def one(x, ct):
-                return _impl(x, ct, role="rhs_t", operand_shape=operand_shape,
-                             operand_dtype=operand_dtype, **params)
-            if a.shape[1] == 1:
-                # One image per example (a layer written for one image):
-                # its cotangent arrives as a broadcast of (B, *out, O) to
-                # (B, 1, *out, O), a layout XLA:CPU copies whole before
-                # slicing examples out of it; dropping the unit axis
-                # cancels the broadcast.
+            # One image per example (a layer written for one image): its
+            # cotangent arrives as a broadcast of (B, *out, O) to
+            # (B, 1, *out, O), a layout XLA:CPU copies whole before slicing
+            # examples out of it; dropping the unit axis cancels the broadcast.
+            unit = a.shape[1] == 1
+            if unit:
                 a, b = a[:, 0], b[:, 0]
 
-                def one(x, ct, one=one):
-                    return one(x[None], ct[None])
+            def one(x, ct):
+                if unit:
+                    x, ct = x[None], ct[None]
+                return _impl(x, ct, role="rhs_t", operand_shape=operand_shape,
+                             operand_dtype=operand_dtype, **params)
             if loop:
                 return lax.map(lambda xc: one(*xc), (a, b))
             return jax.vmap(one)(a, b)
