@@ -506,15 +506,19 @@ def _per_example_by_vmap(x_shape, w_shape, params) -> bool:
     per-example formulation for each example (side by side, or one after
     another: :func:`per_example_plan`) does those directly, without the transposes
     (measured on a 2-core CPU: depthwise 0.78 -> 1.0 of the batched
-    gradient's speed, dense 3x3 0.73 -> 0.86).  1x1 kernels, transposed and
+    gradient's speed, dense 3x3 0.73 -> 0.86), and so does a 1x1 kernel with
+    ``profile.per_example_pointwise_min_o`` output channels or more (a batch
+    of ``x_e^T @ ct_e`` GEMMs).  Narrower 1x1 kernels, transposed and
     grouped problems fold (their folded forms were faster).
     """
     fgc, bgc = params["feature_group_count"], params["batch_group_count"]
     if bgc != 1 or any(d != 1 for d in params["lhs_dilation"]):
         return False
-    *kernel, i, _ = w_shape
+    *kernel, i, o = w_shape
     depthwise = fgc > 1 and i == 1 and x_shape[-1] == fgc
-    dense = fgc == 1 and int(np.prod(kernel)) > 1
+    taps = int(np.prod(kernel))
+    dense = fgc == 1 and (
+        taps > 1 or o >= params["profile"].per_example_pointwise_min_o)
     return depthwise or dense
 
 

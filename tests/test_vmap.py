@@ -430,6 +430,31 @@ def test_vmap_is_one_folded_convolution(rng):
     assert eqns[1].params["operand_shape"] == (1, 1, 8, 64)
 
 
+@pytest.mark.parametrize("profile,role", [("cpu", "rhs_t_each"), ("gpu", "rhs_t")])
+def test_per_example_gradients_of_wide_1x1_kernels(profile, role, rng):
+    # 1x1 kernels with per_example_pointwise_min_o (64) output channels or
+    # more: each example's x_e^T @ ct_e on the cpu profile, folded into
+    # feature groups on the accelerators'; both equal lax's.
+    x = jnp.asarray(rng.standard_normal((8, 6, 6, 8)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((1, 1, 8, 64)), jnp.float32)
+
+    def per_example(conv, w, x):
+        one = lambda w, x1: jnp.sum(jnp.sin(conv(  # noqa: E731
+            x1[None], w, (1, 1), "VALID", dimension_numbers=NHWC)[0]))
+        return jax.vmap(jax.grad(one), (None, 0))(w, x)
+
+    with jaxconv.use_profile(profile):
+        f = functools.partial(per_example, jl.conv_general_dilated)
+        eqns = _equations(jax.make_jaxpr(f)(w, x).jaxpr)
+        assert [e.params["role"] for e in eqns] == ["fwd", role]
+        got = jax.jit(f)(w, x)
+    assert got.shape == (8, 1, 1, 8, 64)
+    assert_close(got, per_example(lax.conv_general_dilated, w, x))
+    # narrower 1x1 kernels fold on every profile
+    eqns = _equations(jax.make_jaxpr(f)(w[..., :63], x).jaxpr)
+    assert [e.params["role"] for e in eqns] == ["fwd", "rhs_t"]
+
+
 def _depthwise_single(x1, w):
     return jl.conv_general_dilated(x1, w, (1, 1), "SAME", dimension_numbers=NHWC,
                                    feature_group_count=x1.shape[-1])

@@ -240,6 +240,16 @@ class Profile:
         axis); suite records on a 2-core CPU: vol3d 247 -> 193 ms, causal1d
         3.25 -> 2.19, dense3_b8 and atrous 1.04-1.06x faster (the rule:
         ``plan.per_example_loop``) ...
+      per_example_pointwise_min_o: per-example kernel gradients of 1x1
+        dense kernels with at least this many output channels run each
+        example's kernel gradient (a batch of ``x_e^T @ ct_e`` GEMMs) instead
+        of folding the examples into feature groups (two transposes and a
+        grouped kernel gradient); on a 2-core Intel Xeon, over the zoo's 88
+        batch-8 1x1 layers, per example was faster on 56 and slower on 11,
+        nine of them with fewer than 64 output channels (ResNet-50
+        ``layer3.0.conv1`` 0.58 -> 0.87 of the batched gradient's speed;
+        U-Net ``outc``, 2 channels: 3.90 -> 0.97); with the threshold the
+        geomean went 0.51 -> 0.64.
       per_example_loop_min_bytes: ... and so do depthwise row scans whose
         examples' outputs together reach this many bytes (dw3, 112 x 112 x
         96 at batch 8: 55.6 -> 22.9 ms, temporaries 81.6 -> 15.0 MB; the
@@ -289,6 +299,7 @@ class Profile:
     rowscan_carry_bytes: int = 2 * _MiB
     per_example_loop: bool = True
     per_example_loop_min_bytes: int = 16 * _MiB
+    per_example_pointwise_min_o: int = 64
     tap_gemm_kernel_tangent: bool = True
     tap_gemm_min_rows: int = 512
     tap_scan_min_o: int = 8
@@ -336,7 +347,8 @@ _ACCELERATOR = Profile(
     taps_min_i=1 << 62, tap_loop_min_i=1 << 62, tap_scan_min_o=1 << 62, outer_max_i=0,
     tap_scan_nd_min_rows=1 << 62, tap_block_bytes=0,
     wide_min_width=1 << 62, wide_2d_max_i=0, alltaps_max_i=64,
-    depthwise_gemm_precision="highest", per_example_loop=False, family="",
+    depthwise_gemm_precision="highest", per_example_loop=False,
+    per_example_pointwise_min_o=1 << 62, family="",
 )
 # The cpu preset's constants per CPU family.  XLA:CPU's GEMM runs at the
 # width of the host's vector unit while copies, pads and elementwise sums
