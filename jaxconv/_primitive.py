@@ -87,7 +87,9 @@ reductions or GEMMs, which the vmapped per-example formulation runs without
 the two transposes the fold costs (:func:`_per_example_by_vmap`).  Those
 run one example's planned kernel gradient per example: in a loop over the
 examples where the profile says ``per_example_loop`` (``cpu``), else vmapped
-op by op, side by side.
+op by op, side by side; depthwise layers of one image per example and few
+output positions (``kernel_grad="positions"``) take every example's
+products in one fused loop.
 
 Inside ``shard_map`` (manual mesh axes) and under Explicit mesh axes the
 convolution is traced inline instead of bound (the equation would have to
@@ -122,6 +124,7 @@ from jax.interpreters import ad, batching, mlir, xla
 from ._canonical import canonical_plan, conv_canonical, planned_input, record_plan
 from ._taps import valid_out_size
 from .algorithms import dense, depthwise
+from .algorithms._common import pad_spatial
 from .algorithms.plan import per_example_loop
 from .algorithms.profile import Profile, current_profile, get_profile
 
@@ -213,7 +216,8 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
     """The traced computation of one role (lowered by ``mlir.lower_fun``)."""
     with jax.named_scope(f"jaxconv_conv_{role}"):
         if role == "rhs_t_each":  # one kernel gradient per example
-            _, params, loop = per_example_plan(a, operand_shape, operand_dtype, params)
+            plan, params, loop = per_example_plan(a, operand_shape, operand_dtype,
+                                                  params)
 
             # One image per example (a layer written for one image): its
             # cotangent arrives as a broadcast of (B, *out, O) to
@@ -222,6 +226,18 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
             unit = a.shape[1] == 1
             if unit:
                 a, b = a[:, 0], b[:, 0]
+
+            if unit and plan.param("kernel_grad") == "positions":
+                # One image per example: each example's products are the
+                # whole gradient, one fused loop for all of them.
+                record_plan(plan)
+                p = plan.problem
+                a = planned_input(a, plan, padding=params["padding"],
+                                  lhs_dilation=params["lhs_dilation"],
+                                  batch_group_count=params["batch_group_count"])
+                return depthwise.kernel_grad_by_positions(
+                    pad_spatial(a, p.pads), b, p.kernel, p.stride, p.dilation,
+                    p.groups, p.acc_dtype).astype(operand_dtype)
 
             def one(x, ct):
                 if unit:
@@ -262,15 +278,24 @@ def _direct_kernel_grad(x, ct, w_shape, w_dtype, params):
     :func:`~jaxconv.algorithms.dense.kernel_grad_tap_scan`: one 2-D GEMM per
     tap, where the transpose of any forward formulation's
     tangent is a patch GEMM per row block or a sum of shifted products.
+    Depthwise plans with ``kernel_grad="positions"`` (few output positions
+    per example) run :func:`~jaxconv.algorithms.depthwise.kernel_grad_positions`:
+    one fused loop over the output positions.
     """
     chosen = canonical_plan(x, jax.ShapeDtypeStruct(w_shape, w_dtype), **params)
-    if chosen.param("kernel_grad") != "tap-scan":
+    if chosen.param("kernel_grad") not in ("tap-scan", "positions"):
         return None
     record_plan(chosen)
     x = planned_input(x, chosen, padding=params["padding"],
                       lhs_dilation=params["lhs_dilation"],
                       batch_group_count=params["batch_group_count"])
-    gw = dense.kernel_grad_tap_scan(x, ct, chosen, params["precision"])
+    if chosen.param("kernel_grad") == "positions":
+        p = chosen.problem
+        gw = depthwise.kernel_grad_positions(
+            pad_spatial(x, p.pads), ct, p.kernel, p.stride, p.dilation, p.groups,
+            p.acc_dtype, chosen.profile.kernel_grad_position_terms)
+    else:
+        gw = dense.kernel_grad_tap_scan(x, ct, chosen, params["precision"])
     return gw.astype(w_dtype)
 
 

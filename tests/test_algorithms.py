@@ -37,6 +37,13 @@ VARIANTS = [
     # 1-D: the kernel tangent's products on (N*L, C) matrices ("flat")
     ("depthwise", (2, 19, 3), (4, 1, 6), (2,), [(3, 1)], (2,), 3),
     ("depthwise", (3, 16, 4), (3, 1, 4), (1,), [(2, 0)], None, 4),
+    # more than 64 output positions: the kernel gradient of the cases above
+    # is a fused loop over their positions; these take the row scan (2-D)
+    # and the flat kernel tangent (1-D)
+    ("depthwise", (2, 9, 10, 4), (3, 3, 1, 8), (1, 1), "SAME", (2, 1), 4),
+    ("depthwise", (2, 70, 3), (4, 1, 6), (1,), [(3, 1)], (2,), 3),
+    # a few positions at batch 12: two steps of six examples
+    ("depthwise", (12, 2, 2, 3), (3, 3, 1, 3), (1, 1), "SAME", None, 3),
     ("toeplitz", (2, 150, 3), (70, 1, 3), (1,), [(20, 30)], None, 3),
     ("grouped", (1, 6, 7, 8), (3, 2, 2, 8), (1, 1), "SAME", (1, 2), 4),
     ("im2col", (1, 13, 12, 6), (5, 4, 6, 5), (2, 3), "SAME", None, 1),
@@ -197,7 +204,10 @@ SECOND_ORDER += [c for c in VARIANTS if c[0] == "depthwise" and len(c[1]) == 3][
 def test_depthwise_kernel_gradient_rules(case):
     (row,) = jaxconv.explain(_f(jl, case, algorithm="taps"), *_structs(case))
     unrolled = row.plan.param("form") == "unrolled"
+    positions = math.prod(row.plan.problem.out_spatial)
     want = {1: "flat", 2: "rowscan"}[len(case[1]) - 2] if unrolled else None
+    if unrolled and positions <= CPU.kernel_grad_positions_max:
+        want = "positions"
     assert row.plan.param("kernel_grad") == want
 
 

@@ -335,9 +335,13 @@ LOOPS = [
     ("dense_1d_long", {}, True),  # per-tap GEMMs on each image: a loop plan
     ("dense_1d_long", {"per_example_loop": False}, False),  # the gpu/tpu way
     ("dense_nchw", {}, False),  # one patch GEMM per example
-    ("depthwise", {}, False),  # a small fused row scan
-    ("depthwise", {"per_example_loop_min_bytes": 1}, True),  # a large one
-    ("depthwise_conv", {"per_example_loop_min_bytes": 1}, True),
+    ("depthwise", {}, False),  # few positions: one fused loop for all
+    # a small fused row scan, and a large one
+    ("depthwise", {"kernel_grad_positions_max": 0}, False),
+    ("depthwise", {"kernel_grad_positions_max": 0, "per_example_loop_min_bytes": 1},
+     True),
+    ("depthwise_conv", {"kernel_grad_positions_max": 0,
+                        "per_example_loop_min_bytes": 1}, True),
     # vmapped, the guard's conditional would run both branches
     ("depthwise_1d_fft", {}, True),
 ]
@@ -453,6 +457,69 @@ def test_per_example_gradients_of_wide_1x1_kernels(profile, role, rng):
     # narrower 1x1 kernels fold on every profile
     eqns = _equations(jax.make_jaxpr(f)(w[..., :63], x).jaxpr)
     assert [e.params["role"] for e in eqns] == ["fwd", "rhs_t"]
+
+
+@pytest.mark.parametrize("stride,images", [((1, 1), 1), ((2, 1), 1), ((1, 1), 2)],
+                         ids=["stride1", "strided", "two-images"])
+def test_depthwise_kernel_gradients_over_few_positions(stride, images, rng):
+    # A 5x5 depthwise kernel (channel multiplier 2) on a 3x4 map: fewer
+    # output positions than taps, so the kernel gradient is one fused loop
+    # over the positions, all examples at once per example (one image each)
+    # or a few examples per scan step (batched); values as lax's.
+    x = jnp.asarray(rng.standard_normal((6, images, 3, 4, 4)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((5, 5, 1, 8)), jnp.float32)
+
+    def per_example(conv, w, x):
+        def one(w, x1):
+            y = conv(x1, w, stride, "SAME", dimension_numbers=NHWC,
+                     feature_group_count=4)
+            return jnp.sum(jnp.sin(y))
+        return jax.vmap(jax.grad(one), (None, 0))(w, x)
+
+    f = functools.partial(per_example, jl.conv_general_dilated)
+    roles = [e.params["role"] for e in _equations(jax.make_jaxpr(f)(w, x).jaxpr)]
+    assert roles == ["fwd", "rhs_t_each"]
+    (row,) = [r for r in jaxconv.explain(f, w, x) if "kernel grads" in r.op]
+    assert row.plan.param("kernel_grad") == "positions"
+    got = jax.jit(f)(w, x)
+    assert got.shape == (6, 5, 5, 1, 8)
+    assert_close(got, per_example(lax.conv_general_dilated, w, x))
+    # the batched kernel gradient: 12 examples of 6 or 12 positions
+    batched = lambda conv, w: per_example(conv, w, x.reshape(1, -1, *x.shape[2:]))[0]  # noqa: E731
+    assert_close(jax.jit(functools.partial(batched, jl.conv_general_dilated))(w),
+                 batched(lax.conv_general_dilated, w))
+
+
+@pytest.mark.parametrize("where", ["input", "cotangent"])
+def test_depthwise_kernel_gradient_over_positions_keeps_non_finite_values(where, rng):
+    # Every product lax forms is formed (padding zeros times the cotangent
+    # included), so NaN and Inf land on the same kernel entries.
+    x = np.asarray(rng.standard_normal((3, 4, 3, 2)), np.float32)
+    ct = np.asarray(rng.standard_normal((3, 4, 3, 2)), np.float32)
+    if where == "input":
+        x[1, 2, 1, 0], x[2, 0, 0, 1] = np.nan, np.inf
+    else:
+        ct[0, 0, 0, 0], ct[2, 3, 2, 1] = np.inf, -np.inf
+    w = jnp.ones((3, 3, 1, 2), jnp.float32)
+
+    def kernel_grad(conv, x, ct):
+        f = lambda w: conv(x, w, (1, 1), "SAME", dimension_numbers=NHWC,  # noqa: E731
+                           feature_group_count=2)
+        return jax.vjp(f, w)[1](ct)[0]
+
+    (row,) = [r for r in jaxconv.explain(
+        functools.partial(kernel_grad, jl.conv_general_dilated), x, ct)
+        if "kernel grad" in r.op]
+    assert row.plan.param("kernel_grad") == "positions"
+    ours = functools.partial(kernel_grad, jl.conv_general_dilated)
+    got = np.asarray(jax.jit(ours)(x, ct))
+    want = np.asarray(kernel_grad(lax.conv_general_dilated, x, ct))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
+    assert np.isnan(want).any() or np.isinf(want).any()
+    finite = np.isfinite(want)
+    assert_close(got[finite], want[finite])
 
 
 def _depthwise_single(x1, w):

@@ -397,6 +397,12 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
                                      else "autodiff")
             if params["kernel_grad"] == "rowscan":
                 params["row_width"] = _row_width(p, prof)
+            if rule and math.prod(p.out_spatial) <= prof.kernel_grad_positions_max:
+                # Few output positions: the kernel gradient is one fused
+                # loop over them (depthwise.kernel_grad_positions, run by
+                # the kernel gradient itself); the tangent above stays for
+                # forward mode.
+                params["kernel_grad"] = "positions"
             if pad_in_loop and any(pp != (0, 0) for pp in p.pads) and p.inexact:
                 params["guard"] = depthwise.POISONED
             if not pad_in_loop:
