@@ -149,10 +149,16 @@ def _row(eqn) -> ExplainRow:
     if role != "fwd":  # differentiated forward convolutions: result not reshaped
         params["reshaped"] = False
     if role == "rhs_t_each":  # the plan of one example's kernel gradient
-        plan, _, loop = per_example_plan(a, shape, dtype, params)
+        plan, _, how = per_example_plan(a, shape, dtype, params)
         row = ExplainRow.of(plan, role)
-        if not loop:
+        if how == "vmap":
             return row
+        if how == "positions":
+            return dataclasses.replace(
+                row, op=row.op.replace("grads)", "grads, by positions)"),
+                reason=f"{row.reason}; every example's products over its "
+                       f"{math.prod(plan.problem.out_spatial)} output positions "
+                       f"in one fused loop")
         return dataclasses.replace(
             row, op=row.op.replace("grads)", "grads, looped)"),
             reason=f"{row.reason}; the {a.shape[0]} examples one after another")

@@ -111,6 +111,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -125,7 +126,7 @@ from ._canonical import canonical_plan, conv_canonical, planned_input, record_pl
 from ._taps import valid_out_size
 from .algorithms import dense, depthwise
 from .algorithms._common import pad_spatial
-from .algorithms.plan import per_example_loop
+from .algorithms.plan import per_example_loop, per_example_positions
 from .algorithms.profile import Profile, current_profile, get_profile
 
 __all__ = ["conv_p", "conv_primitive"]
@@ -192,16 +193,22 @@ def conv_primitive(
 def per_example_plan(x, w_shape, w_dtype, params):
     """Per-example kernel gradients of ``x (B, N, ...)`` (role
     ``rhs_t_each``): one example's plan, the parameters each example's
-    kernel gradient runs with, and whether they run in a loop over the
-    examples (:func:`jaxconv.algorithms.plan.per_example_loop`; a symbolic
-    ``B``, under ``jax.export``, is vmapped).
+    kernel gradient runs with, and how the examples run: ``"positions"``,
+    all at once as sums of products over the output positions, for one
+    image per example where
+    :func:`jaxconv.algorithms.plan.per_example_positions` says so;
+    ``"loop"``, one after another
+    (:func:`jaxconv.algorithms.plan.per_example_loop`), or ``"vmap"``, side
+    by side (a symbolic ``B``, under ``jax.export``, is vmapped).
     """
     params = {**params, "reshaped": False}
     one = jax.ShapeDtypeStruct(x.shape[1:], x.dtype)
     plan = canonical_plan(one, jax.ShapeDtypeStruct(w_shape, w_dtype), **params)
     b = x.shape[0]
+    if x.shape[1] == 1 and per_example_positions(plan, params["profile"]):
+        return plan, params, "positions"
     loop = isinstance(b, int) and per_example_loop(plan, b, params["profile"])
-    return plan, params, loop
+    return plan, params, "loop" if loop else "vmap"
 
 
 def _bind(a, b, role, operand_shape, operand_dtype, params):
@@ -216,8 +223,8 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
     """The traced computation of one role (lowered by ``mlir.lower_fun``)."""
     with jax.named_scope(f"jaxconv_conv_{role}"):
         if role == "rhs_t_each":  # one kernel gradient per example
-            plan, params, loop = per_example_plan(a, operand_shape, operand_dtype,
-                                                  params)
+            plan, params, how = per_example_plan(a, operand_shape, operand_dtype,
+                                                 params)
 
             # One image per example (a layer written for one image): its
             # cotangent arrives as a broadcast of (B, *out, O) to
@@ -227,9 +234,9 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
             if unit:
                 a, b = a[:, 0], b[:, 0]
 
-            if unit and plan.param("kernel_grad") == "positions":
-                # One image per example: each example's products are the
-                # whole gradient, one fused loop for all of them.
+            if how == "positions":
+                # One image per example, few output positions: every
+                # example's products in one fused loop.
                 record_plan(plan)
                 p = plan.problem
                 a = planned_input(a, plan, padding=params["padding"],
@@ -244,7 +251,7 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
                     x, ct = x[None], ct[None]
                 return _impl(x, ct, role="rhs_t", operand_shape=operand_shape,
                              operand_dtype=operand_dtype, **params)
-            if loop:
+            if how == "loop":
                 return lax.map(lambda xc: one(*xc), (a, b))
             return jax.vmap(one)(a, b)
         if role == "fwd":
@@ -533,8 +540,11 @@ def _per_example_by_vmap(x_shape, w_shape, params) -> bool:
     (measured on a 2-core CPU: depthwise 0.78 -> 1.0 of the batched
     gradient's speed, dense 3x3 0.73 -> 0.86), and so does a 1x1 kernel with
     ``profile.per_example_pointwise_min_o`` output channels or more (a batch
-    of ``x_e^T @ ct_e`` GEMMs).  Narrower 1x1 kernels, transposed and
-    grouped problems fold (their folded forms were faster).
+    of ``x_e^T @ ct_e`` GEMMs), or one image per example of at most
+    ``profile.per_example_positions_max`` output positions (sums of
+    products over the positions: :func:`per_example_plan`).  Narrower 1x1
+    kernels, transposed and grouped problems fold (their folded forms were
+    faster).
     """
     fgc, bgc = params["feature_group_count"], params["batch_group_count"]
     if bgc != 1 or any(d != 1 for d in params["lhs_dilation"]):
@@ -542,8 +552,11 @@ def _per_example_by_vmap(x_shape, w_shape, params) -> bool:
     *kernel, i, o = w_shape
     depthwise = fgc > 1 and i == 1 and x_shape[-1] == fgc
     taps = int(np.prod(kernel))
-    dense = fgc == 1 and (
-        taps > 1 or o >= params["profile"].per_example_pointwise_min_o)
+    prof = params["profile"]
+    out = fwd_shape(x_shape, w_shape, **params)[1:-1]
+    few_positions = x_shape[0] == 1 and math.prod(out) <= prof.per_example_positions_max
+    dense = fgc == 1 and (taps > 1 or o >= prof.per_example_pointwise_min_o
+                          or few_positions)
     return depthwise or dense
 
 

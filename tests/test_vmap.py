@@ -490,6 +490,44 @@ def test_depthwise_kernel_gradients_over_few_positions(stride, images, rng):
                  batched(lax.conv_general_dilated, w))
 
 
+@pytest.mark.parametrize("kernel,stride,spatial,out_c,positions", [
+    ((1, 1), (1, 1), (2, 2), 16, True),  # narrow 1x1: was folded into groups
+    ((1, 1), (2, 2), (4, 4), 96, True),
+    ((3, 3), (2, 1), (6, 4), 8, True),   # 3x4 positions, overlapping windows
+    ((2, 2), (2, 2), (4, 4), 8, False),  # disjoint windows keep the GEMM
+    ((3, 3), (1, 1), (5, 4), 8, False),  # 20 positions
+], ids=["1x1", "1x1-strided", "3x3", "2x2-disjoint", "20-positions"])
+def test_dense_per_example_kernel_gradients_over_few_positions(
+        kernel, stride, spatial, out_c, positions, rng):
+    # Layers written for one image with at most per_example_positions_max
+    # (16) output positions: each example's kernel gradient is a sum of
+    # products over its positions, every example at once, no GEMM; values
+    # as lax's per-example gradients.
+    x = jnp.asarray(rng.standard_normal((6, 1, *spatial, 5)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((*kernel, 5, out_c)), jnp.float32)
+
+    def per_example(conv, w, x):
+        def one(w, x1):
+            return jnp.sum(jnp.sin(conv(x1, w, stride, "SAME", dimension_numbers=NHWC)))
+        return jax.vmap(jax.grad(one), (None, 0))(w, x)
+
+    f = functools.partial(per_example, jl.conv_general_dilated)
+    (row,) = [r for r in jaxconv.explain(f, w, x) if "per-example" in r.op]
+    assert ("by positions" in row.op) == positions
+    grads = [e for e in _equations(jax.make_jaxpr(f)(w, x).jaxpr)
+             if e.params["role"] == "rhs_t_each"]
+    assert len(grads) == 1
+    if positions:
+        a, b = (jnp.zeros(v.aval.shape, v.aval.dtype) for v in grads[0].invars)
+        text = jax.jit(lambda a, b: _primitive._impl(a, b, **grads[0].params)).lower(
+            a, b).as_text()
+        assert "dot_general" not in text
+    assert_close(jax.jit(f)(w, x), per_example(lax.conv_general_dilated, w, x))
+    with jaxconv.use_profile("gpu"):  # unmeasured on accelerators
+        rows = jaxconv.explain(f, w, x)
+    assert not any("by positions" in r.op for r in rows)
+
+
 @pytest.mark.parametrize("where", ["input", "cotangent"])
 def test_depthwise_kernel_gradient_over_positions_keeps_non_finite_values(where, rng):
     # Every product lax forms is formed (padding zeros times the cotangent

@@ -365,35 +365,40 @@ def _with_kernel_tangent(kernel_tangent, doc):
 def kernel_grad_by_positions(x, ct, kernel, stride, dilation, groups, acc_dtype):
     """Per-example kernel gradients with the *output positions* as the taps.
 
-    ``g[t] = sum_q x[q * s + t * d] * ct[q]`` is itself a depthwise
-    correlation: of the padded input ``x (N, *S, C)`` with the cotangent
-    ``ct (N, *out, C * M)`` as the kernel, the kernel's taps as the output
+    ``g[t] = sum_q x[q * s + t * d] (outer) ct[q]`` is itself a correlation:
+    of the padded input ``x (N, *S, G * I)`` with the cotangent
+    ``ct (N, *out, G * M)`` as the kernel, the kernel's taps as the output
     positions (stride ``d``, dilation ``s``).  Where a layer has few output
     positions (a 7x7 kernel on a 4x4 feature map), one fused loop over the
     positions writes the products directly, instead of a scan over output
-    rows whose every step updates one accumulator per tap.  Each product is
-    one lax computes too (padding zeros times the cotangent included), so a
-    NaN or Inf stays where lax puts it.
+    rows whose every step updates one accumulator per tap (depthwise), or a
+    GEMM of depth ``positions`` per example, whose ``(I, O)`` result XLA:CPU
+    then copies into the kernel's layout (dense).  Each product is one lax
+    computes too (padding zeros times the cotangent included), so a NaN or
+    Inf stays where lax puts it.
 
-    Returns each example's gradient, ``(N, *K, 1, C * M)``.
+    Returns each example's gradient, ``(N, *K, I, G * M)``.
     """
     n = x.shape[0]
     o = ct.shape[-1]
+    i = x.shape[-1] // groups
     m = o // groups
     nd = len(kernel)
+    one = (1,) * nd
     acc = None
     for q in tap_offsets(ct.shape[1:-1]):
         xs = tap_slice(x, q, kernel, dilation, stride).astype(acc_dtype)
-        cq = ct[(slice(None), *q)].astype(acc_dtype)  # (N, C * M)
-        if m == 1:
-            term = xs * cq.reshape(n, *(1,) * nd, o)
+        cq = ct[(slice(None), *q)].astype(acc_dtype)  # (N, G * M)
+        if i == 1 and m == 1:  # depthwise, multiplier 1
+            term = xs.reshape(n, *kernel, 1, o) * cq.reshape(n, *one, 1, o)
         else:
-            term = (xs.reshape(*xs.shape, 1)
-                    * cq.reshape(n, *(1,) * nd, groups, m)).reshape(n, *kernel, o)
+            xs = jnp.swapaxes(xs.reshape(n, *kernel, groups, i), -1, -2)
+            term = (xs.reshape(n, *kernel, i, groups, 1)
+                    * cq.reshape(n, *one, 1, groups, m)).reshape(n, *kernel, i, o)
         acc = term if acc is None else acc + term
     if acc is None:  # no output position: a zero gradient
-        acc = jnp.zeros((n, *kernel, o), acc_dtype)
-    return acc.reshape(n, *kernel, 1, o)
+        acc = jnp.zeros((n, *kernel, i, o), acc_dtype)
+    return acc
 
 
 def kernel_grad_positions(x, ct, kernel, stride, dilation, groups, acc_dtype, terms):

@@ -691,6 +691,31 @@ def per_example_loop(one: Plan, examples: int, prof: Profile) -> bool:
             and examples * one.problem.out_bytes >= prof.per_example_loop_min_bytes)
 
 
+def per_example_positions(one: Plan, prof: Profile) -> bool:
+    """Whether per-example kernel gradients of one image each, planned as
+    ``one``, are computed as sums of products over the output positions
+    (``depthwise.kernel_grad_by_positions``, every example at once).
+
+    Depthwise plans whose kernel gradient already runs that way
+    (``kernel_grad="positions"``), and dense ones of at most
+    ``prof.per_example_positions_max`` output positions: their per-example
+    kernel gradient is a GEMM of depth ``positions`` per example, which
+    XLA:CPU runs far below its rate and whose ``(I, O)`` result it copies
+    into the kernel's layout (a 1x1 kernel's unit axes), where the fused
+    products write each example's kernel once.  Kernels whose windows do
+    not overlap (a 2x2 kernel of stride 2: the patches are a reshape of the
+    input, one GEMM per example with nothing to copy) keep their GEMM.
+    """
+    p = one.problem
+    if one.param("kernel_grad") == "positions":
+        return True
+    disjoint = p.taps > 1 and all(d * (k - 1) + 1 <= s for k, s, d
+                                  in zip(p.kernel, p.stride, p.dilation))
+    return (p.groups == 1 and p.inexact and all(d == 1 for d in p.lhs_dilation)
+            and not disjoint
+            and math.prod(p.out_spatial) <= prof.per_example_positions_max)
+
+
 def _row_width(p: Problem, prof: Profile) -> int:
     """The kernel-gradient row scan's output columns per step (``rowscan.py``):
     one example's accumulators within ``prof.rowscan_carry_bytes``."""

@@ -266,6 +266,18 @@ class Profile:
         a 7x7 kernel on 2 x 2 at batch 8 ran 0.30 ms with all 32 in one
         step, 0.71 ms one example per step; on 4 x 4 two examples per step
         gained nothing over one.
+      per_example_positions_max: per-example kernel gradients of dense
+        layers written for one image (``vmap(grad(...))``) with at most
+        this many output positions are sums of products over the positions,
+        every example at once (``plan.per_example_positions``), instead of a
+        GEMM of that depth per example (which XLA:CPU runs far below its
+        rate, and whose result it copies into a 1x1 kernel's layout).  On a
+        2-core Intel Xeon, the zoo's 67 batch-8 dense layers of 1-16
+        positions: 1.1-2.8x faster on the 1x1 and the overlapping 3x3
+        layers (ResNet-50 ``layer4.1.conv1`` 21.8 -> 10.6 ms), 0.83-0.94x on
+        ConvNeXt-T's 2x2 stride-2 downsamplers (disjoint windows, which keep
+        their GEMM) and HiFi-GAN ``conv_pre`` (0.94x), about 1x on
+        EfficientNet-B0's squeeze-excitation layers (one position).
       per_example_loop_min_bytes: ... and so do depthwise row scans whose
         examples' outputs together reach this many bytes (dw3, 112 x 112 x
         96 at batch 8: 55.6 -> 22.9 ms, temporaries 81.6 -> 15.0 MB; the
@@ -318,6 +330,7 @@ class Profile:
     per_example_pointwise_min_o: int = 64
     kernel_grad_positions_max: int = 64
     kernel_grad_position_terms: int = 32
+    per_example_positions_max: int = 16
     tap_gemm_kernel_tangent: bool = True
     tap_gemm_min_rows: int = 512
     tap_scan_min_o: int = 8
@@ -366,7 +379,7 @@ _ACCELERATOR = Profile(
     tap_scan_nd_min_rows=1 << 62, tap_block_bytes=0,
     wide_min_width=1 << 62, wide_2d_max_i=0, alltaps_max_i=64,
     depthwise_gemm_precision="highest", per_example_loop=False,
-    per_example_pointwise_min_o=1 << 62, family="",
+    per_example_pointwise_min_o=1 << 62, per_example_positions_max=0, family="",
 )
 # The cpu preset's constants per CPU family.  XLA:CPU's GEMM runs at the
 # width of the host's vector unit while copies, pads and elementwise sums
