@@ -124,7 +124,7 @@ from jax.interpreters import ad, batching, mlir, xla
 
 from ._canonical import canonical_plan, conv_canonical, planned_input, record_plan
 from ._taps import valid_out_size
-from .algorithms import dense, depthwise
+from .algorithms import dense, depthwise, positions
 from .algorithms._common import pad_spatial
 from .algorithms.plan import per_example_loop, per_example_positions
 from .algorithms.profile import Profile, current_profile, get_profile
@@ -242,7 +242,7 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
                 a = planned_input(a, plan, padding=params["padding"],
                                   lhs_dilation=params["lhs_dilation"],
                                   batch_group_count=params["batch_group_count"])
-                return depthwise.kernel_grad_by_positions(
+                return positions.kernel_grads(
                     pad_spatial(a, p.pads), b, p.kernel, p.stride, p.dilation,
                     p.groups, p.acc_dtype).astype(operand_dtype)
 
@@ -286,7 +286,7 @@ def _direct_kernel_grad(x, ct, w_shape, w_dtype, params):
     tap, where the transpose of any forward formulation's
     tangent is a patch GEMM per row block or a sum of shifted products.
     Depthwise plans with ``kernel_grad="positions"`` (few output positions
-    per example) run :func:`~jaxconv.algorithms.depthwise.kernel_grad_positions`:
+    per example) run :func:`~jaxconv.algorithms.positions.kernel_grad`:
     one fused loop over the output positions.
     """
     chosen = canonical_plan(x, jax.ShapeDtypeStruct(w_shape, w_dtype), **params)
@@ -298,7 +298,7 @@ def _direct_kernel_grad(x, ct, w_shape, w_dtype, params):
                       batch_group_count=params["batch_group_count"])
     if chosen.param("kernel_grad") == "positions":
         p = chosen.problem
-        gw = depthwise.kernel_grad_positions(
+        gw = positions.kernel_grad(
             pad_spatial(x, p.pads), ct, p.kernel, p.stride, p.dilation, p.groups,
             p.acc_dtype, chosen.profile.kernel_grad_position_terms)
     else:

@@ -21,7 +21,7 @@ from jax import lax
 
 import jaxconv
 from jaxconv import lax as jl
-from jaxconv.algorithms import dense, toeplitz
+from jaxconv.algorithms import dense, positions, toeplitz
 from jaxconv.algorithms import plan as planning
 from jaxconv.algorithms.problem import Problem
 
@@ -856,3 +856,31 @@ def _row_blocks_match_lax(case, rng):
         assert_close(a, b)
     jv = lambda f: jax.jit(lambda x, w: jax.jvp(f, (x, w), (tx, tw))[1])  # noqa: E731
     assert_close(jv(f)(x, w), jv(_f(lax, case))(x, w))
+
+
+@pytest.mark.parametrize("groups,i,m", [(1, 3, 4), (2, 3, 2), (4, 1, 1), (4, 1, 3)],
+                         ids=["dense", "grouped", "depthwise", "multiplier"])
+def test_kernel_gradients_over_positions(groups, i, m, rng):
+    # Each example's kernel gradient as a sum of products over the output
+    # positions, against lax's (batch 1 per example); and their sum over a
+    # batch of 6, a few examples per scan step.
+    x = jnp.asarray(rng.standard_normal((6, 5, 6, groups * i)), jnp.float32)
+    w = jnp.zeros((3, 2, i, groups * m), jnp.float32)
+    stride, dilation, pads = (2, 1), (1, 2), ((1, 1), (2, 0))
+    y = lax.conv_general_dilated(x, w, stride, pads, rhs_dilation=dilation,
+                                 dimension_numbers=DN[2], feature_group_count=groups)
+    ct = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+
+    def lax_grad(x, ct):
+        f = lambda w: lax.conv_general_dilated(  # noqa: E731
+            x, w, stride, pads, rhs_dilation=dilation, dimension_numbers=DN[2],
+            feature_group_count=groups, precision=HI)
+        return jax.vjp(f, w)[1](ct)[0]
+
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    args = ((3, 2), stride, dilation, groups, jnp.float32)
+    got = positions.kernel_grads(xp, ct, *args)
+    want = jax.vmap(lambda x, ct: lax_grad(x[None], ct[None]))(x, ct)
+    assert_close(got, want)
+    for terms in (1, 12, 100):  # 6 steps of one example, 3 of two, one of six
+        assert_close(positions.kernel_grad(xp, ct, *args, terms), lax_grad(x, ct))

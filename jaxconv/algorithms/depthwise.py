@@ -12,7 +12,6 @@ BENCHMARKS.md).  Kernels beyond the profile's unroll limit run in a scan
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import jax
@@ -21,14 +20,7 @@ import numpy as np
 from jax import lax
 
 from .._taps import inside_outputs, padded_tap_slice, tap_offsets, tap_slice
-from ._common import (
-    batch_mesh_axes,
-    batch_zeros,
-    flat_taps,
-    out_spatial,
-    pad_spatial,
-    padded_shape,
-)
+from ._common import batch_zeros, flat_taps, out_spatial, pad_spatial, padded_shape
 from .rowscan import rowscan
 
 
@@ -65,7 +57,7 @@ def run(x, w, plan, precision):
         args = (p.stride, p.dilation, p.groups, p.acc_dtype, p.pads,
                 plan.param("pad_in_loop"), plan.param("guard", POISONED))
         grad = plan.param("kernel_grad")
-        if grad == "positions":  # reverse mode runs kernel_grad_positions
+        if grad == "positions":  # reverse mode runs positions.kernel_grad
             grad = "rowscan" if p.nd >= 2 else "flat"
         if grad == "rowscan":
             return depthwise_with_fast_kernel_grad(x, w, *args, plan.param("row_width"))
@@ -360,84 +352,6 @@ def _with_kernel_tangent(kernel_tangent, doc):
 
     f.__doc__ = doc
     return f
-
-
-def kernel_grad_by_positions(x, ct, kernel, stride, dilation, groups, acc_dtype):
-    """Per-example kernel gradients with the *output positions* as the taps.
-
-    ``g[t] = sum_q x[q * s + t * d] (outer) ct[q]`` is itself a correlation:
-    of the padded input ``x (N, *S, G * I)`` with the cotangent
-    ``ct (N, *out, G * M)`` as the kernel, the kernel's taps as the output
-    positions (stride ``d``, dilation ``s``).  Where a layer has few output
-    positions (a 7x7 kernel on a 4x4 feature map), one fused loop over the
-    positions writes the products directly, instead of a scan over output
-    rows whose every step updates one accumulator per tap (depthwise), or a
-    GEMM of depth ``positions`` per example, whose ``(I, O)`` result XLA:CPU
-    then copies into the kernel's layout (dense).  Each product is one lax
-    computes too (padding zeros times the cotangent included), so a NaN or
-    Inf stays where lax puts it.
-
-    Returns each example's gradient, ``(N, *K, I, G * M)``.
-    """
-    n = x.shape[0]
-    o = ct.shape[-1]
-    i = x.shape[-1] // groups
-    m = o // groups
-    nd = len(kernel)
-    one = (1,) * nd
-    acc = None
-    for q in tap_offsets(ct.shape[1:-1]):
-        xs = tap_slice(x, q, kernel, dilation, stride).astype(acc_dtype)
-        cq = ct[(slice(None), *q)].astype(acc_dtype)  # (N, G * M)
-        if i == 1 and m == 1:  # depthwise, multiplier 1
-            term = xs.reshape(n, *kernel, 1, o) * cq.reshape(n, *one, 1, o)
-        else:
-            xs = jnp.swapaxes(xs.reshape(n, *kernel, groups, i), -1, -2)
-            term = (xs.reshape(n, *kernel, i, groups, 1)
-                    * cq.reshape(n, *one, 1, groups, m)).reshape(n, *kernel, i, o)
-        acc = term if acc is None else acc + term
-    if acc is None:  # no output position: a zero gradient
-        acc = jnp.zeros((n, *kernel, i, o), acc_dtype)
-    return acc
-
-
-def kernel_grad_positions(x, ct, kernel, stride, dilation, groups, acc_dtype, terms):
-    """The kernel gradient summed over the examples (``(*K, 1, C * M)``):
-    :func:`kernel_grad_by_positions` of a few examples per step of a
-    ``lax.scan`` that accumulates them, as many as keep one step's products
-    per output (examples times positions) within ``terms``
-    (``profile.kernel_grad_position_terms``), added in the same fused loop.
-
-    Summing the per-example products afterwards is an XLA reduction over
-    the examples (3x slower than the whole scan here), and unrolling every
-    example into one fused loop slows it beyond ~32 products per output.
-    A symbolic batch (``jax.export``) or one sharded over Explicit mesh
-    axes is summed whole.
-    """
-    n = x.shape[0]
-    positions = math.prod(ct.shape[1:-1])
-    args = (kernel, stride, dilation, groups, acc_dtype)
-    if not isinstance(n, int) or batch_mesh_axes(x) is not None:
-        return kernel_grad_by_positions(x, ct, *args).sum(0)
-    per_step = max(d for d in range(1, n + 1)
-                   if n % d == 0 and (d == 1 or d * positions <= terms))
-
-    def step_sum(x, ct):
-        g = kernel_grad_by_positions(x, ct, *args)
-        total = g[0]
-        for e in range(1, per_step):
-            total = total + g[e]
-        return total
-
-    if per_step == n:
-        return step_sum(x, ct)
-
-    def step(acc, xc):
-        return acc + step_sum(*xc), None
-
-    chunks = tuple(a.reshape(n // per_step, per_step, *a.shape[1:]) for a in (x, ct))
-    init = jnp.zeros((*kernel, 1, ct.shape[-1]), acc_dtype)
-    return lax.scan(step, init, chunks)[0]
 
 
 def _flat_kernel_tangent(x, tw, stride, dilation, groups, acc_dtype, width=None):

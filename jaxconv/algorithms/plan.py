@@ -399,7 +399,7 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
                 params["row_width"] = _row_width(p, prof)
             if rule and math.prod(p.out_spatial) <= prof.kernel_grad_positions_max:
                 # Few output positions: the kernel gradient is one fused
-                # loop over them (depthwise.kernel_grad_positions, run by
+                # loop over them (positions.kernel_grad, run by
                 # the kernel gradient itself); the tangent above stays for
                 # forward mode.
                 params["kernel_grad"] = "positions"
@@ -694,7 +694,7 @@ def per_example_loop(one: Plan, examples: int, prof: Profile) -> bool:
 def per_example_positions(one: Plan, prof: Profile) -> bool:
     """Whether per-example kernel gradients of one image each, planned as
     ``one``, are computed as sums of products over the output positions
-    (``depthwise.kernel_grad_by_positions``, every example at once).
+    (``positions.kernel_grads``, every example at once).
 
     Depthwise plans whose kernel gradient already runs that way
     (``kernel_grad="positions"``), and dense ones of at most

@@ -253,7 +253,7 @@ class Profile:
       kernel_grad_positions_max: depthwise kernel gradients (with
         ``custom_kernel_grads``) of at most this many output positions per
         example run as one fused loop over the positions
-        (``depthwise.kernel_grad_positions``: the cotangent as the kernel of
+        (``positions.kernel_grad``: the cotangent as the kernel of
         a correlation with the input), instead of a row scan of one
         accumulator per tap.  On a 2-core Intel Xeon, the zoo's 19
         depthwise layers of 4 to 64 positions (9 to 49 taps): kernel
