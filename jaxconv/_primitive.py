@@ -87,9 +87,10 @@ reductions or GEMMs, which the vmapped per-example formulation runs without
 the two transposes the fold costs (:func:`_per_example_by_vmap`).  Those
 run one example's planned kernel gradient per example: in a loop over the
 examples where the profile says ``per_example_loop`` (``cpu``), else vmapped
-op by op, side by side; depthwise layers of one image per example and few
-output positions (``kernel_grad="positions"``) take every example's
-products in one fused loop.
+op by op, side by side; layers of one image per example with few output
+positions (depthwise: ``kernel_grad="positions"``; dense:
+``profile.per_example_positions_max``) take every example's products in
+one fused loop over the positions (``algorithms/positions.py``).
 
 Inside ``shard_map`` (manual mesh axes) and under Explicit mesh axes the
 convolution is traced inline instead of bound (the equation would have to
