@@ -273,7 +273,7 @@ class Profile:
         GEMM of that depth per example (which XLA:CPU runs far below its
         rate, and whose result it copies into a 1x1 kernel's layout).  On a
         2-core Intel Xeon, the zoo's 67 batch-8 dense layers of 1-16
-        positions: 1.1-2.8x faster on the 1x1 and the overlapping 3x3
+        positions: 1.0-2.8x faster on the 1x1 and the overlapping 3x3
         layers (ResNet-50 ``layer4.1.conv1`` 21.8 -> 10.6 ms), 0.83-0.94x on
         ConvNeXt-T's 2x2 stride-2 downsamplers (disjoint windows, which keep
         their GEMM) and HiFi-GAN ``conv_pre`` (0.94x), about 1x on
