@@ -40,7 +40,9 @@ class ExplainRow:
         ``"grouped conv"``, ``"transposed conv"``) and, for a gradient,
         which (``" (input grad)"``, ``" (kernel grad)"``,
         ``" (per-example kernel grads)"``; ``", looped)"`` when the
-        examples' kernel gradients run one after another).
+        examples' kernel gradients run one after another, ``", by
+        positions)"`` or ``", by tap GEMMs)"`` when they run all at once as
+        sums over the output positions or as one GEMM per example and tap).
       input_shape: the canonical (channels-last) input ``(N, *S, C)``.
       kernel_shape: the canonical kernel ``(*K, I, O)``.
       output_shape: ``(N, *out, O)``.
@@ -159,6 +161,11 @@ def _row(eqn) -> ExplainRow:
                 reason=f"{row.reason}; every example's products over its "
                        f"{math.prod(plan.problem.out_spatial)} output positions "
                        f"in one fused loop")
+        if how == "patches":
+            return dataclasses.replace(
+                row, op=row.op.replace("grads)", "grads, by tap GEMMs)"),
+                reason=f"{row.reason}; one GEMM per example and tap, every "
+                       f"example at once")
         return dataclasses.replace(
             row, op=row.op.replace("grads)", "grads, looped)"),
             reason=f"{row.reason}; the {a.shape[0]} examples one after another")

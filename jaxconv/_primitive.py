@@ -90,7 +90,10 @@ examples where the profile says ``per_example_loop`` (``cpu``), else vmapped
 op by op, side by side; layers of one image per example with few output
 positions (depthwise: ``kernel_grad="positions"``; dense:
 ``profile.per_example_positions_max``) take every example's products in
-one fused loop over the positions (``algorithms/positions.py``).
+one fused loop over the positions (``algorithms/positions.py``), and dense
+layers of few positions and many channels, transposed ones included, one
+GEMM per example and tap for every example at once
+(``algorithms/tapgemm.py``, ``plan.per_example_patches``).
 
 Inside ``shard_map`` (manual mesh axes) and under Explicit mesh axes the
 convolution is traced inline instead of bound (the equation would have to
@@ -125,9 +128,13 @@ from jax.interpreters import ad, batching, mlir, xla
 
 from ._canonical import canonical_plan, conv_canonical, planned_input, record_plan
 from ._taps import valid_out_size
-from .algorithms import dense, depthwise, positions
+from .algorithms import dense, depthwise, positions, tapgemm
 from .algorithms._common import pad_spatial
-from .algorithms.plan import per_example_loop, per_example_positions
+from .algorithms.plan import (
+    per_example_loop,
+    per_example_patches,
+    per_example_positions,
+)
 from .algorithms.profile import Profile, current_profile, get_profile
 
 __all__ = ["conv_p", "conv_primitive"]
@@ -198,17 +205,21 @@ def per_example_plan(x, w_shape, w_dtype, params):
     all at once as sums of products over the output positions, for one
     image per example where
     :func:`jaxconv.algorithms.plan.per_example_positions` says so;
-    ``"loop"``, one after another
-    (:func:`jaxconv.algorithms.plan.per_example_loop`), or ``"vmap"``, side
-    by side (a symbolic ``B``, under ``jax.export``, is vmapped).
+    ``"patches"``, all at once as one GEMM per example and tap
+    (:func:`jaxconv.algorithms.plan.per_example_patches`); ``"loop"``, one
+    after another (:func:`jaxconv.algorithms.plan.per_example_loop`), or
+    ``"vmap"``, side by side (a symbolic ``B``, under ``jax.export``, is
+    vmapped).
     """
     params = {**params, "reshaped": False}
     one = jax.ShapeDtypeStruct(x.shape[1:], x.dtype)
     plan = canonical_plan(one, jax.ShapeDtypeStruct(w_shape, w_dtype), **params)
-    b = x.shape[0]
-    if x.shape[1] == 1 and per_example_positions(plan, params["profile"]):
+    b, prof = x.shape[0], params["profile"]
+    if x.shape[1] == 1 and per_example_positions(plan, prof):
         return plan, params, "positions"
-    loop = isinstance(b, int) and per_example_loop(plan, b, params["profile"])
+    if params["batch_group_count"] == 1 and per_example_patches(plan, prof):
+        return plan, params, "patches"
+    loop = isinstance(b, int) and per_example_loop(plan, b, prof)
     return plan, params, "loop" if loop else "vmap"
 
 
@@ -226,6 +237,14 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
         if role == "rhs_t_each":  # one kernel gradient per example
             plan, params, how = per_example_plan(a, operand_shape, operand_dtype,
                                                  params)
+
+            if how == "patches":
+                # One GEMM per example (and tap), every example at once.
+                record_plan(plan)
+                return tapgemm.kernel_grads(
+                    a, b, operand_shape[:-2], params["stride"], params["padding"],
+                    params["lhs_dilation"], params["rhs_dilation"],
+                    params["precision"], plan.problem.acc_dtype).astype(operand_dtype)
 
             # One image per example (a layer written for one image): its
             # cotangent arrives as a broadcast of (B, *out, O) to
@@ -528,7 +547,7 @@ def _at_front(operand, dim, size):
     return jnp.moveaxis(operand, dim, 0)
 
 
-def _per_example_by_vmap(x_shape, w_shape, params) -> bool:
+def _per_example_by_vmap(x_shape, x_dtype, w_shape, w_dtype, params) -> bool:
     """Whether per-example kernel gradients of this problem run vmapped as is.
 
     Folded, ``B`` joins the channels: two transposes of ``x`` and ``ct``
@@ -543,13 +562,18 @@ def _per_example_by_vmap(x_shape, w_shape, params) -> bool:
     ``profile.per_example_pointwise_min_o`` output channels or more (a batch
     of ``x_e^T @ ct_e`` GEMMs), or one image per example of at most
     ``profile.per_example_positions_max`` output positions (sums of
-    products over the positions: :func:`per_example_plan`).  Narrower 1x1
-    kernels, transposed and grouped problems fold (their folded forms were
-    faster).
+    products over the positions: :func:`per_example_plan`), and a
+    transposed dense kernel whose per-example gradient is one GEMM per tap
+    (``plan.per_example_patches``).  Narrower 1x1 kernels, other
+    transposed and grouped problems fold (their folded forms were faster).
     """
     fgc, bgc = params["feature_group_count"], params["batch_group_count"]
-    if bgc != 1 or any(d != 1 for d in params["lhs_dilation"]):
+    if bgc != 1:
         return False
+    if any(d != 1 for d in params["lhs_dilation"]):
+        return fgc == 1 and per_example_plan(
+            jax.ShapeDtypeStruct((1, *x_shape), x_dtype), w_shape, w_dtype,
+            params)[2] == "patches"
     *kernel, i, o = w_shape
     depthwise = fgc > 1 and i == 1 and x_shape[-1] == fgc
     taps = int(np.prod(kernel))
@@ -593,7 +617,8 @@ def _batch_rule(args, dims, *, role, operand_shape, operand_dtype, **params):
         merged = [op.reshape(size * op.shape[1], *op.shape[2:]) for op in (a, b)]
         g = _bind(*merged, "rhs_t_each", operand_shape, operand_dtype, params)
         return g.reshape(size, -1, *g.shape[1:]), 0
-    if role == "rhs_t" and bx and _per_example_by_vmap(x_shape, w_shape, params):
+    if role == "rhs_t" and bx and _per_example_by_vmap(x_shape, a.dtype, w_shape,
+                                                      operand_dtype, params):
         a, b = _at_front(a, da, size), _at_front(b, db, size)
         return _bind(a, b, "rhs_t_each", operand_shape, operand_dtype, params), 0
     fold = _Fold(size, bx, bw, x_shape, w_shape, params)

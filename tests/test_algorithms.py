@@ -21,7 +21,7 @@ from jax import lax
 
 import jaxconv
 from jaxconv import lax as jl
-from jaxconv.algorithms import dense, positions, toeplitz
+from jaxconv.algorithms import dense, positions, tapgemm, toeplitz
 from jaxconv.algorithms import plan as planning
 from jaxconv.algorithms.problem import Problem
 
@@ -884,3 +884,31 @@ def test_kernel_gradients_over_positions(groups, i, m, rng):
     assert_close(got, want)
     for terms in (1, 12, 100):  # 6 steps of one example, 3 of two, one of six
         assert_close(positions.kernel_grad(xp, ct, *args, terms), lax_grad(x, ct))
+
+
+@pytest.mark.parametrize("spatial,kernel,stride,pads,lhs_dilation,dilation", [
+    ((5, 6), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1)),
+    ((7, 6), (3, 2), (2, 1), ((1, 0), (0, 2)), (1, 1), (2, 1)),
+    ((4, 4), (2, 2), (1, 1), ((1, 1), (1, 1)), (2, 2), (1, 1)),
+    ((4, 5), (3, 4), (1, 1), ((2, 1), (-1, 3)), (2, 3), (1, 2)),
+    ((16,), (16,), (1,), ((11, 11),), (8,), (1,)),
+    ((6,), (5,), (1,), ((-2, 0),), (3,), (2,)),
+], ids=["same", "strided-dilated", "transposed", "transposed-cropped",
+        "transposed-1d", "transposed-1d-dilated"])
+def test_per_example_kernel_gradients_by_tap_gemms(
+        spatial, kernel, stride, pads, lhs_dilation, dilation, rng):
+    # One GEMM per example (and tap) for 4 examples of 2 images each,
+    # against lax's per-example kernel gradients (float64: exact products,
+    # only the summation order differs).  The transposed geometries crop
+    # and pad the lhs-dilated input, so some taps meet no output.
+    x = jnp.asarray(rng.standard_normal((4, 2, *spatial, 3)))
+    w = jnp.zeros((*kernel, 3, 5))
+    dn = DN[len(spatial)]
+    conv = lambda x, w: lax.conv_general_dilated(  # noqa: E731
+        x, w, stride, pads, lhs_dilation, dilation, dimension_numbers=dn)
+    ct = jnp.asarray(rng.standard_normal(jax.vmap(conv, (0, None))(x, w).shape))
+    want = jax.vmap(lambda x, ct: jax.vjp(lambda w: conv(x, w), w)[1](ct)[0])(x, ct)
+    got = tapgemm.kernel_grads(x, ct, kernel, stride, pads, lhs_dilation, dilation,
+                               None, jnp.float64)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -528,6 +528,104 @@ def test_dense_per_example_kernel_gradients_over_few_positions(
     assert not any("by positions" in r.op for r in rows)
 
 
+NWC = ("NWC", "WIO", "NWC")
+TAP_GEMMS = {  # one example's x, its kernel, the conv, whether by tap GEMMs
+    "transposed": ((1, 2, 3, 4), (2, 2, 4, 16), lambda x, w, c: c(
+        x, w, (2, 2), "VALID", dimension_numbers=NHWC), True),
+    "transposed-same": ((1, 2, 2, 4), (4, 4, 4, 16), lambda x, w, c: c(
+        x, w, (2, 2), "SAME", dimension_numbers=NHWC), True),
+    "transposed-1d": ((1, 4, 6), (16, 6, 16), lambda x, w, c: c(
+        x, w, (8,), ((4, 4),), dimension_numbers=NWC), True),
+    "two-images": ((2, 2, 2, 4), (2, 2, 4, 16), lambda x, w, c: c(
+        x, w, (2, 2), "VALID", dimension_numbers=NHWC), True),
+    "transposed-many-positions": ((1, 4, 4, 4), (2, 2, 4, 16), lambda x, w, c: c(
+        x, w, (2, 2), "VALID", dimension_numbers=NHWC), False),
+    "ordinary": ((1, 5, 4, 4), (3, 3, 4, 48), lambda x, w, c: c(
+        x, w, (1, 1), "SAME", dimension_numbers=NHWC), False),
+}
+
+
+@pytest.mark.parametrize("name", list(TAP_GEMMS))
+def test_per_example_kernel_gradients_by_tap_gemms(name, rng):
+    # Layers of few positions and many channels: every example's kernel
+    # gradient is one GEMM per example and tap, all at once (one
+    # dot_general); transposed layers no longer fold the examples into
+    # feature groups.  Ordinary layers do so only for kernels of at least
+    # per_example_patches_min_bytes (16 MiB) each: smaller ones loop.
+    xs, ws, conv, tap_gemms = TAP_GEMMS[name]
+    transposed = name.startswith("transposed") or name == "two-images"
+    x = jnp.asarray(rng.standard_normal((5, *xs)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(ws), jnp.float32)
+
+    def per_example(c, w, x):
+        def one(w, x1):
+            return jnp.sum(jnp.sin(conv(x1, w, c)))
+        return jax.vmap(jax.grad(one), (None, 0))(w, x)
+
+    ours = functools.partial(
+        per_example, jl.conv_transpose if transposed else jl.conv_general_dilated)
+    want = per_example(lax.conv_transpose if transposed else lax.conv_general_dilated,
+                       w, x)
+    profiles = [jaxconv.get_profile("cpu")]
+    if name == "ordinary":  # the same layer with a large enough kernel
+        profiles.append(profiles[0].replace(per_example_patches_min_bytes=0))
+    for k, profile in enumerate(profiles):
+        expect = tap_gemms or k == 1
+        with jaxconv.use_profile(profile):
+            ops = [r.op for r in jaxconv.explain(ours, w, x)]
+            assert any("by tap GEMMs" in op for op in ops) == expect, ops
+            grads = [e for e in _equations(jax.make_jaxpr(ours)(w, x).jaxpr)
+                     if e.params["role"] == "rhs_t_each"]
+            assert len(grads) == (1 if expect or not transposed else 0)
+            if expect:
+                a, b = (jnp.zeros(v.aval.shape, v.aval.dtype) for v in grads[0].invars)
+                text = jax.jit(lambda a, b: _primitive._impl(
+                    a, b, **grads[0].params)).lower(a, b).as_text()
+                assert text.count("dot_general") == 1
+            assert_close(jax.jit(ours)(w, x), want)
+    with jaxconv.use_profile("gpu"):  # unmeasured on accelerators
+        rows = jaxconv.explain(ours, w, x)
+    assert not any("by tap GEMMs" in r.op for r in rows)
+
+
+@pytest.mark.parametrize("where", ["input", "cotangent"])
+def test_tap_gemm_kernel_gradients_keep_non_finite_values(where, rng):
+    # A transposed layer that crops its output: some input elements meet
+    # only some taps, and a NaN/Inf there must reach just those taps' kernel
+    # entries, as in lax's gradient of each example.
+    x = np.asarray(rng.standard_normal((3, 1, 3, 3, 2)), np.float32)
+    ct = np.asarray(rng.standard_normal((3, 1, 3, 2, 32)), np.float32)
+    if where == "input":
+        x[0, 0, 0, 0, 0], x[1, 0, 2, 1, 1], x[2, 0, 1, 2, 0] = np.nan, np.inf, -np.inf
+    else:
+        ct[0, 0, 0, 0, 0], ct[2, 0, 2, 1, 5] = np.inf, -np.inf
+    w = jnp.ones((3, 3, 2, 32), jnp.float32)
+    geometry = dict(window_strides=(1, 1), padding=((-1, 1), (0, -1)),
+                    lhs_dilation=(2, 2), dimension_numbers=NHWC)
+
+    def per_example(conv, x, ct):
+        def one(x1, ct1):
+            return jax.vjp(lambda w: conv(x1, w, **geometry), w)[1](ct1)[0]
+        return jax.vmap(one)(x, ct)
+
+    ours = functools.partial(per_example, jl.conv_general_dilated)
+    (row,) = [r for r in jaxconv.explain(ours, x, ct) if "per-example" in r.op]
+    assert "by tap GEMMs" in row.op
+    got = np.asarray(jax.jit(ours)(x, ct))
+    # The oracle is lax's gradient example by example: vmapped, XLA:CPU's
+    # batch-grouped kernel gradient also multiplies the inserted zeros by an
+    # Inf cotangent (NaN in taps the definition keeps finite).
+    one = lambda x1, ct1: jax.vjp(  # noqa: E731
+        lambda w: lax.conv_general_dilated(x1, w, **geometry), w)[1](ct1)[0]
+    want = np.stack([np.asarray(one(x[e], ct[e])) for e in range(3)])
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
+    assert np.isnan(want).any() or np.isinf(want).any()
+    finite = np.isfinite(want)
+    assert_close(got[finite], want[finite])
+
+
 @pytest.mark.parametrize("where", ["input", "cotangent"])
 def test_depthwise_kernel_gradient_over_positions_keeps_non_finite_values(where, rng):
     # Every product lax forms is formed (padding zeros times the cotangent

@@ -716,6 +716,34 @@ def per_example_positions(one: Plan, prof: Profile) -> bool:
             and math.prod(p.out_spatial) <= prof.per_example_positions_max)
 
 
+def per_example_patches(one: Plan, prof: Profile) -> bool:
+    """Whether per-example kernel gradients, each planned as ``one``, run as
+    one GEMM per example and tap, every example at once
+    (``tapgemm.kernel_grads``).
+
+    Dense kernels of several taps whose positions per example (a transposed
+    layer's input positions, the ones its GEMMs contract) are at most
+    ``prof.per_example_patches_ratio`` times the output channels: the
+    gradient then costs what writing the kernels costs, and the patches (or
+    the cotangent's per-tap slices) are small beside them.  Transposed
+    (lhs-dilated, stride-1) layers would otherwise fold the examples into
+    feature groups, GEMMs of the examples' channels written ``(O, I)`` and
+    then transposed; ordinary layers run each example's planned gradient
+    one after another, which wins until each example's kernel reaches
+    ``prof.per_example_patches_min_bytes``.
+    """
+    p = one.problem
+    if p.groups != 1 or p.taps == 1 or p.in_per_group == 1:
+        return False
+    lhs_dilated = any(d != 1 for d in p.lhs_dilation)
+    if lhs_dilated and not p.stride1:
+        return False
+    positions = p.batch * math.prod(p.x_shape[1:-1] if lhs_dilated else p.out_spatial)
+    if positions > prof.per_example_patches_ratio * p.out_channels:
+        return False
+    return lhs_dilated or p.w_bytes >= prof.per_example_patches_min_bytes
+
+
 def _row_width(p: Problem, prof: Profile) -> int:
     """The kernel-gradient row scan's output columns per step (``rowscan.py``):
     one example's accumulators within ``prof.rowscan_carry_bytes``."""

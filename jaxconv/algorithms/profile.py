@@ -278,6 +278,21 @@ class Profile:
         ConvNeXt-T's 2x2 stride-2 downsamplers (disjoint windows, which keep
         their GEMM) and HiFi-GAN ``conv_pre`` (0.94x), about 1x on
         EfficientNet-B0's squeeze-excitation layers (one position).
+      per_example_patches_ratio: per-example kernel gradients of dense
+        kernels with several taps whose positions per example (output
+        positions; a transposed layer's input positions) are at most this
+        many times the output channels run as one GEMM per example and tap,
+        every example at once (``tapgemm.kernel_grads``;
+        ``plan.per_example_patches``): transposed (stride-1) layers always,
+        instead of folding the examples into feature groups; on a 2-core
+        Intel Xeon, the zoo's five such batch-8 layers (q/O 0.02-0.25) ran
+        1.7-2.3x faster (U-Net ``up1.up`` 67.0 -> 29.3 ms), those of q/O
+        1-4 0.92-1.05x ...
+      per_example_patches_min_bytes: ... and ordinary layers when each
+        example's kernel takes at least this many bytes, instead of looping
+        over the examples: U-Net ``up1.conv1`` (18 MiB per example) 132.6
+        -> 70.8 ms, 3-D U-Net ``up1.conv1`` 168.4 -> 90.5 ms; kernels of
+        0.3-9 MiB ran 0.88-1.04x.
       per_example_loop_min_bytes: ... and so do depthwise row scans whose
         examples' outputs together reach this many bytes (dw3, 112 x 112 x
         96 at batch 8: 55.6 -> 22.9 ms, temporaries 81.6 -> 15.0 MB; the
@@ -331,6 +346,8 @@ class Profile:
     kernel_grad_positions_max: int = 64
     kernel_grad_position_terms: int = 32
     per_example_positions_max: int = 16
+    per_example_patches_ratio: float = 0.5
+    per_example_patches_min_bytes: int = 16 * _MiB
     tap_gemm_kernel_tangent: bool = True
     tap_gemm_min_rows: int = 512
     tap_scan_min_o: int = 8
@@ -379,7 +396,8 @@ _ACCELERATOR = Profile(
     tap_scan_nd_min_rows=1 << 62, tap_block_bytes=0,
     wide_min_width=1 << 62, wide_2d_max_i=0, alltaps_max_i=64,
     depthwise_gemm_precision="highest", per_example_loop=False,
-    per_example_pointwise_min_o=1 << 62, per_example_positions_max=0, family="",
+    per_example_pointwise_min_o=1 << 62, per_example_positions_max=0,
+    per_example_patches_ratio=0.0, family="",
 )
 # The cpu preset's constants per CPU family.  XLA:CPU's GEMM runs at the
 # width of the host's vector unit while copies, pads and elementwise sums

@@ -1,0 +1,102 @@
+"""Per-example kernel gradients as one GEMM per example and tap.
+
+Each example's kernel gradient is ``g[t] = sum_q a_t[q] (outer) c_t[q]``: a
+sum over positions ``q`` of outer products of an input row and a cotangent
+row that the tap ``t`` pairs.  For layers of few positions and many
+channels (the deep stages of a U-Net, HiFi-GAN's first upsamplers) every
+example's kernel is large and the reduction short, so the cost is writing
+the kernels: one ``dot_general`` whose batch axes are the examples (and the
+taps) writes each example's ``(*K, I, O)`` kernel once, in its layout.
+
+* Ordinary convolutions: ``a_t`` is the tap's strided slice of the padded
+  input, ``c_t`` the cotangent; the slices side by side are the example's
+  patches, so ``g = patches^T @ ct`` per example (:func:`kernel_grads`).
+* lhs-dilated (transposed) convolutions: ``a_t`` is the *undilated* input
+  and ``c_t`` the cotangent at the positions that the tap pairs with each
+  real input element (a strided slice of the cotangent), so no inserted
+  zero is multiplied; the taps are a batch axis of the GEMM.
+
+Every product is one that lax forms (padding zeros times the cotangent
+included); an input element that a tap pairs with no output position (an
+output cropped away) is masked to zero there, so a NaN or Inf stays where
+lax puts it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .._taps import tap_offsets, tap_slice
+from ._common import pad_spatial
+
+
+def kernel_grads(x, ct, kernel, stride, pads, lhs_dilation, dilation, precision,
+                 acc_dtype):
+    """Every example's kernel gradient of a dense (one group) convolution.
+
+    Args:
+      x: the input, ``(B, N, *S, I)`` (``N`` images per example), neither
+        padded nor lhs-dilated.
+      ct: the cotangent, ``(B, N, *P, O)``.
+      kernel, stride, pads, lhs_dilation, dilation: the convolution's
+        (canonical) geometry; ``pads`` apply to the lhs-dilated input.
+        Strided convolutions must not be lhs-dilated.
+
+    Returns:
+      ``(B, *kernel, I, O)`` in ``acc_dtype``.
+    """
+    b, n = x.shape[:2]
+    i, o = x.shape[-1], ct.shape[-1]
+    nd = len(kernel)
+    taps = math.prod(kernel)
+    dims = dict(precision=precision, preferred_element_type=acc_dtype)
+    if all(s == 1 for s in lhs_dilation):
+        xp = pad_spatial(x.reshape(b * n, *x.shape[2:]), pads)
+        out = ct.shape[2:-1]
+        cols = [tap_slice(xp, t, out, stride, dilation) for t in tap_offsets(kernel)]
+        patches = jnp.stack(cols, axis=-2).reshape(b, n * math.prod(out), taps * i)
+        g = lax.dot_general(patches, ct.reshape(b, -1, o),
+                            (((1,), (1,)), ((0,), (0,))), **dims)
+        return g.reshape(b, *kernel, i, o)
+
+    if any(s != 1 for s in stride):
+        raise ValueError(f"stride={tuple(stride)}: an lhs-dilated convolution here "
+                         "must have stride 1")
+    # Output position p = lo + q * s - t * d pairs tap t with input element q.
+    sp = x.shape[2:-1]
+    out = ct.shape[2:-1]
+    lo = [p[0] for p in pads]
+    first = [a - (k - 1) * d for a, k, d in zip(lo, kernel, dilation)]
+    last = [a + (m - 1) * s for a, m, s in zip(lo, sp, lhs_dilation)]
+    ext = [(max(0, -f), max(0, e - (p - 1))) for f, e, p in zip(first, last, out)]
+    cp = pad_spatial(ct.reshape(b * n, *ct.shape[2:]), ext)
+    rows, masks = [], []
+    for t in tap_offsets(kernel):
+        start = [a - u * d + e for a, u, d, (e, _) in zip(lo, t, dilation, ext)]
+        limit = [st + (m - 1) * s + 1 for st, m, s in zip(start, sp, lhs_dilation)]
+        rows.append(lax.slice(cp, [0, *start, 0], [b * n, *limit, o],
+                              [1, *lhs_dilation, 1]))
+        # The input elements this tap pairs with an output that exists.
+        valid = np.ones(sp, bool)
+        for axis in range(nd):
+            idx = lo[axis] + np.arange(sp[axis]) * lhs_dilation[axis]
+            idx = idx - t[axis] * dilation[axis]
+            shape = [1] * nd
+            shape[axis] = sp[axis]
+            valid = valid & ((idx >= 0) & (idx < out[axis])).reshape(shape)
+        masks.append(valid)
+    q = n * math.prod(sp)
+    c = jnp.stack(rows, axis=1).reshape(b, n, taps, -1, o)
+    c = jnp.moveaxis(c, 2, 1).reshape(b, taps, q, o)
+    a = jnp.broadcast_to(x.reshape(b, 1, n, -1, i), (b, taps, n, math.prod(sp), i))
+    mask = np.stack(masks).reshape(1, taps, 1, -1, 1)
+    if not mask.all():  # keep a NaN/Inf input out of taps that never read it
+        a = jnp.where(mask, a, jnp.zeros((), a.dtype))
+    g = lax.dot_general(a.reshape(b, taps, q, i), c,
+                        (((2,), (2,)), ((0, 1), (0, 1))), **dims)
+    return g.reshape(b, *kernel, i, o)
+
