@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import pathlib
 
 import jax
@@ -564,6 +565,42 @@ def test_avx512_family_runs_wide_2d_layers_as_shifted_per_tap_gemms(monkeypatch,
     assert_close(got, theirs(x, w))
     want = jax.grad(lambda x, w: jnp.sum(jnp.sin(theirs(x, w))), (0, 1))(x, w)
     for a, b in zip(grads, want):
+        assert_close(a, b)
+
+
+def test_avx512_family_builds_2d_patch_matrices_whole_within_the_memory_room(
+        monkeypatch, rng):
+    """On AVX-512 hosts a 2-D patch matrix larger than the conv's input,
+    kernel and output together but within twice that (an RGB stem) is built
+    whole; beyond twice, and on avx2 hosts, it is built in row blocks."""
+    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx2")
+    avx2 = jaxconv.get_profile("cpu")
+    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx512")
+    avx512 = jaxconv.get_profile("cpu")
+    stem = _problem((8, 64, 64, 3), (7, 7, 3, 64), (2, 2), pads=((3, 3),) * 2)
+    assert stem.io_bytes + stem.w_bytes < stem.patch_bytes
+    assert stem.patch_bytes <= 2 * (stem.io_bytes + stem.w_bytes)
+    a, b = planning.plan(stem, avx2), planning.plan(stem, avx512)
+    assert a.formulation == b.formulation == "im2col"
+    assert a.param("blocks") and not b.param("blocks")
+    wide = _problem((8, 8, 8, 128), (3, 3, 128, 128), (1, 1), pads=((1, 1),) * 2)
+    assert wide.patch_bytes > 2 * (wide.io_bytes + wide.w_bytes)
+    q = planning.plan(wide, avx512)
+    assert q.formulation == "im2col" and q.param("blocks")
+    # the whole patch matrix through the public API, forward and gradients
+    x = rng.standard_normal((2, 20, 18, 3)).astype(np.float32)
+    w = rng.standard_normal((7, 7, 3, 8)).astype(np.float32)
+
+    def conv(lx, x, w):
+        return lx.conv_general_dilated(x, w, (2, 2), ((3, 3), (3, 3)),
+                                       dimension_numbers=_dn(2))
+
+    (row,) = jaxconv.explain(functools.partial(conv, jl), x, w)
+    assert row.formulation == "taps/im2col" and not row.plan.param("blocks")
+    assert_close(jax.jit(functools.partial(conv, jl))(x, w), conv(lax, x, w))
+    loss = lambda lx: lambda x, w: jnp.sum(jnp.sin(conv(lx, x, w)))  # noqa: E731
+    for a, b in zip(jax.jit(jax.grad(loss(jl), (0, 1)))(x, w),
+                    jax.grad(loss(lax), (0, 1))(x, w)):
         assert_close(a, b)
 
 

@@ -117,7 +117,13 @@ class Plan:
 def _whole_patch_matrix(p: Problem, prof: Profile) -> bool:
     """Whether ``im2col`` builds its patch matrix whole, in no row blocks:
     small (``im2col_unblocked_max_bytes``) and within the memory rule (no
-    larger than the conv's input, kernel and output together)."""
+    larger than the conv's input, kernel and output together), or a 2-D
+    patch matrix (built in two streaming stages) of at most
+    ``im2col_2d_unblocked_max_bytes`` within the memory rule's room
+    (``2 x (input + kernel + output)``)."""
+    if p.nd == 2 and p.patch_bytes <= min(prof.im2col_2d_unblocked_max_bytes,
+                                          2 * (p.io_bytes + p.w_bytes)):
+        return True
     return p.patch_bytes <= min(prof.im2col_unblocked_max_bytes,
                                 p.io_bytes + p.w_bytes)
 

@@ -144,6 +144,18 @@ class Profile:
         more than the cache they save (12 zoo layers, RGB stems at batch 8
         and small late layers: forward 1.09 -> 1.33, gradient 1.61 -> 2.24
         of lax's speed, geometric means).
+      im2col_2d_unblocked_max_bytes: ... and 2-D ``im2col`` whose patch
+        matrix takes at most this many bytes builds it whole where it fits
+        the memory rule's room, ``2 x (input + kernel + output)``, though it
+        outgrows their sum (a stride-2 RGB stem: 7x7x3 patches at a quarter
+        of the positions, 1.9x).  Its two-stage patch build (last axis
+        first) streams, where the row blocks' loop and copies cost more
+        than the cache they save.  On a 2-core Intel Xeon (``avx512``: 16
+        MiB), the 9 zoo and suite layers it changes (forward / gradient):
+        RGB stems at batch 8 1.50-1.58x / 1.26-1.30x faster, at batch 1
+        1.03-1.09x / 1.39-1.43x, ``stem`` 1.49x / 1.26x, two ResNet 3x3
+        layers 1.02-1.04x / 1.02-1.15x; unmeasured on ``avx2`` hosts (0:
+        off).
       grouped_max_i: grouped kernels with at most this many input channels per
         group run as fused broadcast multiply-adds (``"grouped"``) ...
       grouped_max_terms: ... when they also have at most this many terms
@@ -326,6 +338,7 @@ class Profile:
     block_min_bytes: int = _MiB // 2
     block_max_bytes: int = 4 * _MiB
     im2col_unblocked_max_bytes: int = 2 * _MiB
+    im2col_2d_unblocked_max_bytes: int = 0
     grouped_max_i: int = 16
     grouped_max_terms: int = 100
     grouped_rule_max_terms: int = 128
@@ -410,7 +423,7 @@ _ACCELERATOR = Profile(
 # AVX-512 (ARM included); ``avx512`` changes what was measured to win there.
 CPU_FAMILIES: dict[str, dict[str, object]] = {
     "avx2": {},
-    "avx512": {"shifted_2d_min_i": 64},
+    "avx512": {"shifted_2d_min_i": 64, "im2col_2d_unblocked_max_bytes": 16 * _MiB},
 }
 PRESETS: dict[str, Profile] = {
     "cpu": Profile(),
