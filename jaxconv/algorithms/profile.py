@@ -152,10 +152,10 @@ class Profile:
         first) streams, where the row blocks' loop and copies cost more
         than the cache they save.  On a 2-core Intel Xeon (``avx512``: 16
         MiB), the 9 zoo and suite layers it changes (forward / gradient):
-        RGB stems at batch 8 1.50-1.58x / 1.26-1.30x faster, at batch 1
-        1.03-1.09x / 1.39-1.43x, ``stem`` 1.49x / 1.26x, two ResNet 3x3
-        layers 1.02-1.04x / 1.02-1.15x; unmeasured on ``avx2`` hosts (0:
-        off).
+        RGB stems at batch 8 1.48-1.58x / 1.26-1.33x faster, at batch 1
+        1.03-1.09x / 1.39-1.43x, ``stem`` 1.49-1.56x / 1.24-1.26x, two
+        ResNet 3x3 layers 0.96-1.04x / 0.98-1.15x; unmeasured on ``avx2``
+        hosts (0: off).
       grouped_max_i: grouped kernels with at most this many input channels per
         group run as fused broadcast multiply-adds (``"grouped"``) ...
       grouped_max_terms: ... when they also have at most this many terms
