@@ -91,9 +91,10 @@ op by op, side by side; layers of one image per example with few output
 positions (depthwise: ``kernel_grad="positions"``; dense:
 ``profile.per_example_positions_max``) take every example's products in
 one fused loop over the positions (``algorithms/positions.py``), and dense
-layers of few positions and many channels, transposed ones included, one
-GEMM per example and tap for every example at once
-(``algorithms/tapgemm.py``, ``plan.per_example_patches``).
+layers of few positions and many channels, transposed ones included, and
+grouped layers of small patches, one GEMM per example and tap (or group)
+for every example at once (``algorithms/tapgemm.py``,
+``plan.per_example_patches``).
 
 Inside ``shard_map`` (manual mesh axes) and under Explicit mesh axes the
 convolution is traced inline instead of bound (the equation would have to
@@ -244,7 +245,8 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
                 return tapgemm.kernel_grads(
                     a, b, operand_shape[:-2], params["stride"], params["padding"],
                     params["lhs_dilation"], params["rhs_dilation"],
-                    params["precision"], plan.problem.acc_dtype).astype(operand_dtype)
+                    params["precision"], plan.problem.acc_dtype,
+                    params["feature_group_count"]).astype(operand_dtype)
 
             # One image per example (a layer written for one image): its
             # cotangent arrives as a broadcast of (B, *out, O) to
@@ -563,15 +565,18 @@ def _per_example_by_vmap(x_shape, x_dtype, w_shape, w_dtype, params) -> bool:
     of ``x_e^T @ ct_e`` GEMMs), or one image per example of at most
     ``profile.per_example_positions_max`` output positions (sums of
     products over the positions: :func:`per_example_plan`), and a
-    transposed dense kernel whose per-example gradient is one GEMM per tap
-    (``plan.per_example_patches``).  Narrower 1x1 kernels, other
-    transposed and grouped problems fold (their folded forms were faster).
+    transposed dense kernel or a grouped one whose per-example gradient is
+    one GEMM per tap or group (``plan.per_example_patches``).  Narrower 1x1
+    kernels, other transposed and grouped problems fold (their folded forms
+    were faster).
     """
     fgc, bgc = params["feature_group_count"], params["batch_group_count"]
     if bgc != 1:
         return False
-    if any(d != 1 for d in params["lhs_dilation"]):
-        return fgc == 1 and per_example_plan(
+    if any(d != 1 for d in params["lhs_dilation"]) or (
+            fgc > 1 and not (w_shape[-2] == 1 and x_shape[-1] == fgc)):
+        # transposed or grouped (not depthwise)
+        return per_example_plan(
             jax.ShapeDtypeStruct((1, *x_shape), x_dtype), w_shape, w_dtype,
             params)[2] == "patches"
     *kernel, i, o = w_shape

@@ -912,3 +912,24 @@ def test_per_example_kernel_gradients_by_tap_gemms(
                                None, jnp.float64)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("stride,pads,dilation", [
+    ((1, 1), ((1, 1), (1, 1)), (1, 1)), ((2, 1), ((1, 0), (0, 2)), (1, 2))])
+def test_grouped_per_example_kernel_gradients_by_tap_gemms(stride, pads, dilation, rng):
+    # One GEMM per example and group (groups a batch axis of the GEMM),
+    # transposed into the kernel's (*K, I, G * M) layout, against lax.
+    groups, i, m = 3, 2, 4
+    x = jnp.asarray(rng.standard_normal((4, 2, 7, 6, groups * i)))
+    w = jnp.zeros((3, 2, i, groups * m))
+    conv = lambda x, w: lax.conv_general_dilated(  # noqa: E731
+        x, w, stride, pads, rhs_dilation=dilation, dimension_numbers=DN[2],
+        feature_group_count=groups)
+    ct = jnp.asarray(rng.standard_normal(jax.vmap(conv, (0, None))(x, w).shape))
+    want = jax.vmap(lambda x, ct: jax.vjp(lambda w: conv(x, w), w)[1](ct)[0])(x, ct)
+    got = tapgemm.kernel_grads(x, ct, (3, 2), stride, pads, (1, 1), dilation, None,
+                               jnp.float64, groups)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="one group"):
+        tapgemm.kernel_grads(x, ct, (3, 2), (1, 1), pads, (2, 2), dilation, None,
+                             jnp.float64, groups)

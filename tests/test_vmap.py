@@ -542,6 +542,10 @@ TAP_GEMMS = {  # one example's x, its kernel, the conv, whether by tap GEMMs
         x, w, (2, 2), "VALID", dimension_numbers=NHWC), False),
     "ordinary": ((1, 5, 4, 4), (3, 3, 4, 48), lambda x, w, c: c(
         x, w, (1, 1), "SAME", dimension_numbers=NHWC), False),
+    "grouped": ((1, 6, 5, 8), (3, 3, 2, 12), lambda x, w, c: c(
+        x, w, (1, 1), "SAME", dimension_numbers=NHWC, feature_group_count=4), True),
+    "grouped-strided": ((1, 7, 6, 6), (3, 2, 2, 9), lambda x, w, c: c(
+        x, w, (2, 1), "SAME", dimension_numbers=NHWC, feature_group_count=3), True),
 }
 
 
@@ -552,6 +556,8 @@ def test_per_example_kernel_gradients_by_tap_gemms(name, rng):
     # dot_general); transposed layers no longer fold the examples into
     # feature groups.  Ordinary layers do so only for kernels of at least
     # per_example_patches_min_bytes (16 MiB) each: smaller ones loop.
+    # Grouped layers with patches of at most per_example_grouped_patch_bytes
+    # per example: one GEMM per example and group, else folded.
     xs, ws, conv, tap_gemms = TAP_GEMMS[name]
     transposed = name.startswith("transposed") or name == "two-images"
     x = jnp.asarray(rng.standard_normal((5, *xs)), jnp.float32)
@@ -569,14 +575,17 @@ def test_per_example_kernel_gradients_by_tap_gemms(name, rng):
     profiles = [jaxconv.get_profile("cpu")]
     if name == "ordinary":  # the same layer with a large enough kernel
         profiles.append(profiles[0].replace(per_example_patches_min_bytes=0))
+    if name.startswith("grouped"):  # patches beyond the bound: folded
+        profiles.append(profiles[0].replace(per_example_grouped_patch_bytes=0))
     for k, profile in enumerate(profiles):
-        expect = tap_gemms or k == 1
+        expect = tap_gemms != (k == 1)
+        jax.clear_caches()  # the profile is read when a function is traced
         with jaxconv.use_profile(profile):
             ops = [r.op for r in jaxconv.explain(ours, w, x)]
             assert any("by tap GEMMs" in op for op in ops) == expect, ops
             grads = [e for e in _equations(jax.make_jaxpr(ours)(w, x).jaxpr)
                      if e.params["role"] == "rhs_t_each"]
-            assert len(grads) == (1 if expect or not transposed else 0)
+            assert len(grads) == (1 if expect or name == "ordinary" else 0)
             if expect:
                 a, b = (jnp.zeros(v.aval.shape, v.aval.dtype) for v in grads[0].invars)
                 text = jax.jit(lambda a, b: _primitive._impl(

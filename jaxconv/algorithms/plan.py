@@ -736,11 +736,17 @@ def per_example_patches(one: Plan, prof: Profile) -> bool:
     feature groups, GEMMs of the examples' channels written ``(O, I)`` and
     then transposed; ordinary layers run each example's planned gradient
     one after another, which wins until each example's kernel reaches
-    ``prof.per_example_patches_min_bytes``.
+    ``prof.per_example_patches_min_bytes``.  Grouped (not depthwise,
+    not lhs-dilated) kernels: one GEMM per example and group where each
+    example's patches take at most ``prof.per_example_grouped_patch_bytes``
+    (folded into feature groups otherwise).
     """
     p = one.problem
-    if p.groups != 1 or p.taps == 1 or p.in_per_group == 1:
+    if p.taps == 1 or p.in_per_group == 1:
         return False
+    if p.groups != 1:
+        return (all(d == 1 for d in p.lhs_dilation)
+                and p.patch_bytes <= prof.per_example_grouped_patch_bytes)
     lhs_dilated = any(d != 1 for d in p.lhs_dilation)
     if lhs_dilated and not p.stride1:
         return False

@@ -11,6 +11,9 @@ taps) writes each example's ``(*K, I, O)`` kernel once, in its layout.
 * Ordinary convolutions: ``a_t`` is the tap's strided slice of the padded
   input, ``c_t`` the cotangent; the slices side by side are the example's
   patches, so ``g = patches^T @ ct`` per example (:func:`kernel_grads`).
+* Grouped convolutions: the same per group, the groups a batch axis of the
+  GEMM, whose result is then transposed into the kernel's layout (small
+  kernels: ``I`` and ``M`` are one group's channels).
 * lhs-dilated (transposed) convolutions: ``a_t`` is the *undilated* input
   and ``c_t`` the cotangent at the positions that the tap pairs with each
   real input element (a strided slice of the cotangent), so no inserted
@@ -35,34 +38,50 @@ from ._common import pad_spatial
 
 
 def kernel_grads(x, ct, kernel, stride, pads, lhs_dilation, dilation, precision,
-                 acc_dtype):
-    """Every example's kernel gradient of a dense (one group) convolution.
+                 acc_dtype, groups=1):
+    """Every example's kernel gradient of a convolution of ``groups``
+    feature groups (lhs-dilated ones of a single group).
 
     Args:
-      x: the input, ``(B, N, *S, I)`` (``N`` images per example), neither
-        padded nor lhs-dilated.
-      ct: the cotangent, ``(B, N, *P, O)``.
+      x: the input, ``(B, N, *S, G * I)`` (``N`` images per example),
+        neither padded nor lhs-dilated.
+      ct: the cotangent, ``(B, N, *P, G * M)``.
       kernel, stride, pads, lhs_dilation, dilation: the convolution's
         (canonical) geometry; ``pads`` apply to the lhs-dilated input.
         Strided convolutions must not be lhs-dilated.
 
     Returns:
-      ``(B, *kernel, I, O)`` in ``acc_dtype``.
+      ``(B, *kernel, I, G * M)`` in ``acc_dtype``.
     """
     b, n = x.shape[:2]
-    i, o = x.shape[-1], ct.shape[-1]
+    o = ct.shape[-1]
+    i = x.shape[-1] // groups
     nd = len(kernel)
     taps = math.prod(kernel)
     dims = dict(precision=precision, preferred_element_type=acc_dtype)
     if all(s == 1 for s in lhs_dilation):
         xp = pad_spatial(x.reshape(b * n, *x.shape[2:]), pads)
         out = ct.shape[2:-1]
+        q = n * math.prod(out)
         cols = [tap_slice(xp, t, out, stride, dilation) for t in tap_offsets(kernel)]
-        patches = jnp.stack(cols, axis=-2).reshape(b, n * math.prod(out), taps * i)
-        g = lax.dot_general(patches, ct.reshape(b, -1, o),
-                            (((1,), (1,)), ((0,), (0,))), **dims)
-        return g.reshape(b, *kernel, i, o)
+        patches = jnp.stack(cols, axis=-2)
+        if groups == 1:
+            g = lax.dot_general(patches.reshape(b, q, taps * i), ct.reshape(b, q, o),
+                                (((1,), (1,)), ((0,), (0,))), **dims)
+            return g.reshape(b, *kernel, i, o)
+        # One GEMM per example and group, (T * I, Q) @ (Q, M); the groups
+        # then move behind the taps (a pass over kernels that are small:
+        # I and M are the channels of one group).
+        m = o // groups
+        g = lax.dot_general(patches.reshape(b, q, taps, groups, i),
+                            ct.reshape(b, q, groups, m),
+                            (((1,), (1,)), ((0, 3), (0, 2))), **dims)  # (B,G,T,I,M)
+        return jnp.transpose(g, (0, 2, 3, 1, 4)).reshape(b, *kernel, i, o)
 
+    if groups != 1:
+        raise ValueError(f"groups={groups}: an lhs-dilated convolution here must "
+                         "have one group")
+    i = x.shape[-1]
     if any(s != 1 for s in stride):
         raise ValueError(f"stride={tuple(stride)}: an lhs-dilated convolution here "
                          "must have stride 1")
