@@ -169,22 +169,33 @@ PER_EXAMPLE = [c for c in CASES if c.name in (
     "dense_1d_long")]
 
 
-@pytest.mark.parametrize("case", PER_EXAMPLE, ids=[c.name for c in PER_EXAMPLE])
-def test_per_example_kernel_gradients_differentiate_and_nest(case, rng):
+PER_EXAMPLE_IDS = [c.name for c in PER_EXAMPLE] + ["grouped_folded"]
+PER_EXAMPLE = PER_EXAMPLE + [c for c in PER_EXAMPLE if c.name == "grouped"]
+
+
+@pytest.mark.parametrize("case,folded", zip(PER_EXAMPLE, [
+    name == "grouped_folded" for name in PER_EXAMPLE_IDS]), ids=PER_EXAMPLE_IDS)
+def test_per_example_kernel_gradients_differentiate_and_nest(case, folded, rng):
     # Per-example kernel gradients (one equation of role rhs_t_each for dense
-    # kernels with several taps and depthwise ones, a folded grouped rhs_t
-    # otherwise) are differentiable in both operands, forward and reverse,
-    # and vmap again (a second axis of examples merges into the first).
+    # kernels with several taps, depthwise ones and grouped ones of small
+    # patches; a folded grouped rhs_t beyond per_example_grouped_patch_bytes)
+    # are differentiable in both operands, forward and reverse, and vmap
+    # again (a second axis of examples merges into the first).
     x, w = _args(case, (0, None), rng)
+    profile = jaxconv.get_profile("cpu")
+    if folded:
+        profile = profile.replace(per_example_grouped_patch_bytes=0)
+    jax.clear_caches()  # the profile is read when a function is traced
 
     def per_example(w, x):
         def loss(w, x1):
-            return jnp.sum(jnp.sin(case.fn(x1, w)))
+            with jaxconv.use_profile(profile):
+                return jnp.sum(jnp.sin(case.fn(x1, w)))
         return jax.vmap(jax.grad(loss), (None, 0))(w, x)
 
     roles = [e.params["role"] for e in
              _equations(jax.make_jaxpr(per_example)(w, x).jaxpr)]
-    assert roles == ["fwd", "rhs_t" if case.name == "grouped" else "rhs_t_each"]
+    assert roles == ["fwd", "rhs_t" if folded else "rhs_t_each"]
     if case.name == "dense_1d_long":  # each example planned as one image
         rows = jaxconv.explain(per_example, w, x)
         assert [r.plan.param("kernel_tangent") for r in rows] == ["im2col",
