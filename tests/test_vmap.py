@@ -539,6 +539,16 @@ def test_dense_per_example_kernel_gradients_over_few_positions(
     assert not any("by positions" in r.op for r in rows)
 
 
+def _assert_same_non_finite(got, want):
+    """NaN, +Inf and -Inf in the same places (and some there), the rest close."""
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
+    assert np.isnan(want).any() or np.isinf(want).any()
+    finite = np.isfinite(want)
+    assert_close(got[finite], want[finite])
+
+
 NWC = ("NWC", "WIO", "NWC")
 TAP_GEMMS = {  # one example's x, its kernel, the conv, whether by tap GEMMs
     "transposed": ((1, 2, 3, 4), (2, 2, 4, 16), lambda x, w, c: c(
@@ -638,12 +648,7 @@ def test_tap_gemm_kernel_gradients_keep_non_finite_values(where, rng):
     one = lambda x1, ct1: jax.vjp(  # noqa: E731
         lambda w: lax.conv_general_dilated(x1, w, **geometry), w)[1](ct1)[0]
     want = np.stack([np.asarray(one(x[e], ct[e])) for e in range(3)])
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
-    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
-    assert np.isnan(want).any() or np.isinf(want).any()
-    finite = np.isfinite(want)
-    assert_close(got[finite], want[finite])
+    _assert_same_non_finite(got, want)
 
 
 @pytest.mark.parametrize("where", ["input", "cotangent"])
@@ -670,12 +675,7 @@ def test_depthwise_kernel_gradient_over_positions_keeps_non_finite_values(where,
     ours = functools.partial(kernel_grad, jl.conv_general_dilated)
     got = np.asarray(jax.jit(ours)(x, ct))
     want = np.asarray(kernel_grad(lax.conv_general_dilated, x, ct))
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
-    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
-    assert np.isnan(want).any() or np.isinf(want).any()
-    finite = np.isfinite(want)
-    assert_close(got[finite], want[finite])
+    _assert_same_non_finite(got, want)
 
 
 def _depthwise_single(x1, w):
