@@ -207,7 +207,8 @@ def per_example_plan(x, w_shape, w_dtype, params):
     image per example where
     :func:`jaxconv.algorithms.plan.per_example_positions` says so;
     ``"patches"``, all at once as one GEMM per example and tap
-    (:func:`jaxconv.algorithms.plan.per_example_patches`); ``"loop"``, one
+    (:func:`jaxconv.algorithms.plan.per_example_patches`), both for the
+    ``"auto"``, ``"taps"`` and ``"autotune"`` algorithms; ``"loop"``, one
     after another (:func:`jaxconv.algorithms.plan.per_example_loop`), or
     ``"vmap"``, side by side (a symbolic ``B``, under ``jax.export``, is
     vmapped).
@@ -216,9 +217,16 @@ def per_example_plan(x, w_shape, w_dtype, params):
     one = jax.ShapeDtypeStruct(x.shape[1:], x.dtype)
     plan = canonical_plan(one, jax.ShapeDtypeStruct(w_shape, w_dtype), **params)
     b, prof = x.shape[0], params["profile"]
-    if x.shape[1] == 1 and per_example_positions(plan, prof):
+    # All at once only where the library picks the formulation ("direct",
+    # "patches", "fft", "winograd" run as asked, example by example).
+    ours = params["algorithm"] in ("auto", "taps", "autotune")
+    if ours and x.shape[1] == 1 and per_example_positions(plan, prof):
         return plan, params, "positions"
-    if params["batch_group_count"] == 1 and per_example_patches(plan, prof):
+    # (A plan may materialise an lhs dilation: its problem then shows none,
+    # but the GEMMs per group need an undilated input.)
+    undilated = all(d == 1 for d in params["lhs_dilation"])
+    if (ours and params["batch_group_count"] == 1 and per_example_patches(plan, prof)
+            and (params["feature_group_count"] == 1 or undilated)):
         return plan, params, "patches"
     loop = isinstance(b, int) and per_example_loop(plan, b, prof)
     return plan, params, "loop" if loop else "vmap"

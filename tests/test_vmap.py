@@ -618,6 +618,29 @@ def test_per_example_kernel_gradients_by_tap_gemms(name, rng):
     assert not any("by tap GEMMs" in r.op for r in rows)
 
 
+@pytest.mark.parametrize("algorithm", ["direct", "patches", "taps"])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_per_example_gradients_of_requested_algorithms(algorithm, groups, rng):
+    # A requested formulation runs example by example ("direct", "patches"
+    # materialise the lhs dilation: their problem shows none, yet the input
+    # is dilated); "taps" is the library's own family, tap GEMMs included.
+    x = jnp.asarray(rng.standard_normal((5, 1, 2, 3, 8)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 8 // groups, 48)), jnp.float32)
+
+    def per_example(conv, w, x, **kw):
+        def one(w, x1):
+            return jnp.sum(jnp.sin(conv(
+                x1, w, (1, 1), ((2, 2), (2, 2)), lhs_dilation=(2, 2),
+                dimension_numbers=NHWC, feature_group_count=groups, **kw)))
+        return jax.vmap(jax.grad(one), (None, 0))(w, x)
+
+    ours = functools.partial(per_example, jl.conv_general_dilated, algorithm=algorithm)
+    ops = [r.op for r in jaxconv.explain(ours, w, x)]
+    assert any("by tap GEMMs" in op for op in ops) == (
+        algorithm == "taps" and groups == 1), ops
+    assert_close(jax.jit(ours)(w, x), per_example(lax.conv_general_dilated, w, x))
+
+
 @pytest.mark.parametrize("where", ["input", "cotangent"])
 def test_tap_gemm_kernel_gradients_keep_non_finite_values(where, rng):
     # A transposed layer that crops its output: some input elements meet
