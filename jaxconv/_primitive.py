@@ -581,14 +581,13 @@ def _per_example_by_vmap(x_shape, x_dtype, w_shape, w_dtype, params) -> bool:
     fgc, bgc = params["feature_group_count"], params["batch_group_count"]
     if bgc != 1:
         return False
-    if any(d != 1 for d in params["lhs_dilation"]) or (
-            fgc > 1 and not (w_shape[-2] == 1 and x_shape[-1] == fgc)):
+    *kernel, i, o = w_shape
+    depthwise = fgc > 1 and i == 1 and x_shape[-1] == fgc
+    if any(d != 1 for d in params["lhs_dilation"]) or (fgc > 1 and not depthwise):
         # transposed or grouped (not depthwise)
         return per_example_plan(
             jax.ShapeDtypeStruct((1, *x_shape), x_dtype), w_shape, w_dtype,
             params)[2] == "patches"
-    *kernel, i, o = w_shape
-    depthwise = fgc > 1 and i == 1 and x_shape[-1] == fgc
     taps = int(np.prod(kernel))
     prof = params["profile"]
     out = fwd_shape(x_shape, w_shape, **params)[1:-1]

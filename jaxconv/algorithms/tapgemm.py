@@ -33,8 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .._taps import tap_offsets, tap_slice
+from .._taps import tap_offsets
 from ._common import pad_spatial
+from .patches import extract_patches
 
 
 def kernel_grads(x, ct, kernel, stride, pads, lhs_dilation, dilation, precision,
@@ -63,8 +64,7 @@ def kernel_grads(x, ct, kernel, stride, pads, lhs_dilation, dilation, precision,
         xp = pad_spatial(x.reshape(b * n, *x.shape[2:]), pads)
         out = ct.shape[2:-1]
         q = n * math.prod(out)
-        cols = [tap_slice(xp, t, out, stride, dilation) for t in tap_offsets(kernel)]
-        patches = jnp.stack(cols, axis=-2)
+        patches = extract_patches(xp, kernel, out, stride, dilation)
         if groups == 1:
             g = lax.dot_general(patches.reshape(b, q, taps * i), ct.reshape(b, q, o),
                                 (((1,), (1,)), ((0,), (0,))), **dims)
@@ -81,7 +81,6 @@ def kernel_grads(x, ct, kernel, stride, pads, lhs_dilation, dilation, precision,
     if groups != 1:
         raise ValueError(f"groups={groups}: an lhs-dilated convolution here must "
                          "have one group")
-    i = x.shape[-1]
     if any(s != 1 for s in stride):
         raise ValueError(f"stride={tuple(stride)}: an lhs-dilated convolution here "
                          "must have stride 1")
