@@ -604,6 +604,52 @@ def test_avx512_family_builds_2d_patch_matrices_whole_within_the_memory_room(
         assert_close(a, b)
 
 
+def test_avx512_family_runs_1d_all_tap_gemms_whole_up_to_its_scale(monkeypatch, rng):
+    """On AVX-512 hosts a 1-D dense stride-1 layer whose all-tap GEMM output
+    is within ``alltaps_1d_scale`` x ``alltaps_max_bytes`` (16 MiB) runs it
+    unblocked, one GEMM; on avx2, past that size and in 2-D it does not."""
+    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx2")
+    avx2 = jaxconv.get_profile("cpu")
+    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx512")
+    avx512 = jaxconv.get_profile("cpu")
+    assert avx512.alltaps_max_bytes * avx512.alltaps_1d_scale == 16 * 2**20
+    # HiFi-GAN residual-block layers: 12.6 MB of all-tap output; 46 MB
+    mid = _problem((8, 4096, 32), (3, 32, 32), (1,), pads=((1, 1),))
+    big = _problem((8, 4096, 32), (11, 32, 32), (1,), pads=((5, 5),))
+    assert 2 * 2**20 < planning._alltaps_bytes(mid) <= 16 * 2**20
+    assert planning._alltaps_bytes(big) > 16 * 2**20
+    a, b = planning.plan(mid, avx2), planning.plan(mid, avx512)
+    assert a.formulation == "wide" and a.param("blocks")
+    assert b.formulation == "alltaps" and not b.param("blocks")
+    assert planning.plan(big, avx512).formulation != "alltaps"
+    # the same bytes in 2-D keep the 2-D rule
+    flat = _problem((8, 64, 64, 32), (1, 3, 32, 32), (1, 1), pads=((0, 0), (1, 1)))
+    assert 2 * 2**20 < planning._alltaps_bytes(flat) <= 16 * 2**20
+    assert planning.plan(flat, avx512).formulation != "alltaps"
+    # through the public API, forward and gradients, dilated, against lax
+    x = rng.standard_normal((2, 300, 16)).astype(np.float32)
+    w = rng.standard_normal((5, 16, 12)).astype(np.float32)
+
+    def conv(lx, x, w):
+        return lx.conv_general_dilated(x, w, (1,), ((6, 6),), rhs_dilation=(3,),
+                                       dimension_numbers=_dn(1))
+
+    # (its all-tap output, 150 KB, between a 64 KiB limit and 8x it)
+    small = _problem(x.shape, w.shape, (1,), pads=((6, 6),), dilation=(3,))
+    scaled = avx512.replace(alltaps_max_bytes=2**16)
+    assert 2**16 < planning._alltaps_bytes(small) <= 8 * 2**16
+    assert planning.plan(small, scaled.replace(alltaps_1d_scale=1)).formulation == "wide"
+    with jaxconv.use_profile(scaled):
+        (row,) = jaxconv.explain(functools.partial(conv, jl), x, w)
+        assert row.formulation == "taps/alltaps" and not row.plan.param("blocks")
+        got = jax.jit(functools.partial(conv, jl))(x, w)
+        loss = lambda lx: lambda x, w: jnp.sum(jnp.sin(conv(lx, x, w)))  # noqa: E731
+        grads = jax.jit(jax.grad(loss(jl), (0, 1)))(x, w)
+    assert_close(got, conv(lax, x, w))
+    for a, b in zip(grads, jax.grad(loss(lax), (0, 1))(x, w)):
+        assert_close(a, b)
+
+
 def test_unknown_profile_is_a_clear_error(monkeypatch):
     with pytest.raises(ValueError, match=r"`profile` \(='metal'\) must be one of"):
         with jaxconv.use_profile("metal"):

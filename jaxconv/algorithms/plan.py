@@ -133,6 +133,13 @@ def _alltaps_bytes(p: Problem) -> int:
     return math.prod(p.padded_shape[:-1]) * p.taps * p.out_channels * 4
 
 
+def _alltaps_whole(p: Problem, prof: Profile) -> bool:
+    """Whether the all-tap GEMM output is small enough to run unblocked:
+    ``alltaps_max_bytes``, times ``alltaps_1d_scale`` in 1-D."""
+    scale = prof.alltaps_1d_scale if p.nd == 1 else 1
+    return _alltaps_bytes(p) <= prof.alltaps_max_bytes * scale
+
+
 def choose(p: Problem, prof: Profile, exact: bool = False) -> tuple[str, str]:
     """The formulation ``"auto"`` picks for ``p`` and why (static facts only).
 
@@ -200,7 +207,7 @@ def choose(p: Problem, prof: Profile, exact: bool = False) -> tuple[str, str]:
                         "of output")
     if p.nd >= 2:
         if i > prof.im2col_max_i and p.stride1:
-            if _alltaps_bytes(p) <= prof.alltaps_max_bytes:
+            if _alltaps_whole(p, prof):
                 return "alltaps", ("dense stride 1, all-tap GEMM output <= "
                                    f"{_mib(prof.alltaps_max_bytes)}: one GEMM")
             width = p.out_spatial[-1]
@@ -224,9 +231,10 @@ def choose(p: Problem, prof: Profile, exact: bool = False) -> tuple[str, str]:
         return "s2d", (f"1-D dense, stride {s}, I = {i} < {prof.s2d_max_i}: stride "
                        "phases folded into channels")
     if s == 1:
-        if _alltaps_bytes(p) <= prof.alltaps_max_bytes:
+        limit = prof.alltaps_max_bytes * prof.alltaps_1d_scale
+        if _alltaps_whole(p, prof):
             return "alltaps", ("1-D dense, all-tap GEMM output <= "
-                               f"{_mib(prof.alltaps_max_bytes)}: one GEMM")
+                               f"{_mib(limit)}: one GEMM")
         if _tap_loop(p, prof):
             return "taps", (f"1-D dense, I = {i} >= {prof.tap_loop_min_i}, {t} taps "
                             f">= {prof.tap_loop_min_taps}: per-tap GEMMs in a loop "
@@ -239,7 +247,7 @@ def choose(p: Problem, prof: Profile, exact: bool = False) -> tuple[str, str]:
         if i <= prof.wide_max_i:
             return "wide", f"1-D dense, I = {i}: one GEMM against all taps"
         return "shifted", ("1-D dense, all-tap GEMM output > "
-                           f"{_mib(prof.alltaps_max_bytes)}: per-tap GEMMs over "
+                           f"{_mib(limit)}: per-tap GEMMs over "
                            "row blocks, outputs shifted")
     return "taps", f"1-D dense, stride {s}, I = {i}: strided per-tap GEMMs"
 
@@ -302,7 +310,7 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
         if name == "im2col":
             blocked = not _whole_patch_matrix(p, prof)
         else:
-            blocked = name != "alltaps" or _alltaps_bytes(p) > prof.alltaps_max_bytes
+            blocked = name != "alltaps" or not _alltaps_whole(p, prof)
         if blocked:
             # (The memory rule's bound counts the kernel: deep layers whose
             # kernel outweighs their activations get fewer, deeper GEMMs.)
