@@ -532,7 +532,9 @@ def test_unknown_cpu_family_is_a_clear_error(monkeypatch):
 def test_avx512_family_runs_wide_2d_layers_as_shifted_per_tap_gemms(monkeypatch, rng):
     """On AVX-512 hosts a dense 2-D stride-1 layer on 64+ input channels
     whose all-tap GEMM output is past the unblocked size runs "shifted";
-    kernel-bound and narrower layers keep the avx2 rule."""
+    kernel-bound and small layers keep the avx2 rule, narrower ones the
+    whole all-tap GEMM."""
+    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx2")
     avx2 = jaxconv.get_profile("cpu")
     monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx512")
     avx512 = jaxconv.get_profile("cpu")
@@ -544,7 +546,8 @@ def test_avx512_family_runs_wide_2d_layers_as_shifted_per_tap_gemms(monkeypatch,
     narrow = _problem((1, 56, 56, 32), (3, 3, 32, 32), (1, 1), pads=((1, 1),) * 2)
     deep = _problem((8, 4, 4, 512), (3, 3, 512, 512), (1, 1), pads=((1, 1),) * 2)
     small = _problem((1, 8, 8, 64), (3, 3, 64, 64), (1, 1), pads=((1, 1),) * 2)
-    for p in (narrow, deep, small):
+    assert planning.plan(narrow, avx512).formulation == "alltaps"
+    for p in (deep, small):
         assert planning.plan(p, avx512) == dataclasses.replace(
             planning.plan(p, avx2), profile=avx512)
     # the result and its gradients through the public API
@@ -585,7 +588,9 @@ def test_avx512_family_builds_2d_patch_matrices_whole_within_the_memory_room(
     assert a.param("blocks") and not b.param("blocks")
     wide = _problem((8, 8, 8, 128), (3, 3, 128, 128), (1, 1), pads=((1, 1),) * 2)
     assert wide.patch_bytes > 2 * (wide.io_bytes + wide.w_bytes)
-    q = planning.plan(wide, avx512)
+    # (without the whole all-tap GEMM, which takes this one)
+    assert planning.plan(wide, avx512).formulation == "alltaps"
+    q = planning.plan(wide, avx512.replace(alltaps_whole_scale=1))
     assert q.formulation == "im2col" and q.param("blocks")
     # the whole patch matrix through the public API, forward and gradients
     x = rng.standard_normal((2, 20, 18, 3)).astype(np.float32)
@@ -604,15 +609,16 @@ def test_avx512_family_builds_2d_patch_matrices_whole_within_the_memory_room(
         assert_close(a, b)
 
 
-def test_avx512_family_runs_1d_all_tap_gemms_whole_up_to_its_scale(monkeypatch, rng):
-    """On AVX-512 hosts a 1-D dense stride-1 layer whose all-tap GEMM output
-    is within ``alltaps_1d_scale`` x ``alltaps_max_bytes`` (16 MiB) runs it
-    unblocked, one GEMM; on avx2, past that size and in 2-D it does not."""
+def test_avx512_family_runs_all_tap_gemms_whole_up_to_its_scale(monkeypatch, rng):
+    """On AVX-512 hosts a 1-D or 2-D dense stride-1 layer whose all-tap GEMM
+    output is within ``alltaps_whole_scale`` x ``alltaps_max_bytes`` (16
+    MiB) runs it unblocked, one GEMM (in 2-D where no patch matrix is built
+    whole); on avx2 and past that size it does not."""
     monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx2")
     avx2 = jaxconv.get_profile("cpu")
     monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx512")
     avx512 = jaxconv.get_profile("cpu")
-    assert avx512.alltaps_max_bytes * avx512.alltaps_1d_scale == 16 * 2**20
+    assert avx512.alltaps_max_bytes * avx512.alltaps_whole_scale == 16 * 2**20
     # HiFi-GAN residual-block layers: 12.6 MB of all-tap output; 46 MB
     mid = _problem((8, 4096, 32), (3, 32, 32), (1,), pads=((1, 1),))
     big = _problem((8, 4096, 32), (11, 32, 32), (1,), pads=((5, 5),))
@@ -622,10 +628,21 @@ def test_avx512_family_runs_1d_all_tap_gemms_whole_up_to_its_scale(monkeypatch, 
     assert a.formulation == "wide" and a.param("blocks")
     assert b.formulation == "alltaps" and not b.param("blocks")
     assert planning.plan(big, avx512).formulation != "alltaps"
-    # the same bytes in 2-D keep the 2-D rule
-    flat = _problem((8, 64, 64, 32), (1, 3, 32, 32), (1, 1), pads=((0, 0), (1, 1)))
-    assert 2 * 2**20 < planning._alltaps_bytes(flat) <= 16 * 2**20
-    assert planning.plan(flat, avx512).formulation != "alltaps"
+    # 2-D: ResNet's 56 x 56 x 64 3x3 layer (7.4 MB); a patch matrix built
+    # whole keeps its one GEMM; a 64 x 64 x 128 layer's 19 MB is past the size
+    dense3 = _problem((1, 56, 56, 64), (3, 3, 64, 64), (1, 1), pads=((1, 1),) * 2)
+    assert 2 * 2**20 < planning._alltaps_bytes(dense3) <= 16 * 2**20
+    assert planning.plan(dense3, avx2).formulation != "alltaps"
+    q = planning.plan(dense3, avx512)
+    assert q.formulation == "alltaps" and not q.param("blocks")
+    assert "no whole patch matrix" in q.reason
+    narrow = _problem((1, 40, 40, 8), (3, 3, 8, 64), (1, 1), pads=((1, 1),) * 2)
+    assert planning._whole_patch_matrix(narrow, avx512)
+    assert 2 * 2**20 < planning._alltaps_bytes(narrow) <= 16 * 2**20
+    assert planning.plan(narrow, avx512).formulation != "alltaps"
+    wide = _problem((1, 64, 64, 128), (3, 3, 128, 128), (1, 1), pads=((1, 1),) * 2)
+    assert planning._alltaps_bytes(wide) > 16 * 2**20
+    assert planning.plan(wide, avx512).formulation != "alltaps"
     # through the public API, forward and gradients, dilated, against lax
     x = rng.standard_normal((2, 300, 16)).astype(np.float32)
     w = rng.standard_normal((5, 16, 12)).astype(np.float32)
@@ -638,7 +655,7 @@ def test_avx512_family_runs_1d_all_tap_gemms_whole_up_to_its_scale(monkeypatch, 
     small = _problem(x.shape, w.shape, (1,), pads=((6, 6),), dilation=(3,))
     scaled = avx512.replace(alltaps_max_bytes=2**16)
     assert 2**16 < planning._alltaps_bytes(small) <= 8 * 2**16
-    assert planning.plan(small, scaled.replace(alltaps_1d_scale=1)).formulation == "wide"
+    assert planning.plan(small, scaled.replace(alltaps_whole_scale=1)).formulation == "wide"
     with jaxconv.use_profile(scaled):
         (row,) = jaxconv.explain(functools.partial(conv, jl), x, w)
         assert row.formulation == "taps/alltaps" and not row.plan.param("blocks")

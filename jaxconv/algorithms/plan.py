@@ -135,9 +135,12 @@ def _alltaps_bytes(p: Problem) -> int:
 
 def _alltaps_whole(p: Problem, prof: Profile) -> bool:
     """Whether the all-tap GEMM output is small enough to run unblocked:
-    ``alltaps_max_bytes``, times ``alltaps_1d_scale`` in 1-D."""
-    scale = prof.alltaps_1d_scale if p.nd == 1 else 1
-    return _alltaps_bytes(p) <= prof.alltaps_max_bytes * scale
+    ``alltaps_max_bytes``, or ``alltaps_whole_scale`` times that for 1-D
+    layers and 2-D ones whose patch matrix is not built whole."""
+    limit = prof.alltaps_max_bytes
+    if p.nd == 1 or (p.nd == 2 and not _whole_patch_matrix(p, prof)):
+        limit *= prof.alltaps_whole_scale
+    return _alltaps_bytes(p) <= limit
 
 
 def choose(p: Problem, prof: Profile, exact: bool = False) -> tuple[str, str]:
@@ -194,6 +197,11 @@ def choose(p: Problem, prof: Profile, exact: bool = False) -> tuple[str, str]:
             # (1-D: per-tap GEMMs of so few rows lost to the rules below.)
             loop = " in a loop over taps" if _kernel_bound_loop(p, prof) else ""
             return "taps", f"{why}: per-tap GEMMs{loop} reading the kernel in place"
+    if (p.nd == 2 and p.stride1 and i > prof.im2col_max_i
+            and prof.alltaps_whole_scale > 1 and _alltaps_whole(p, prof)):
+        limit = prof.alltaps_max_bytes * prof.alltaps_whole_scale
+        return "alltaps", (f"dense 2-D stride 1, all-tap GEMM output <= {_mib(limit)}, "
+                           "no whole patch matrix: one GEMM")
     if _shifted_2d(p, prof):
         return "shifted", (f"dense 2-D stride 1, I = {i} >= {prof.shifted_2d_min_i}, "
                            "all-tap GEMM output > "
@@ -231,7 +239,7 @@ def choose(p: Problem, prof: Profile, exact: bool = False) -> tuple[str, str]:
         return "s2d", (f"1-D dense, stride {s}, I = {i} < {prof.s2d_max_i}: stride "
                        "phases folded into channels")
     if s == 1:
-        limit = prof.alltaps_max_bytes * prof.alltaps_1d_scale
+        limit = prof.alltaps_max_bytes * prof.alltaps_whole_scale
         if _alltaps_whole(p, prof):
             return "alltaps", ("1-D dense, all-tap GEMM output <= "
                                f"{_mib(limit)}: one GEMM")
