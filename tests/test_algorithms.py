@@ -933,3 +933,52 @@ def test_grouped_per_example_kernel_gradients_by_tap_gemms(stride, pads, dilatio
     with pytest.raises(ValueError, match="one group"):
         tapgemm.kernel_grads(x, ct, (3, 2), (1, 1), pads, (2, 2), dilation, None,
                              jnp.float64, groups)
+
+
+
+# 1-D all-tap GEMMs in a loop over groups of taps: (x, w, padding, dilation,
+# taps per step); with a remainder group after the loop, without one, and a
+# cropped edge.
+TAP_GROUPS = [
+    ((2, 40, 6), (5, 6, 7), [(4, 4)], (2,), 2),
+    ((1, 33, 4), (4, 4, 3), [(3, 0)], (1,), 2),
+    ((3, 25, 5), (7, 5, 6), [(4, -1)], (3,), 3),
+]
+
+
+@pytest.mark.parametrize("xs, ws, pads, dilation, g", TAP_GROUPS)
+def test_all_tap_gemms_in_groups_of_taps(xs, ws, pads, dilation, g, rng):
+    """The loop over tap groups equals lax (values, gradients, second order)
+    and keeps NaN/Inf in their windows, as picked by the rule with a profile
+    whose whole all-tap size holds ``g`` taps' products and no more."""
+    def conv(lx, x, w, **kw):
+        return lx.conv_general_dilated(x, w, (1,), pads, rhs_dilation=dilation,
+                                       dimension_numbers=DN[1], precision=HI, **kw)
+
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    problem = Problem.of(x, w, stride=(1,), dilation=dilation, groups=1, pads=pads)
+    per_tap = planning._alltaps_bytes(problem) // ws[0]
+    profile = CPU.replace(alltaps_max_bytes=per_tap * g // 2, alltaps_whole_scale=2)
+    ours = jax.jit(functools.partial(conv, jl))
+    theirs = functools.partial(conv, lax)
+    with jaxconv.use_profile(profile):
+        (row,) = jaxconv.explain(functools.partial(conv, jl), x, w)
+        assert row.formulation == "taps/alltaps"
+        assert row.plan.param("tap_groups") == g
+        assert row.plan.loop_steps == ws[0] // g
+        assert_close(ours(x, w), theirs(x, w))
+        loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))  # noqa: E731
+        got = jax.jit(jax.grad(loss(ours), (0, 1)))(x, w)
+        for a, b in zip(got, jax.grad(loss(theirs), (0, 1))(x, w)):
+            assert_close(a, b)
+        tx, tw = rng.standard_normal(xs), rng.standard_normal(ws)
+        for a, b in zip(second_order(ours, tx, tw)(x, w),
+                        second_order(theirs, tx, tw)(x, w)):
+            assert_close(a, b)
+        x[0, 0, 0] = np.inf
+        x[-1, xs[1] // 2, -1] = np.nan
+        got = np.asarray(ours(x, w))
+    want = np.asarray(jax.jit(functools.partial(conv, jl, algorithm="direct"))(x, w))
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+    fin = np.isfinite(want)
+    assert_close(got[fin], want[fin])

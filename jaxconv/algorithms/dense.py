@@ -61,6 +61,11 @@ def run(x, w, plan, precision):
     if name in BLOCKED:
         fn = {"im2col": conv_im2col, "rows": conv_rows, "wide": conv_wide,
               "alltaps": conv_alltaps, "shifted": conv_shifted}[name]
+        if plan.param("tap_groups"):
+            g = plan.param("tap_groups")
+
+            def fn(x, w, **kw):
+                return conv_alltaps_groups(x, w, taps_per_step=g, **kw)
         tangent = None
         if plan.param("input_tangent") == "taps-scan":
             # Input gradient as a scan of per-tap GEMMs (deep enough when
@@ -144,6 +149,49 @@ def conv_alltaps(x, w, *, stride, dilation, groups, precision, acc_dtype):
                  k + 1, o)
         term = lax.slice(y, start, limit).reshape(y.shape[0], *out, o)
         acc = term if acc is None else acc + term
+    return acc
+
+
+def conv_alltaps_groups(x, w, *, taps_per_step, stride, dilation, groups, precision,
+                        acc_dtype):
+    """1-D ``alltaps`` in a loop over groups of ``taps_per_step`` taps.
+
+    For a layer whose all-tap GEMM output is too large to hold at once: each
+    step one GEMM against its group's taps ``(I, g * O)`` and that group's
+    shifted sum added into the carried output, so one group's product is
+    live at a time; the last ``T mod g`` taps run after the loop.  Only the
+    kernel's own taps are multiplied (no zero taps pad the groups), so
+    NaN/Inf stay in their windows.
+    """
+    del groups
+    (t,), (d,) = w.shape[:-2], dilation
+    (n_out,) = out_spatial(x.shape, (t,), stride, dilation)
+    n, _, i = x.shape
+    o = w.shape[-1]
+    g = taps_per_step
+
+    def group(w_group, first):
+        k = w_group.shape[0]
+        y = matmul(x, jnp.moveaxis(w_group, 0, 1).reshape(i, k * o), precision,
+                   acc_dtype).reshape(n, x.shape[1], k, o)
+        acc = None
+        for j in range(k):
+            term = lax.dynamic_slice_in_dim(y[:, :, j], (first + j) * d, n_out, 1)
+            acc = term if acc is None else acc + term
+        return acc
+
+    steps = t // g
+
+    def step(acc, args):
+        first, w_group = args
+        return acc + group(w_group, first), None
+
+    w_steps = w[:steps * g].reshape(steps, g, i, o)
+    firsts = jnp.arange(steps, dtype=jnp.int32) * g
+    init = batch_zeros(x, (n, n_out, o), acc_dtype)
+    acc = lax.scan(step, init, (firsts, w_steps))[0]
+    if steps * g < t:
+        acc = acc + group(w[steps * g:], steps * g)
     return acc
 
 

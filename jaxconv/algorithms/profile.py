@@ -80,8 +80,10 @@ class Profile:
         channels) forward 0.95-1.72x, gradients 0.96-1.43x.  Past that size
         (29-46 MB, near the 32 MiB at which XLA maps temporaries afresh on
         every call) the one GEMM lost up to 2.5x; in 3-D it won on two
-        layers and lost on two.  Its bytes come out of the memory rule's
-        workspace.  1 on ``avx2`` (unmeasured there).
+        layers and lost on two.  Past the size, 1-D layers run it in a loop
+        over groups of taps whose products fit it
+        (``plan._alltaps_tap_groups``).  Its bytes come out of the memory
+        rule's workspace.  1 on ``avx2`` (unmeasured there).
       wide_min_width: beyond ``alltaps_max_bytes``, 2-D stride-1 kernels
         with at least this many output columns ...
       wide_2d_max_i: ... or on at most this many input channels run one
