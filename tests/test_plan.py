@@ -655,7 +655,8 @@ def test_avx512_family_runs_all_tap_gemms_whole_up_to_its_scale(monkeypatch, rng
     small = _problem(x.shape, w.shape, (1,), pads=((6, 6),), dilation=(3,))
     scaled = avx512.replace(alltaps_max_bytes=2**16)
     assert 2**16 < planning._alltaps_bytes(small) <= 8 * 2**16
-    assert planning.plan(small, scaled.replace(alltaps_whole_scale=1)).formulation == "wide"
+    unscaled = scaled.replace(alltaps_whole_scale=1)
+    assert planning.plan(small, unscaled).formulation == "wide"
     with jaxconv.use_profile(scaled):
         (row,) = jaxconv.explain(functools.partial(conv, jl), x, w)
         assert row.formulation == "taps/alltaps" and not row.plan.param("blocks")
