@@ -982,3 +982,52 @@ def test_all_tap_gemms_in_groups_of_taps(xs, ws, pads, dilation, g, rng):
     np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
     fin = np.isfinite(want)
     assert_close(got[fin], want[fin])
+
+
+# 2-D "wide" in a loop over kernel rows: (x, w, padding, dilation)
+WIDE_ROW_LOOP = [
+    ((2, 9, 8, 6), (3, 3, 6, 5), [(1, 1), (1, 1)], (1, 1)),
+    ((1, 10, 7, 5), (2, 4, 5, 3), [(2, 0), (0, 3)], (2, 1)),
+    ((2, 8, 9, 5), (3, 2, 5, 6), [(0, -1), (1, 2)], (1, 2)),
+]
+
+
+@pytest.mark.parametrize("xs, ws, pads, dilation", WIDE_ROW_LOOP)
+def test_wide_in_a_loop_over_kernel_rows(xs, ws, pads, dilation, rng):
+    """The loop over kernel rows equals lax (values, gradients, second order)
+    and keeps NaN/Inf in their windows, as picked by the rule with a profile
+    whose whole all-tap size holds one kernel row's products and not all."""
+    def conv(lx, x, w, **kw):
+        return lx.conv_general_dilated(x, w, (1, 1), pads, rhs_dilation=dilation,
+                                       dimension_numbers=DN[2], precision=HI, **kw)
+
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    problem = Problem.of(x, w, stride=(1, 1), dilation=dilation, groups=1, pads=pads)
+    row = (xs[0] * problem.out_spatial[0] * problem.padded_shape[2] * ws[1] * ws[3]
+           * 4)
+    assert row < planning._alltaps_bytes(problem) // 2
+    profile = CPU.replace(alltaps_max_bytes=row // 2, alltaps_whole_scale=2,
+                          im2col_unblocked_max_bytes=0,
+                          im2col_2d_unblocked_max_bytes=0)
+    ours = jax.jit(functools.partial(conv, jl))
+    theirs = functools.partial(conv, lax)
+    with jaxconv.use_profile(profile):
+        (r,) = jaxconv.explain(functools.partial(conv, jl), x, w)
+        assert r.formulation == "taps/wide" and r.plan.param("row_loop")
+        assert r.plan.loop_steps == ws[0] and not r.plan.param("blocks")
+        assert_close(ours(x, w), theirs(x, w))
+        loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))  # noqa: E731
+        got = jax.jit(jax.grad(loss(ours), (0, 1)))(x, w)
+        for a, b in zip(got, jax.grad(loss(theirs), (0, 1))(x, w)):
+            assert_close(a, b)
+        tx, tw = rng.standard_normal(xs), rng.standard_normal(ws)
+        for a, b in zip(second_order(ours, tx, tw)(x, w),
+                        second_order(theirs, tx, tw)(x, w)):
+            assert_close(a, b)
+        x[0, 0, 0, 0] = np.inf
+        x[-1, xs[1] // 2, xs[2] // 2, -1] = np.nan
+        got = np.asarray(ours(x, w))
+    want = np.asarray(jax.jit(functools.partial(conv, jl, algorithm="direct"))(x, w))
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+    fin = np.isfinite(want)
+    assert_close(got[fin], want[fin])

@@ -95,17 +95,28 @@ def _allowance(f, *args):
     """What the bound grants beyond ``2 x (input + output bytes)``: the
     profile's workspace on the accelerator profiles (whose plans trade loops
     for temporaries, the memory rule allowing it).  The cpu profile is held
-    to 2x I/O, except the all-tap GEMM outputs its ``avx512`` table runs
-    whole past ``alltaps_max_bytes`` (up to ``alltaps_whole_scale`` times
-    that, 16 MiB, a part of the workspace): those bytes, for the plans that
-    run them."""
+    to 2x I/O, except the all-tap GEMM products its ``avx512`` table runs
+    unblocked past ``alltaps_max_bytes`` (up to ``alltaps_whole_scale``
+    times that, 16 MiB, a part of the workspace): whole, one group of taps
+    at a time, or one kernel row's at a time; those bytes, for the plans
+    that run them."""
     profile = jaxconv.current_profile()
     if profile.name != "cpu":
         return profile.workspace_bytes
-    whole = [planning._alltaps_bytes(row.plan.problem)
-             for row in jaxconv.explain(f, *args)
-             if row.formulation == "taps/alltaps" and not row.plan.param("blocks")]
-    extra = max([b for b in whole if b > profile.alltaps_max_bytes], default=0)
+    extra = 0
+    for row in jaxconv.explain(f, *args):
+        p, plan = row.plan.problem, row.plan
+        if row.formulation != "taps/alltaps" and not plan.param("row_loop"):
+            continue
+        if plan.param("blocks"):
+            continue
+        products = planning._alltaps_bytes(p)
+        if plan.param("tap_groups"):
+            products = products // p.taps * plan.param("tap_groups")
+        elif plan.param("row_loop"):
+            products = products // p.taps * p.kernel[-1]
+        if products > profile.alltaps_max_bytes:
+            extra = max(extra, products)
     assert extra <= profile.alltaps_max_bytes * profile.alltaps_whole_scale
     assert extra <= profile.workspace_bytes
     return extra
@@ -195,8 +206,8 @@ def test_strided_convs_within_bound(shape, c_out):
     assert temp <= bound, f"temp {temp} B > 2 x I/O = {bound} B"
 
 
-@pytest.mark.parametrize("shape, c_out", [((8, 28, 28, 128), 128),
-                                          ((8, 32, 32, 64), 128)])
+@pytest.mark.parametrize("shape, c_out", [((4, 56, 56, 128), 128),
+                                          ((8, 64, 64, 64), 128)])
 def test_avx512_shifted_layers_within_2x_io(shape, c_out, monkeypatch):
     """The ``avx512`` table's per-tap GEMMs over whole rows keep every tap's
     block products live; where the rule picks them they stay in the bound."""
@@ -218,3 +229,36 @@ def test_avx512_shifted_layers_within_2x_io(shape, c_out, monkeypatch):
 
     temp, bound = _temp_and_bound(grads, x, w, y)
     assert temp <= bound, f"gradient: temp {temp} B > 2 x I/O = {bound} B"
+
+
+@pytest.mark.parametrize("x_shape, w_shape, pads, formulation", [
+    ((8, 28, 28, 128), (3, 3, 128, 128), ((1, 1), (1, 1)), "wide"),  # row loop
+    ((8, 4096, 32), (11, 32, 32), ((5, 5),), "alltaps"),  # groups of taps
+    ((8, 4096, 32), (3, 32, 32), ((1, 1),), "alltaps"),  # whole
+])
+def test_avx512_whole_all_tap_products_within_the_allowance(x_shape, w_shape, pads,
+                                                            formulation, monkeypatch):
+    """The ``avx512`` table's unblocked all-tap GEMMs (whole, in groups of
+    taps, or a kernel row at a time) stay within 2x I/O plus their products,
+    forward and with the gradients."""
+    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx512")
+    nd = len(x_shape) - 2
+    x = jax.ShapeDtypeStruct(x_shape, jnp.float32)
+    w = jax.ShapeDtypeStruct(w_shape, jnp.float32)
+
+    def f(x, w):
+        return jl.conv_general_dilated(x, w, (1,) * nd, pads,
+                                       dimension_numbers=NHWC[nd])
+
+    (row,) = jaxconv.explain(f, x, w)
+    assert row.formulation == "taps/" + formulation and not row.plan.param("blocks")
+    assert _allowance(f, x, w) > jaxconv.current_profile().alltaps_max_bytes
+    temp, bound = _temp_and_bound(f, x, w)
+    assert temp <= bound, f"forward: temp {temp} B > bound {bound} B"
+    y = jax.eval_shape(f, x, w)
+
+    def grads(x, w, dy):
+        return jax.vjp(f, x, w)[1](dy)
+
+    temp, bound = _temp_and_bound(grads, x, w, y)
+    assert temp <= bound, f"gradient: temp {temp} B > bound {bound} B"

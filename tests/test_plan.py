@@ -538,11 +538,17 @@ def test_avx512_family_runs_wide_2d_layers_as_shifted_per_tap_gemms(monkeypatch,
     avx2 = jaxconv.get_profile("cpu")
     monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx512")
     avx512 = jaxconv.get_profile("cpu")
-    b8 = _problem((8, 28, 28, 128), (3, 3, 128, 128), (1, 1), pads=((1, 1),) * 2)
+    b8 = _problem((8, 40, 40, 128), (3, 3, 128, 128), (1, 1), pads=((1, 1),) * 2)
     assert planning.plan(b8, avx2).formulation == "taps"
     q = planning.plan(b8, avx512)
     assert q.formulation == "shifted" and q.param("blocks")
     assert "I = 128 >= 64" in q.reason
+    # (at 28 x 28 one kernel row's all-tap products fit the whole size:
+    # "wide" in a loop over kernel rows)
+    b8 = _problem((8, 28, 28, 128), (3, 3, 128, 128), (1, 1), pads=((1, 1),) * 2)
+    q = planning.plan(b8, avx512)
+    assert q.formulation == "wide" and q.param("row_loop") and not q.param("blocks")
+    assert planning.plan(b8, avx2).formulation == "taps"
     narrow = _problem((1, 56, 56, 32), (3, 3, 32, 32), (1, 1), pads=((1, 1),) * 2)
     deep = _problem((8, 4, 4, 512), (3, 3, 512, 512), (1, 1), pads=((1, 1),) * 2)
     small = _problem((1, 8, 8, 64), (3, 3, 64, 64), (1, 1), pads=((1, 1),) * 2)
@@ -627,7 +633,10 @@ def test_avx512_family_runs_all_tap_gemms_whole_up_to_its_scale(monkeypatch, rng
     a, b = planning.plan(mid, avx2), planning.plan(mid, avx512)
     assert a.formulation == "wide" and a.param("blocks")
     assert b.formulation == "alltaps" and not b.param("blocks")
-    assert planning.plan(big, avx512).formulation != "alltaps"
+    # (past the size: a loop over groups of the 3 taps whose products fit)
+    q = planning.plan(big, avx512)
+    assert (q.formulation, q.param("tap_groups"), q.loop_steps) == ("alltaps", 3, 3)
+    assert planning.plan(big, avx2).formulation == "wide"
     # 2-D: ResNet's 56 x 56 x 64 3x3 layer (7.4 MB); a patch matrix built
     # whole keeps its one GEMM; a 64 x 64 x 128 layer's 19 MB is past the size
     dense3 = _problem((1, 56, 56, 64), (3, 3, 64, 64), (1, 1), pads=((1, 1),) * 2)
@@ -642,7 +651,8 @@ def test_avx512_family_runs_all_tap_gemms_whole_up_to_its_scale(monkeypatch, rng
     assert planning.plan(narrow, avx512).formulation != "alltaps"
     wide = _problem((1, 64, 64, 128), (3, 3, 128, 128), (1, 1), pads=((1, 1),) * 2)
     assert planning._alltaps_bytes(wide) > 16 * 2**20
-    assert planning.plan(wide, avx512).formulation != "alltaps"
+    q = planning.plan(wide, avx512)  # (one kernel row's products fit)
+    assert q.formulation == "wide" and q.param("row_loop")
     # through the public API, forward and gradients, dilated, against lax
     x = rng.standard_normal((2, 300, 16)).astype(np.float32)
     w = rng.standard_normal((5, 16, 12)).astype(np.float32)

@@ -66,6 +66,9 @@ def run(x, w, plan, precision):
 
             def fn(x, w, **kw):
                 return conv_alltaps_groups(x, w, taps_per_step=g, **kw)
+        elif plan.param("row_loop"):
+            def fn(x, w, **kw):
+                return conv_wide_row_loop(x, w, **kw)
         tangent = None
         if plan.param("input_tangent") == "taps-scan":
             # Input gradient as a scan of per-tap GEMMs (deep enough when
@@ -379,6 +382,38 @@ def conv_wide(x, w, *, stride, dilation, groups, precision, acc_dtype):
             term = lax.slice(y, start, limit).reshape(*y.shape[:-3], out[-1], o)
             acc = term if acc is None else acc + term
     return acc
+
+
+def conv_wide_row_loop(x, w, *, stride, dilation, groups, precision, acc_dtype):
+    """2-D :func:`conv_wide` unblocked, in a loop over the kernel's rows.
+
+    For a layer whose all-tap GEMM output is too large to hold at once but
+    one kernel row's is not: each step multiplies the input rows that
+    kernel row reads (every image, the whole padded width) by that row's
+    taps ``(I, k_w * O)`` in one GEMM and adds its ``k_w`` shifted partial
+    outputs into the carried output; one row's product is live at a time.
+    Stride 1 along the last axis.
+    """
+    del groups
+    kernel = w.shape[:-2]
+    out = out_spatial(x.shape, kernel, stride, dilation)
+    (kh, kl), (sh, _), (dh, dl) = kernel, stride, dilation
+    i, o = w.shape[-2:]
+    n, width = x.shape[0], x.shape[-2]
+    extent = (out[0] - 1) * sh + 1
+    wl = jnp.moveaxis(w, 1, 2).reshape(kh, i, kl * o)
+
+    def step(acc, args):
+        first, w_row = args
+        rows = lax.dynamic_slice_in_dim(x, first, extent, 1)[:, ::sh]
+        y = matmul(rows, w_row, precision, acc_dtype).reshape(n, out[0], width, kl, o)
+        for j in range(kl):
+            acc = acc + lax.slice_in_dim(y[..., j, :], j * dl, j * dl + out[1], axis=2)
+        return acc, None
+
+    firsts = jnp.arange(kh, dtype=jnp.int32) * dh
+    init = batch_zeros(x, (n, *out, o), acc_dtype)
+    return lax.scan(step, init, (firsts, wl))[0]
 
 
 def conv_shifted(x, w, *, stride, dilation, groups, precision, acc_dtype):

@@ -82,8 +82,10 @@ class Profile:
         every call) the one GEMM lost up to 2.5x; in 3-D it won on two
         layers and lost on two.  Past the size, 1-D layers run it in a loop
         over groups of taps whose products fit it
-        (``plan._alltaps_tap_groups``).  Its bytes come out of the memory
-        rule's workspace.  1 on ``avx2`` (unmeasured there).
+        (``plan._alltaps_tap_groups``), 2-D ones ``"wide"`` in a loop over
+        the kernel rows where one row's do (``plan._wide_row_loop``).  Its
+        bytes come out of the memory rule's workspace.  1 on ``avx2``
+        (unmeasured there).
       wide_min_width: beyond ``alltaps_max_bytes``, 2-D stride-1 kernels
         with at least this many output columns ...
       wide_2d_max_i: ... or on at most this many input channels run one
