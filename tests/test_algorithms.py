@@ -936,6 +936,19 @@ def test_grouped_per_example_kernel_gradients_by_tap_gemms(stride, pads, dilatio
 
 
 
+def _check_vmapped(ours, theirs, x, w):
+    """``vmap`` of ``ours`` over the batch, and per-example kernel gradients
+    (``vmap(grad)``), equal the batched call and lax's."""
+    one = jax.vmap(lambda xi: ours(xi[None], w)[0])
+    assert_close(jax.jit(one)(x), theirs(x, w))
+
+    def per_example(f):
+        g = jax.grad(lambda w, xi: jnp.sum(jnp.sin(f(xi[None], w))))
+        return jax.vmap(g, in_axes=(None, 0))
+
+    assert_close(jax.jit(per_example(ours))(w, x), per_example(theirs)(w, x))
+
+
 # 1-D all-tap GEMMs in a loop over groups of taps: (x, w, padding, dilation,
 # taps per step); with a remainder group after the loop, without one, and a
 # cropped edge.
@@ -948,9 +961,10 @@ TAP_GROUPS = [
 
 @pytest.mark.parametrize("xs, ws, pads, dilation, g", TAP_GROUPS)
 def test_all_tap_gemms_in_groups_of_taps(xs, ws, pads, dilation, g, rng):
-    """The loop over tap groups equals lax (values, gradients, second order)
-    and keeps NaN/Inf in their windows, as picked by the rule with a profile
-    whose whole all-tap size holds ``g`` taps' products and no more."""
+    """The loop over tap groups equals lax (values, gradients, second order,
+    vmapped and per example) and keeps NaN/Inf in their windows, as picked
+    by the rule with a profile whose whole all-tap size holds ``g`` taps'
+    products and no more."""
     def conv(lx, x, w, **kw):
         return lx.conv_general_dilated(x, w, (1,), pads, rhs_dilation=dilation,
                                        dimension_numbers=DN[1], precision=HI, **kw)
@@ -975,6 +989,7 @@ def test_all_tap_gemms_in_groups_of_taps(xs, ws, pads, dilation, g, rng):
         for a, b in zip(second_order(ours, tx, tw)(x, w),
                         second_order(theirs, tx, tw)(x, w)):
             assert_close(a, b)
+        _check_vmapped(ours, theirs, x, w)
         x[0, 0, 0] = np.inf
         x[-1, xs[1] // 2, -1] = np.nan
         got = np.asarray(ours(x, w))
@@ -994,9 +1009,10 @@ WIDE_ROW_LOOP = [
 
 @pytest.mark.parametrize("xs, ws, pads, dilation", WIDE_ROW_LOOP)
 def test_wide_in_a_loop_over_kernel_rows(xs, ws, pads, dilation, rng):
-    """The loop over kernel rows equals lax (values, gradients, second order)
-    and keeps NaN/Inf in their windows, as picked by the rule with a profile
-    whose whole all-tap size holds one kernel row's products and not all."""
+    """The loop over kernel rows equals lax (values, gradients, second order,
+    vmapped and per example) and keeps NaN/Inf in their windows, as picked
+    by the rule with a profile whose whole all-tap size holds one kernel
+    row's products and not all."""
     def conv(lx, x, w, **kw):
         return lx.conv_general_dilated(x, w, (1, 1), pads, rhs_dilation=dilation,
                                        dimension_numbers=DN[2], precision=HI, **kw)
@@ -1024,6 +1040,7 @@ def test_wide_in_a_loop_over_kernel_rows(xs, ws, pads, dilation, rng):
         for a, b in zip(second_order(ours, tx, tw)(x, w),
                         second_order(theirs, tx, tw)(x, w)):
             assert_close(a, b)
+        _check_vmapped(ours, theirs, x, w)
         x[0, 0, 0, 0] = np.inf
         x[-1, xs[1] // 2, xs[2] // 2, -1] = np.nan
         got = np.asarray(ours(x, w))
