@@ -532,8 +532,7 @@ def test_unknown_cpu_family_is_a_clear_error(monkeypatch):
 def test_avx512_family_runs_wide_2d_layers_as_shifted_per_tap_gemms(monkeypatch, rng):
     """On AVX-512 hosts a dense 2-D stride-1 layer on 64+ input channels
     whose all-tap GEMM output is past the unblocked size runs "shifted";
-    kernel-bound and small layers keep the avx2 rule, narrower ones the
-    whole all-tap GEMM."""
+    kernel-bound, narrower and small layers keep the avx2 rule."""
     monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx2")
     avx2 = jaxconv.get_profile("cpu")
     monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx512")
@@ -552,8 +551,7 @@ def test_avx512_family_runs_wide_2d_layers_as_shifted_per_tap_gemms(monkeypatch,
     narrow = _problem((1, 56, 56, 32), (3, 3, 32, 32), (1, 1), pads=((1, 1),) * 2)
     deep = _problem((8, 4, 4, 512), (3, 3, 512, 512), (1, 1), pads=((1, 1),) * 2)
     small = _problem((1, 8, 8, 64), (3, 3, 64, 64), (1, 1), pads=((1, 1),) * 2)
-    assert planning.plan(narrow, avx512).formulation == "alltaps"
-    for p in (deep, small):
+    for p in (narrow, deep, small):
         assert planning.plan(p, avx512) == dataclasses.replace(
             planning.plan(p, avx2), profile=avx512)
     # the result and its gradients through the public API
@@ -594,9 +592,7 @@ def test_avx512_family_builds_2d_patch_matrices_whole_within_the_memory_room(
     assert a.param("blocks") and not b.param("blocks")
     wide = _problem((8, 8, 8, 128), (3, 3, 128, 128), (1, 1), pads=((1, 1),) * 2)
     assert wide.patch_bytes > 2 * (wide.io_bytes + wide.w_bytes)
-    # (without the whole all-tap GEMM, which takes this one)
-    assert planning.plan(wide, avx512).formulation == "alltaps"
-    q = planning.plan(wide, avx512.replace(alltaps_whole_scale=1))
+    q = planning.plan(wide, avx512)
     assert q.formulation == "im2col" and q.param("blocks")
     # the whole patch matrix through the public API, forward and gradients
     x = rng.standard_normal((2, 20, 18, 3)).astype(np.float32)
@@ -616,10 +612,10 @@ def test_avx512_family_builds_2d_patch_matrices_whole_within_the_memory_room(
 
 
 def test_avx512_family_runs_all_tap_gemms_whole_up_to_its_scale(monkeypatch, rng):
-    """On AVX-512 hosts a 1-D or 2-D dense stride-1 layer whose all-tap GEMM
-    output is within ``alltaps_whole_scale`` x ``alltaps_max_bytes`` (16
-    MiB) runs it unblocked, one GEMM (in 2-D where no patch matrix is built
-    whole); on avx2 and past that size it does not."""
+    """On AVX-512 hosts a 1-D dense stride-1 layer whose all-tap GEMM output
+    is within ``alltaps_whole_scale`` x ``alltaps_max_bytes`` (16 MiB) runs
+    it unblocked, one GEMM, and past that in a loop over groups of taps; on
+    avx2 it does not."""
     monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx2")
     avx2 = jaxconv.get_profile("cpu")
     monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx512")
@@ -637,22 +633,18 @@ def test_avx512_family_runs_all_tap_gemms_whole_up_to_its_scale(monkeypatch, rng
     q = planning.plan(big, avx512)
     assert (q.formulation, q.param("tap_groups"), q.loop_steps) == ("alltaps", 3, 3)
     assert planning.plan(big, avx2).formulation == "wide"
-    # 2-D: ResNet's 56 x 56 x 64 3x3 layer (7.4 MB); a patch matrix built
-    # whole keeps its one GEMM; a 64 x 64 x 128 layer's 19 MB is past the size
+    # 2-D keeps the 2 MiB size (ResNet's 56 x 56 x 64 3x3 layer, 7.4 MB);
+    # past 16 MiB, where one kernel row's products fit, "wide" runs a kernel
+    # row at a time
     dense3 = _problem((1, 56, 56, 64), (3, 3, 64, 64), (1, 1), pads=((1, 1),) * 2)
     assert 2 * 2**20 < planning._alltaps_bytes(dense3) <= 16 * 2**20
-    assert planning.plan(dense3, avx2).formulation != "alltaps"
-    q = planning.plan(dense3, avx512)
-    assert q.formulation == "alltaps" and not q.param("blocks")
-    assert "no whole patch matrix" in q.reason
-    narrow = _problem((1, 40, 40, 8), (3, 3, 8, 64), (1, 1), pads=((1, 1),) * 2)
-    assert planning._whole_patch_matrix(narrow, avx512)
-    assert 2 * 2**20 < planning._alltaps_bytes(narrow) <= 16 * 2**20
-    assert planning.plan(narrow, avx512).formulation != "alltaps"
+    assert planning.plan(dense3, avx512) == dataclasses.replace(
+        planning.plan(dense3, avx2), profile=avx512)
     wide = _problem((1, 64, 64, 128), (3, 3, 128, 128), (1, 1), pads=((1, 1),) * 2)
     assert planning._alltaps_bytes(wide) > 16 * 2**20
-    q = planning.plan(wide, avx512)  # (one kernel row's products fit)
+    q = planning.plan(wide, avx512)
     assert q.formulation == "wide" and q.param("row_loop")
+    assert not planning.plan(wide, avx2).param("row_loop")
     # through the public API, forward and gradients, dilated, against lax
     x = rng.standard_normal((2, 300, 16)).astype(np.float32)
     w = rng.standard_normal((5, 16, 12)).astype(np.float32)

@@ -135,12 +135,9 @@ def _alltaps_bytes(p: Problem) -> int:
 
 def _alltaps_whole(p: Problem, prof: Profile) -> bool:
     """Whether the all-tap GEMM output is small enough to run unblocked:
-    ``alltaps_max_bytes``, or ``alltaps_whole_scale`` times that for 1-D
-    layers and 2-D ones whose patch matrix is not built whole."""
-    limit = prof.alltaps_max_bytes
-    if p.nd == 1 or (p.nd == 2 and not _whole_patch_matrix(p, prof)):
-        limit *= prof.alltaps_whole_scale
-    return _alltaps_bytes(p) <= limit
+    ``alltaps_max_bytes``, or ``alltaps_whole_scale`` times that in 1-D."""
+    scale = prof.alltaps_whole_scale if p.nd == 1 else 1
+    return _alltaps_bytes(p) <= prof.alltaps_max_bytes * scale
 
 
 def _alltaps_tap_groups(p: Problem, prof: Profile) -> int:
@@ -164,21 +161,27 @@ def _alltaps_tap_groups(p: Problem, prof: Profile) -> int:
 
 def _wide_row_loop(p: Problem, prof: Profile) -> bool:
     """Whether a dense 2-D stride-1 layer runs ``"wide"`` unblocked in a loop
-    over its kernel rows: past the whole all-tap size, where the whole-GEMM
-    scale is on (``alltaps_whole_scale`` > 1) and one kernel row's products
-    (every image, every padded column) fit it; not for kernel-bound layers
-    (their own rule comes first) nor on few input channels.
+    over its kernel rows: where the whole-GEMM scale is on
+    (``alltaps_whole_scale`` > 1), the all-tap GEMM output is past the size
+    it allows (``alltaps_max_bytes`` times the scale) and one kernel row's
+    products (every image, every padded column) fit it; not for
+    kernel-bound layers (their own rule comes first) nor on few input
+    channels.
 
     The 2-D form of :func:`_alltaps_tap_groups`: on a 2-core Intel Xeon,
-    ``dense3_b8`` (8 x 28 x 28 x 128) ran forward 0.78 -> 0.89 of lax's
-    speed and the U-Net's ``down1.conv2`` at batch 8 0.74 -> 0.86 against
-    ``shifted`` in row blocks; three other U-Net layers at batch 8 0.95-1.03x.
+    against ``shifted`` in row blocks or the per-tap loop, ``dense3_b8`` (8
+    x 28 x 28 x 128) ran forward 1.12x faster (0.69 -> 0.77 of lax's speed),
+    the U-Net's ``down1`` layers at batch 8 1.10-1.27x; over the 10 zoo and
+    suite records it changes forward 0.94-1.27x (geomean 1.04), gradients
+    0.93-1.04x (geomean 0.99).  (Whole 2-D all-tap GEMMs of 2-16 MiB won
+    on single layers, 1.1-1.7x, but an Equinox U-Net's train step ran 0.85-
+    0.93x lax's speed with them against 1.20-1.23x without: not adopted.)
     """
+    limit = prof.alltaps_max_bytes * prof.alltaps_whole_scale
     if not (p.nd == 2 and p.stride1 and p.groups == 1 and not p.transposed
             and p.in_per_group > prof.im2col_max_i and p.taps > 1
-            and prof.alltaps_whole_scale > 1) or _alltaps_whole(p, prof):
+            and prof.alltaps_whole_scale > 1) or _alltaps_bytes(p) <= limit:
         return False
-    limit = prof.alltaps_max_bytes * prof.alltaps_whole_scale
     row = p.batch * p.out_spatial[0] * p.padded_shape[2] * p.kernel[1] * p.out_channels
     return row * 4 <= limit
 
@@ -237,11 +240,6 @@ def choose(p: Problem, prof: Profile, exact: bool = False) -> tuple[str, str]:
             # (1-D: per-tap GEMMs of so few rows lost to the rules below.)
             loop = " in a loop over taps" if _kernel_bound_loop(p, prof) else ""
             return "taps", f"{why}: per-tap GEMMs{loop} reading the kernel in place"
-    if (p.nd == 2 and p.stride1 and i > prof.im2col_max_i
-            and prof.alltaps_whole_scale > 1 and _alltaps_whole(p, prof)):
-        limit = prof.alltaps_max_bytes * prof.alltaps_whole_scale
-        return "alltaps", (f"dense 2-D stride 1, all-tap GEMM output <= {_mib(limit)}, "
-                           "no whole patch matrix: one GEMM")
     if _wide_row_loop(p, prof):
         limit = prof.alltaps_max_bytes * prof.alltaps_whole_scale
         return "wide", (f"dense 2-D stride 1, all-tap GEMM output > {_mib(limit)}, "

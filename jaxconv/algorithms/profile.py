@@ -65,27 +65,21 @@ class Profile:
         channels (an RGB stem) build the patch matrix (``"im2col"``).
       alltaps_max_bytes: a dense stride-1 kernel whose all-tap GEMM output
         fits in this many bytes runs ``"alltaps"`` unblocked.
-      alltaps_whole_scale: ... a 1-D one, or a 2-D one whose patch matrix
-        is not built whole (``im2col_unblocked_max_bytes``,
-        ``im2col_2d_unblocked_max_bytes``), up to this multiple of it, and
-        in 2-D ahead of the looped and row-blocked forms: one GEMM and one
-        fused shifted sum, where row blocks and per-tap GEMMs each pay
-        XLA:CPU's cost per GEMM call (on a 2-core Intel Xeon, 8 GEMMs of
-        4096 x 96 x 32 ran 2.9x slower than the one GEMM of their 32768
-        rows).  On the ``avx512`` table 8 (16 MiB): the 36 HiFi-GAN
-        residual-block records it changes (32-256 channels, 3-11 taps, batch
-        1 and 8) ran forward 0.96-1.47x the speed before (geomean 1.24),
-        their gradients 0.89-1.18x (geomean 1.07); the 12 2-D records
-        (``dense3``, ``atrous``, ResNet and U-Net 3x3 layers of 64-256
-        channels) forward 0.95-1.72x, gradients 0.96-1.43x.  Past that size
+      alltaps_whole_scale: ... a 1-D one up to this multiple of it: one
+        GEMM and one fused shifted sum, where row blocks and per-tap GEMMs
+        each pay XLA:CPU's cost per GEMM call (on a 2-core Intel Xeon, 8
+        GEMMs of 4096 x 96 x 32 ran 2.9x slower than the one GEMM of their
+        32768 rows).  On the ``avx512`` table 8 (16 MiB): the 36 HiFi-GAN
+        residual-block records it changes (32-256 channels, 3-11 taps,
+        batch 1 and 8) ran forward 0.96-1.47x the speed before (geomean
+        1.24), their gradients 0.89-1.18x (geomean 1.07).  Past that size
         (29-46 MB, near the 32 MiB at which XLA maps temporaries afresh on
-        every call) the one GEMM lost up to 2.5x; in 3-D it won on two
-        layers and lost on two.  Past the size, 1-D layers run it in a loop
-        over groups of taps whose products fit it
-        (``plan._alltaps_tap_groups``), 2-D ones ``"wide"`` in a loop over
-        the kernel rows where one row's do (``plan._wide_row_loop``).  Its
-        bytes come out of the memory rule's workspace.  1 on ``avx2``
-        (unmeasured there).
+        every call) the one GEMM lost up to 2.5x: there 1-D layers run it
+        in a loop over groups of taps whose products fit the size
+        (``plan._alltaps_tap_groups``), and 2-D layers ``"wide"`` in a loop
+        over the kernel rows where one row's do (``plan._wide_row_loop``).
+        Those bytes come out of the memory rule's workspace.  1 on
+        ``avx2`` (unmeasured there).
       wide_min_width: beyond ``alltaps_max_bytes``, 2-D stride-1 kernels
         with at least this many output columns ...
       wide_2d_max_i: ... or on at most this many input channels run one
