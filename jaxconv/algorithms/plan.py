@@ -146,10 +146,11 @@ def _alltaps_tap_groups(p: Problem, prof: Profile) -> int:
     on (``alltaps_whole_scale`` > 1) and at least two taps' products fit it.
 
     One group's GEMM and shifted sum per step, its output within the size
-    the whole form is allowed; on a 2-core Intel Xeon, HiFi-GAN's
-    residual-block layers at batch 8 past that size (7 and 11 taps, 32-128
-    channels, 29-46 MB of all-tap output) ran forward 1.06-1.24x faster in
-    groups of three taps than as ``wide`` row blocks or per-tap GEMMs.
+    the whole form is allowed; on a 2-core Intel Xeon, the 18 HiFi-GAN
+    residual-block records past that size (batch 8, 7 and 11 taps, 32-128
+    channels, 29-46 MB of all-tap output) ran forward 1.02-1.35x faster in
+    groups of three taps than as ``wide`` row blocks or per-tap GEMMs, their
+    gradients 0.94-1.08x.
     """
     if not (p.nd == 1 and p.stride1 and p.groups == 1 and not p.transposed
             and prof.alltaps_whole_scale > 1) or _alltaps_whole(p, prof):
