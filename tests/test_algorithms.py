@@ -949,6 +949,33 @@ def _check_vmapped(ours, theirs, x, w):
     assert_close(jax.jit(per_example(ours))(w, x), per_example(theirs)(w, x))
 
 
+def _check_planned_form(conv, x, w, rng):
+    """Under the active profile, ``conv(jl, ...)`` equals ``conv(lax, ...)``:
+    values, gradients, second order, vmapped and per example (via
+    :func:`_check_vmapped`); and with an Inf at the first input element and
+    a NaN mid-way through the last image, it is non-finite exactly where
+    the direct algorithm is.  ``x`` is modified in place."""
+    ours = jax.jit(functools.partial(conv, jl))
+    theirs = functools.partial(conv, lax)
+    assert_close(ours(x, w), theirs(x, w))
+    loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))  # noqa: E731
+    got = jax.jit(jax.grad(loss(ours), (0, 1)))(x, w)
+    for a, b in zip(got, jax.grad(loss(theirs), (0, 1))(x, w)):
+        assert_close(a, b)
+    tx, tw = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
+    for a, b in zip(second_order(ours, tx, tw)(x, w),
+                    second_order(theirs, tx, tw)(x, w)):
+        assert_close(a, b)
+    _check_vmapped(ours, theirs, x, w)
+    x[(0,) * x.ndim] = np.inf
+    x[(-1, *(n // 2 for n in x.shape[1:-1]), -1)] = np.nan
+    got = np.asarray(ours(x, w))
+    want = np.asarray(jax.jit(functools.partial(conv, jl, algorithm="direct"))(x, w))
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+    fin = np.isfinite(want)
+    assert_close(got[fin], want[fin])
+
+
 # 1-D all-tap GEMMs in a loop over groups of taps: (x, w, padding, dilation,
 # taps per step); with a remainder group after the loop, without one, and a
 # cropped edge.
@@ -973,30 +1000,12 @@ def test_all_tap_gemms_in_groups_of_taps(xs, ws, pads, dilation, g, rng):
     problem = Problem.of(x, w, stride=(1,), dilation=dilation, groups=1, pads=pads)
     per_tap = planning._alltaps_bytes(problem) // ws[0]
     profile = CPU.replace(alltaps_max_bytes=per_tap * g // 2, alltaps_whole_scale=2)
-    ours = jax.jit(functools.partial(conv, jl))
-    theirs = functools.partial(conv, lax)
     with jaxconv.use_profile(profile):
         (row,) = jaxconv.explain(functools.partial(conv, jl), x, w)
         assert row.formulation == "taps/alltaps"
         assert row.plan.param("tap_groups") == g
         assert row.plan.loop_steps == ws[0] // g
-        assert_close(ours(x, w), theirs(x, w))
-        loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))  # noqa: E731
-        got = jax.jit(jax.grad(loss(ours), (0, 1)))(x, w)
-        for a, b in zip(got, jax.grad(loss(theirs), (0, 1))(x, w)):
-            assert_close(a, b)
-        tx, tw = rng.standard_normal(xs), rng.standard_normal(ws)
-        for a, b in zip(second_order(ours, tx, tw)(x, w),
-                        second_order(theirs, tx, tw)(x, w)):
-            assert_close(a, b)
-        _check_vmapped(ours, theirs, x, w)
-        x[0, 0, 0] = np.inf
-        x[-1, xs[1] // 2, -1] = np.nan
-        got = np.asarray(ours(x, w))
-    want = np.asarray(jax.jit(functools.partial(conv, jl, algorithm="direct"))(x, w))
-    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
-    fin = np.isfinite(want)
-    assert_close(got[fin], want[fin])
+        _check_planned_form(conv, x, w, rng)
 
 
 # 2-D "wide" in a loop over kernel rows: (x, w, padding, dilation)
@@ -1025,26 +1034,8 @@ def test_wide_in_a_loop_over_kernel_rows(xs, ws, pads, dilation, rng):
     profile = CPU.replace(alltaps_max_bytes=row // 2, alltaps_whole_scale=2,
                           im2col_unblocked_max_bytes=0,
                           im2col_2d_unblocked_max_bytes=0)
-    ours = jax.jit(functools.partial(conv, jl))
-    theirs = functools.partial(conv, lax)
     with jaxconv.use_profile(profile):
         (r,) = jaxconv.explain(functools.partial(conv, jl), x, w)
         assert r.formulation == "taps/wide" and r.plan.param("row_loop")
         assert r.plan.loop_steps == ws[0] and not r.plan.param("blocks")
-        assert_close(ours(x, w), theirs(x, w))
-        loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))  # noqa: E731
-        got = jax.jit(jax.grad(loss(ours), (0, 1)))(x, w)
-        for a, b in zip(got, jax.grad(loss(theirs), (0, 1))(x, w)):
-            assert_close(a, b)
-        tx, tw = rng.standard_normal(xs), rng.standard_normal(ws)
-        for a, b in zip(second_order(ours, tx, tw)(x, w),
-                        second_order(theirs, tx, tw)(x, w)):
-            assert_close(a, b)
-        _check_vmapped(ours, theirs, x, w)
-        x[0, 0, 0, 0] = np.inf
-        x[-1, xs[1] // 2, xs[2] // 2, -1] = np.nan
-        got = np.asarray(ours(x, w))
-    want = np.asarray(jax.jit(functools.partial(conv, jl, algorithm="direct"))(x, w))
-    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
-    fin = np.isfinite(want)
-    assert_close(got[fin], want[fin])
+        _check_planned_form(conv, x, w, rng)

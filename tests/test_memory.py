@@ -122,6 +122,20 @@ def _allowance(f, *args):
     return extra
 
 
+def _assert_within_bound_with_gradients(f, x, w):
+    """``f(x, w)`` and its input and kernel gradients (forward + backward)
+    each stay within :func:`_temp_and_bound`'s bound."""
+    temp, bound = _temp_and_bound(f, x, w)
+    assert temp <= bound, f"forward: temp {temp} B > bound {bound} B"
+    y = jax.eval_shape(f, x, w)
+
+    def grads(x, w, dy):
+        return jax.vjp(f, x, w)[1](dy)
+
+    temp, bound = _temp_and_bound(grads, x, w, y)
+    assert temp <= bound, f"gradient: temp {temp} B > bound {bound} B"
+
+
 def _temp_and_bound(f, *args):
     """XLA's temporaries and the bound: ``2 x (input + output bytes)`` plus
     :func:`_allowance`."""
@@ -220,15 +234,7 @@ def test_avx512_shifted_layers_within_2x_io(shape, c_out, monkeypatch):
 
     (row,) = jaxconv.explain(f, x, w)
     assert row.formulation == "taps/shifted" and row.profile == "cpu/avx512"
-    temp, bound = _temp_and_bound(f, x, w)
-    assert temp <= bound, f"forward: temp {temp} B > 2 x I/O = {bound} B"
-    y = jax.eval_shape(f, x, w)
-
-    def grads(x, w, dy):
-        return jax.vjp(f, x, w)[1](dy)
-
-    temp, bound = _temp_and_bound(grads, x, w, y)
-    assert temp <= bound, f"gradient: temp {temp} B > 2 x I/O = {bound} B"
+    _assert_within_bound_with_gradients(f, x, w)
 
 
 @pytest.mark.parametrize("x_shape, w_shape, pads, formulation", [
@@ -253,12 +259,4 @@ def test_avx512_whole_all_tap_products_within_the_allowance(x_shape, w_shape, pa
     (row,) = jaxconv.explain(f, x, w)
     assert row.formulation == "taps/" + formulation and not row.plan.param("blocks")
     assert _allowance(f, x, w) > jaxconv.current_profile().alltaps_max_bytes
-    temp, bound = _temp_and_bound(f, x, w)
-    assert temp <= bound, f"forward: temp {temp} B > bound {bound} B"
-    y = jax.eval_shape(f, x, w)
-
-    def grads(x, w, dy):
-        return jax.vjp(f, x, w)[1](dy)
-
-    temp, bound = _temp_and_bound(grads, x, w, y)
-    assert temp <= bound, f"gradient: temp {temp} B > bound {bound} B"
+    _assert_within_bound_with_gradients(f, x, w)

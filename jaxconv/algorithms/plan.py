@@ -133,11 +133,17 @@ def _alltaps_bytes(p: Problem) -> int:
     return math.prod(p.padded_shape[:-1]) * p.taps * p.out_channels * 4
 
 
+def _whole_limit(prof: Profile) -> int:
+    """Bytes of all-tap GEMM products the whole-GEMM scale allows at once:
+    ``alltaps_max_bytes`` times ``alltaps_whole_scale``."""
+    return prof.alltaps_max_bytes * prof.alltaps_whole_scale
+
+
 def _alltaps_whole(p: Problem, prof: Profile) -> bool:
     """Whether the all-tap GEMM output is small enough to run unblocked:
-    ``alltaps_max_bytes``, or ``alltaps_whole_scale`` times that in 1-D."""
-    scale = prof.alltaps_whole_scale if p.nd == 1 else 1
-    return _alltaps_bytes(p) <= prof.alltaps_max_bytes * scale
+    ``alltaps_max_bytes``, or :func:`_whole_limit` in 1-D."""
+    limit = _whole_limit(prof) if p.nd == 1 else prof.alltaps_max_bytes
+    return _alltaps_bytes(p) <= limit
 
 
 def _alltaps_tap_groups(p: Problem, prof: Profile) -> int:
@@ -155,7 +161,7 @@ def _alltaps_tap_groups(p: Problem, prof: Profile) -> int:
     if not (p.nd == 1 and p.stride1 and p.groups == 1 and not p.transposed
             and prof.alltaps_whole_scale > 1) or _alltaps_whole(p, prof):
         return 0
-    limit = prof.alltaps_max_bytes * prof.alltaps_whole_scale
+    limit = _whole_limit(prof)
     g = limit // (_alltaps_bytes(p) // p.taps)
     return int(g) if 2 <= g < p.taps else 0
 
@@ -178,7 +184,7 @@ def _wide_row_loop(p: Problem, prof: Profile) -> bool:
     on single layers, 1.1-1.7x, but an Equinox U-Net's train step ran 0.85-
     0.93x lax's speed with them against 1.20-1.23x without: not adopted.)
     """
-    limit = prof.alltaps_max_bytes * prof.alltaps_whole_scale
+    limit = _whole_limit(prof)
     if not (p.nd == 2 and p.stride1 and p.groups == 1 and not p.transposed
             and p.in_per_group > prof.im2col_max_i and p.taps > 1
             and prof.alltaps_whole_scale > 1) or _alltaps_bytes(p) <= limit:
@@ -242,7 +248,7 @@ def choose(p: Problem, prof: Profile, exact: bool = False) -> tuple[str, str]:
             loop = " in a loop over taps" if _kernel_bound_loop(p, prof) else ""
             return "taps", f"{why}: per-tap GEMMs{loop} reading the kernel in place"
     if _wide_row_loop(p, prof):
-        limit = prof.alltaps_max_bytes * prof.alltaps_whole_scale
+        limit = _whole_limit(prof)
         return "wide", (f"dense 2-D stride 1, all-tap GEMM output > {_mib(limit)}, "
                         f"one kernel row's <= {_mib(limit)}: one GEMM per kernel "
                         "row over whole padded rows, in a loop over the rows")
@@ -283,7 +289,7 @@ def choose(p: Problem, prof: Profile, exact: bool = False) -> tuple[str, str]:
         return "s2d", (f"1-D dense, stride {s}, I = {i} < {prof.s2d_max_i}: stride "
                        "phases folded into channels")
     if s == 1:
-        limit = prof.alltaps_max_bytes * prof.alltaps_whole_scale
+        limit = _whole_limit(prof)
         if _alltaps_whole(p, prof):
             return "alltaps", ("1-D dense, all-tap GEMM output <= "
                                f"{_mib(limit)}: one GEMM")
