@@ -98,14 +98,26 @@ def _allowance(f, *args):
     to 2x I/O, except the all-tap GEMM products its ``avx512`` table runs
     unblocked past ``alltaps_max_bytes`` (up to ``alltaps_whole_scale``
     times that, 16 MiB, a part of the workspace): whole, one group of taps
-    at a time, or one kernel row's at a time; those bytes, for the plans
-    that run them."""
+    at a time, or one kernel row's at a time (the largest), and the 2-D
+    patch matrices it builds whole out of the workspace (up to 16 MiB each;
+    their sum); those bytes, for the plans that run them."""
     profile = jaxconv.current_profile()
     if profile.name != "cpu":
         return profile.workspace_bytes
-    extra = 0
+    extra = patches = 0
     for row in jaxconv.explain(f, *args):
         p, plan = row.plan.problem, row.plan
+        if (row.formulation == "taps/im2col" and not plan.param("blocks")
+                and planning._im2col_2d_whole(p, profile)):
+            # The patch matrix and its build's first stage, every row's
+            # taps of the last axis (N, H_padded, W_out, k_w * C); the
+            # forward's, kept for the kernel gradient, and the input
+            # gradient's may be live together: their sum.
+            assert p.patch_bytes <= profile.im2col_2d_unblocked_max_bytes
+            n, h = p.padded_shape[:2]
+            stage = n * h * p.out_spatial[1] * p.kernel[1] * p.padded_shape[-1]
+            patches += p.patch_bytes + stage * p.acc_itemsize
+            continue
         if row.formulation != "taps/alltaps" and not plan.param("row_loop"):
             continue
         if plan.param("blocks"):
@@ -118,8 +130,8 @@ def _allowance(f, *args):
         if products > profile.alltaps_max_bytes:
             extra = max(extra, products)
     assert extra <= profile.alltaps_max_bytes * profile.alltaps_whole_scale
-    assert extra <= profile.workspace_bytes
-    return extra
+    assert extra + patches <= profile.workspace_bytes
+    return extra + patches
 
 
 def _assert_within_bound_with_gradients(f, x, w):
@@ -237,23 +249,25 @@ def test_avx512_shifted_layers_within_2x_io(shape, c_out, monkeypatch):
     _assert_within_bound_with_gradients(f, x, w)
 
 
-@pytest.mark.parametrize("x_shape, w_shape, pads, formulation", [
-    ((8, 28, 28, 128), (3, 3, 128, 128), ((1, 1), (1, 1)), "wide"),  # row loop
-    ((8, 4096, 32), (11, 32, 32), ((5, 5),), "alltaps"),  # groups of taps
-    ((8, 4096, 32), (3, 32, 32), ((1, 1),), "alltaps"),  # whole
+@pytest.mark.parametrize("x_shape, w_shape, stride, pads, formulation", [
+    ((8, 28, 28, 128), (3, 3, 128, 128), 1, ((1, 1), (1, 1)), "wide"),  # row loop
+    ((8, 4096, 32), (11, 32, 32), 1, ((5, 5),), "alltaps"),  # groups of taps
+    ((8, 4096, 32), (3, 32, 32), 1, ((1, 1),), "alltaps"),  # whole
+    ((2, 56, 56, 64), (3, 3, 64, 64), 1, ((1, 1), (1, 1)), "im2col"),  # 14.5 MB patches
+    ((8, 32, 32, 64), (5, 5, 64, 32), 2, ((2, 2), (2, 2)), "im2col"),  # strided 3.3 MB
 ])
-def test_avx512_whole_all_tap_products_within_the_allowance(x_shape, w_shape, pads,
-                                                            formulation, monkeypatch):
+def test_avx512_unblocked_products_within_the_allowance(x_shape, w_shape, stride, pads,
+                                                        formulation, monkeypatch):
     """The ``avx512`` table's unblocked all-tap GEMMs (whole, in groups of
-    taps, or a kernel row at a time) stay within 2x I/O plus their products,
-    forward and with the gradients."""
+    taps, or a kernel row at a time) and whole 2-D patch matrices stay
+    within 2x I/O plus their bytes, forward and with the gradients."""
     monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx512")
     nd = len(x_shape) - 2
     x = jax.ShapeDtypeStruct(x_shape, jnp.float32)
     w = jax.ShapeDtypeStruct(w_shape, jnp.float32)
 
     def f(x, w):
-        return jl.conv_general_dilated(x, w, (1,) * nd, pads,
+        return jl.conv_general_dilated(x, w, (stride,) * nd, pads,
                                        dimension_numbers=NHWC[nd])
 
     (row,) = jaxconv.explain(f, x, w)

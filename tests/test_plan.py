@@ -548,9 +548,10 @@ def test_avx512_family_runs_wide_2d_layers_as_shifted_per_tap_gemms(monkeypatch,
     q = planning.plan(b8, avx512)
     assert q.formulation == "wide" and q.param("row_loop") and not q.param("blocks")
     assert planning.plan(b8, avx2).formulation == "taps"
-    narrow = _problem((1, 56, 56, 32), (3, 3, 32, 32), (1, 1), pads=((1, 1),) * 2)
+    # (fewer than 32 outputs, kernel-bound, small: the avx2 rule)
+    narrow = _problem((1, 56, 56, 32), (3, 3, 32, 16), (1, 1), pads=((1, 1),) * 2)
     deep = _problem((8, 4, 4, 512), (3, 3, 512, 512), (1, 1), pads=((1, 1),) * 2)
-    small = _problem((1, 8, 8, 64), (3, 3, 64, 64), (1, 1), pads=((1, 1),) * 2)
+    small = _problem((1, 8, 8, 64), (3, 3, 64, 16), (1, 1), pads=((1, 1),) * 2)
     for p in (narrow, deep, small):
         assert planning.plan(p, avx512) == dataclasses.replace(
             planning.plan(p, avx2), profile=avx512)
@@ -590,7 +591,8 @@ def test_avx512_family_builds_2d_patch_matrices_whole_within_the_memory_room(
     a, b = planning.plan(stem, avx2), planning.plan(stem, avx512)
     assert a.formulation == b.formulation == "im2col"
     assert a.param("blocks") and not b.param("blocks")
-    wide = _problem((8, 8, 8, 128), (3, 3, 128, 128), (1, 1), pads=((1, 1),) * 2)
+    # (beyond twice, on fewer than 32 outputs: row blocks)
+    wide = _problem((8, 16, 16, 128), (3, 3, 128, 8), (2, 2), pads=((1, 1),) * 2)
     assert wide.patch_bytes > 2 * (wide.io_bytes + wide.w_bytes)
     q = planning.plan(wide, avx512)
     assert q.formulation == "im2col" and q.param("blocks")
@@ -606,6 +608,59 @@ def test_avx512_family_builds_2d_patch_matrices_whole_within_the_memory_room(
     assert row.formulation == "taps/im2col" and not row.plan.param("blocks")
     assert_close(jax.jit(functools.partial(conv, jl))(x, w), conv(lax, x, w))
     loss = lambda lx: lambda x, w: jnp.sum(jnp.sin(conv(lx, x, w)))  # noqa: E731
+    for a, b in zip(jax.jit(jax.grad(loss(jl), (0, 1)))(x, w),
+                    jax.grad(loss(lax), (0, 1))(x, w)):
+        assert_close(a, b)
+
+
+def test_avx512_family_runs_dense_2d_layers_as_whole_patch_gemms(monkeypatch, rng):
+    """On AVX-512 hosts a dense 2-D layer on 32+ output channels whose patch
+    matrix takes at most 16 MiB builds it whole, beyond the memory room, and
+    runs one GEMM of depth T*I (``im2col``); fewer outputs, larger patch
+    matrices, kernel-bound layers, grouped ones and avx2 hosts do not."""
+    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx2")
+    avx2 = jaxconv.get_profile("cpu")
+    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx512")
+    avx512 = jaxconv.get_profile("cpu")
+    assert avx512.im2col_2d_whole_min_o == 32
+    pads = ((1, 1),) * 2
+    # ResNet's 3x3 64 -> 64 layer at batch 8 on 16 x 16: a 4.7 MB patch
+    # matrix, twice the room
+    layer = _problem((8, 16, 16, 64), (3, 3, 64, 64), (1, 1), pads=pads)
+    assert layer.patch_bytes > 2 * (layer.io_bytes + layer.w_bytes)
+    q = planning.plan(layer, avx512)
+    assert (q.formulation, q.param("blocks")) == ("im2col", ())
+    assert "O = 64 >= 32" in q.reason and "built whole" in q.reason
+    assert q.temp_bytes >= layer.patch_bytes
+    assert planning.plan(layer, avx2).formulation != "im2col"
+    # strided: built whole too (in blocks on avx2)
+    strided = _problem((8, 16, 16, 64), (5, 5, 64, 32), (2, 2), pads=((2, 2),) * 2)
+    assert strided.patch_bytes > 2 * (strided.io_bytes + strided.w_bytes)
+    q = planning.plan(strided, avx512)
+    assert (q.formulation, q.param("blocks")) == ("im2col", ())
+    assert planning.plan(strided, avx2).param("blocks")
+    # 31 outputs; a 28.9 MB patch matrix; kernel-bound; grouped: other rules
+    for p in (_problem((8, 16, 16, 64), (3, 3, 64, 31), (1, 1), pads=pads),
+              _problem((8, 28, 28, 128), (3, 3, 128, 128), (1, 1), pads=pads),
+              _problem((8, 4, 4, 512), (3, 3, 512, 512), (1, 1), pads=pads),
+              _problem((8, 16, 16, 64), (3, 3, 16, 64), (1, 1), pads=pads,
+                       groups=4)):
+        assert "built whole" not in planning.plan(p, avx512).reason
+    # through the public API, forward and gradients, against lax (the input
+    # gradient, 32 -> 16 channels, is not built whole)
+    x = rng.standard_normal((2, 12, 10, 16)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 16, 32)).astype(np.float32)
+    small = _problem(x.shape, w.shape, (1, 1), pads=pads)
+    assert small.patch_bytes > 2 * (small.io_bytes + small.w_bytes)
+
+    def conv(lx, x, w):
+        return lx.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_dn(2))
+
+    loss = lambda lx: lambda x, w: jnp.sum(jnp.sin(conv(lx, x, w)))  # noqa: E731
+    rows = jaxconv.explain(jax.grad(loss(jl), (0, 1)), x, w)
+    assert [(r.formulation, r.plan.param("blocks")) for r in rows][0] == (
+        "taps/im2col", ())
+    assert_close(jax.jit(functools.partial(conv, jl))(x, w), conv(lax, x, w))
     for a, b in zip(jax.jit(jax.grad(loss(jl), (0, 1)))(x, w),
                     jax.grad(loss(lax), (0, 1))(x, w)):
         assert_close(a, b)
@@ -633,13 +688,13 @@ def test_avx512_family_runs_all_tap_gemms_whole_up_to_its_scale(monkeypatch, rng
     q = planning.plan(big, avx512)
     assert (q.formulation, q.param("tap_groups"), q.loop_steps) == ("alltaps", 3, 3)
     assert planning.plan(big, avx2).formulation == "wide"
-    # 2-D keeps the 2 MiB size (ResNet's 56 x 56 x 64 3x3 layer, 7.4 MB);
-    # past 16 MiB, where one kernel row's products fit, "wide" runs a kernel
-    # row at a time
+    # 2-D keeps the 2 MiB size (ResNet's 56 x 56 x 64 3x3 layer, 7.4 MB of
+    # all-tap output, builds its patch matrix whole instead); past 16 MiB,
+    # where one kernel row's products fit, "wide" runs a kernel row at a time
     dense3 = _problem((1, 56, 56, 64), (3, 3, 64, 64), (1, 1), pads=((1, 1),) * 2)
     assert 2 * 2**20 < planning._alltaps_bytes(dense3) <= 16 * 2**20
-    assert planning.plan(dense3, avx512) == dataclasses.replace(
-        planning.plan(dense3, avx2), profile=avx512)
+    q = planning.plan(dense3, avx512)
+    assert q.formulation == "im2col" and not q.param("blocks")
     wide = _problem((1, 64, 64, 128), (3, 3, 128, 128), (1, 1), pads=((1, 1),) * 2)
     assert planning._alltaps_bytes(wide) > 16 * 2**20
     q = planning.plan(wide, avx512)

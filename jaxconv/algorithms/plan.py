@@ -120,12 +120,29 @@ def _whole_patch_matrix(p: Problem, prof: Profile) -> bool:
     larger than the conv's input, kernel and output together), or a 2-D
     patch matrix (built in two streaming stages) of at most
     ``im2col_2d_unblocked_max_bytes`` within the memory rule's room
-    (``2 x (input + kernel + output)``)."""
+    (``2 x (input + kernel + output)``), or one :func:`_im2col_2d_whole`
+    builds whole out of the workspace."""
     if p.nd == 2 and p.patch_bytes <= min(prof.im2col_2d_unblocked_max_bytes,
                                           2 * (p.io_bytes + p.w_bytes)):
         return True
+    if _im2col_2d_whole(p, prof):
+        return True
     return p.patch_bytes <= min(prof.im2col_unblocked_max_bytes,
                                 p.io_bytes + p.w_bytes)
+
+
+def _im2col_2d_whole(p: Problem, prof: Profile) -> bool:
+    """Whether a dense 2-D layer runs ``im2col`` with its patch matrix built
+    whole out of the workspace (``im2col_2d_whole_min_o`` output channels or
+    more, patch matrix up to ``im2col_2d_unblocked_max_bytes``): strided,
+    or stride 1 on more than ``outer_max_i`` input channels and not
+    kernel-bound (those rules come first)."""
+    return (p.nd == 2 and p.groups == 1 and not p.transposed and not p.depthwise
+            and 1 < p.taps <= prof.unroll_limit
+            and p.out_channels >= prof.im2col_2d_whole_min_o
+            and p.patch_bytes <= prof.im2col_2d_unblocked_max_bytes
+            and (not p.stride1 or (p.in_per_group > prof.outer_max_i
+                                   and not _kernel_bound(p, prof))))
 
 
 def _alltaps_bytes(p: Problem) -> int:
@@ -247,6 +264,11 @@ def choose(p: Problem, prof: Profile, exact: bool = False) -> tuple[str, str]:
             # (1-D: per-tap GEMMs of so few rows lost to the rules below.)
             loop = " in a loop over taps" if _kernel_bound_loop(p, prof) else ""
             return "taps", f"{why}: per-tap GEMMs{loop} reading the kernel in place"
+    if _im2col_2d_whole(p, prof):
+        return "im2col", (f"dense 2-D, O = {p.out_channels} >= "
+                          f"{prof.im2col_2d_whole_min_o}, patch matrix <= "
+                          f"{_mib(prof.im2col_2d_unblocked_max_bytes)}: built whole, "
+                          "one GEMM of depth T*I")
     if _wide_row_loop(p, prof):
         limit = _whole_limit(prof)
         return "wide", (f"dense 2-D stride 1, all-tap GEMM output > {_mib(limit)}, "
