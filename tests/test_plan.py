@@ -639,15 +639,18 @@ def test_avx512_family_runs_dense_2d_layers_as_whole_patch_gemms(monkeypatch, rn
     q = planning.plan(strided, avx512)
     assert (q.formulation, q.param("blocks")) == ("im2col", ())
     assert planning.plan(strided, avx2).param("blocks")
-    # 31 outputs; a 28.9 MB patch matrix; kernel-bound; grouped: other rules
+    # 31 outputs; a 28.9 MB patch matrix; kernel-bound; grouped; all-tap
+    # output within 2 MiB (one GEMM already): other rules
     for p in (_problem((8, 16, 16, 64), (3, 3, 64, 31), (1, 1), pads=pads),
+              _problem((1, 16, 16, 64), (3, 3, 64, 64), (1, 1), pads=pads),
               _problem((8, 28, 28, 128), (3, 3, 128, 128), (1, 1), pads=pads),
               _problem((8, 4, 4, 512), (3, 3, 512, 512), (1, 1), pads=pads),
               _problem((8, 16, 16, 64), (3, 3, 16, 64), (1, 1), pads=pads,
                        groups=4)):
         assert "built whole" not in planning.plan(p, avx512).reason
-    # through the public API, forward and gradients, against lax (the input
-    # gradient, 32 -> 16 channels, is not built whole)
+    # through the public API (all-tap size 0, so that a small layer takes
+    # the rule), forward and gradients, against lax (the input gradient,
+    # 32 -> 16 channels, is not built whole)
     x = rng.standard_normal((2, 12, 10, 16)).astype(np.float32)
     w = rng.standard_normal((3, 3, 16, 32)).astype(np.float32)
     small = _problem(x.shape, w.shape, (1, 1), pads=pads)
@@ -657,12 +660,15 @@ def test_avx512_family_runs_dense_2d_layers_as_whole_patch_gemms(monkeypatch, rn
         return lx.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_dn(2))
 
     loss = lambda lx: lambda x, w: jnp.sum(jnp.sin(conv(lx, x, w)))  # noqa: E731
-    rows = jaxconv.explain(jax.grad(loss(jl), (0, 1)), x, w)
+    with jaxconv.use_profile(avx512.replace(alltaps_max_bytes=0)):
+        rows = jaxconv.explain(jax.grad(loss(jl), (0, 1)), x, w)
+        got = jax.jit(functools.partial(conv, jl))(x, w)
+        grads = jax.jit(jax.grad(loss(jl), (0, 1)))(x, w)
     assert [(r.formulation, r.plan.param("blocks")) for r in rows][0] == (
         "taps/im2col", ())
-    assert_close(jax.jit(functools.partial(conv, jl))(x, w), conv(lax, x, w))
-    for a, b in zip(jax.jit(jax.grad(loss(jl), (0, 1)))(x, w),
-                    jax.grad(loss(lax), (0, 1))(x, w)):
+    assert "built whole" in rows[0].plan.reason
+    assert_close(got, conv(lax, x, w))
+    for a, b in zip(grads, jax.grad(loss(lax), (0, 1))(x, w)):
         assert_close(a, b)
 
 

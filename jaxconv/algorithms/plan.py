@@ -135,14 +135,16 @@ def _im2col_2d_whole(p: Problem, prof: Profile) -> bool:
     """Whether a dense 2-D layer runs ``im2col`` with its patch matrix built
     whole out of the workspace (``im2col_2d_whole_min_o`` output channels or
     more, patch matrix up to ``im2col_2d_unblocked_max_bytes``): strided,
-    or stride 1 on more than ``outer_max_i`` input channels and not
-    kernel-bound (those rules come first)."""
+    or stride 1 on more than ``outer_max_i`` input channels, not
+    kernel-bound (those rules come first) and past the unblocked all-tap
+    size (below it ``alltaps`` is one GEMM already, and compiles faster)."""
     return (p.nd == 2 and p.groups == 1 and not p.transposed and not p.depthwise
             and 1 < p.taps <= prof.unroll_limit
             and p.out_channels >= prof.im2col_2d_whole_min_o
             and p.patch_bytes <= prof.im2col_2d_unblocked_max_bytes
             and (not p.stride1 or (p.in_per_group > prof.outer_max_i
-                                   and not _kernel_bound(p, prof))))
+                                   and not _kernel_bound(p, prof)
+                                   and not _alltaps_whole(p, prof))))
 
 
 def _alltaps_bytes(p: Problem) -> int:

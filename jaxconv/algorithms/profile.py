@@ -173,23 +173,26 @@ class Profile:
         hosts (0: off).
       im2col_2d_whole_min_o: dense 2-D layers (one group, 2 to
         ``unroll_limit`` taps; strided, or stride 1 on more than
-        ``outer_max_i`` input channels and not kernel-bound) with at least
-        this many output channels run ``im2col`` with the patch matrix built
-        whole wherever it takes at most ``im2col_2d_unblocked_max_bytes``,
-        beyond the room above (the bytes come out of the memory rule's
-        workspace), ahead of the all-tap, ``wide`` and ``shifted`` forms:
-        one GEMM of depth ``T * I`` over every output position, where those
-        forms run several GEMMs (per tap or per row block) and a shifted sum
-        over ``T`` times the output, each GEMM paying XLA:CPU's cost per
-        call.  Few output channels leave the GEMM too little work per patch
-        byte (a 64 -> 3 input gradient ran 2.5x slower).  On a 2-core Intel
-        Xeon (``avx512``: 32), the 16 zoo and suite layers it changes (3x3
-        layers of 64-256 channels: ``dense3``, ``atrous``, ResNet and U-Net)
-        ran forward 0.88-1.61x as fast as before (geomean 1.17; ResNet's
-        64-channel layers at batch 8 1.56-1.61x, ``dense3`` 1.25x,
-        ``atrous`` 1.28x), gradients 0.94-1.37x (1.07); the train steps of
-        four Flax models 1.01-1.09x, the Equinox U-Net's 1.07x.  Unmeasured
-        on ``avx2`` hosts (``1 << 62``: off).
+        ``outer_max_i`` input channels, not kernel-bound and past the
+        unblocked all-tap size) with at least this many output channels run
+        ``im2col`` with the patch matrix built whole wherever it takes at
+        most ``im2col_2d_unblocked_max_bytes``, beyond the room above (the
+        bytes come out of the memory rule's workspace), ahead of the
+        ``wide``, ``shifted`` and per-tap forms: one GEMM of depth ``T * I``
+        over every output position, where those forms run several GEMMs
+        (per tap or per row block) and a shifted sum over ``T`` times the
+        output, each GEMM paying XLA:CPU's cost per call.  Few output
+        channels leave the GEMM too little work per patch byte (a 64 -> 3
+        input gradient ran 2.5x slower); below the all-tap size ``alltaps``
+        is one GEMM already (and a 16-layer 32-channel stack compiled 2.3x
+        slower as ``im2col``).  On a 2-core Intel Xeon (``avx512``: 32), the
+        13 zoo and suite records it changes (3x3 layers of 64-256
+        channels) ran forward 0.93-1.54x as fast as before (geomean 1.20;
+        ResNet's 64-channel layers at batch 8 1.50-1.54x, ``dense3`` 1.20x,
+        ``atrous`` 1.26x), gradients 0.98-1.33x (1.08); train steps:
+        ResNet-18 1.17x, MobileNetV2 1.03x, ConvNeXt-T 1.02x, the Flax U-Net
+        0.94-1.09x over five runs, the Equinox U-Net 1.07x.  Unmeasured on
+        ``avx2`` hosts (``1 << 62``: off).
       grouped_max_i: grouped kernels with at most this many input channels per
         group run as fused broadcast multiply-adds (``"grouped"``) ...
       grouped_max_terms: ... when they also have at most this many terms
