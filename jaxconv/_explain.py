@@ -41,8 +41,10 @@ class ExplainRow:
         which (``" (input grad)"``, ``" (kernel grad)"``,
         ``" (per-example kernel grads)"``; ``", looped)"`` when the
         examples' kernel gradients run one after another, ``", by
-        positions)"`` or ``", by tap GEMMs)"`` when they run all at once as
-        sums over the output positions or as one GEMM per example and tap).
+        positions)"``, ``", by tap GEMMs)"`` or ``", by cotangent GEMMs)"``
+        when they run all at once as sums over the output positions, as one
+        GEMM per example and tap, or as one GEMM per example against the
+        cotangent's shifted copies).
       input_shape: the canonical (channels-last) input ``(N, *S, C)``.
       kernel_shape: the canonical kernel ``(*K, I, O)``.
       output_shape: ``(N, *out, O)``.
@@ -166,6 +168,12 @@ def _row(eqn) -> ExplainRow:
                 row, op=row.op.replace("grads)", "grads, by tap GEMMs)"),
                 reason=f"{row.reason}; one GEMM per example and tap, every "
                        f"example at once")
+        if how == "cotangent":
+            return dataclasses.replace(
+                row, op=row.op.replace("grads)", "grads, by cotangent GEMMs)"),
+                reason=f"{row.reason}; one GEMM per example against the "
+                       f"cotangent's {plan.problem.taps} shifted copies, every "
+                       f"example at once (behind a finiteness guard)")
         return dataclasses.replace(
             row, op=row.op.replace("grads)", "grads, looped)"),
             reason=f"{row.reason}; the {a.shape[0]} examples one after another")

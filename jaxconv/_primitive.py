@@ -94,7 +94,9 @@ one fused loop over the positions (``algorithms/positions.py``), and dense
 layers of few positions and many channels, transposed ones included, and
 grouped layers of small patches, one GEMM per example and tap (or group)
 for every example at once (``algorithms/tapgemm.py``,
-``plan.per_example_patches``).
+``plan.per_example_patches``); dense stride-1 layers with few output
+channels, one GEMM per example against the cotangent's shifted copies
+(``plan.per_example_cotangent``), when the input is finite.
 
 Inside ``shard_map`` (manual mesh axes) and under Explicit mesh axes the
 convolution is traced inline instead of bound (the equation would have to
@@ -131,7 +133,9 @@ from ._canonical import canonical_plan, conv_canonical, planned_input, record_pl
 from ._taps import valid_out_size
 from .algorithms import dense, depthwise, positions, tapgemm
 from .algorithms._common import pad_spatial
+from .algorithms.guards import finite_or
 from .algorithms.plan import (
+    per_example_cotangent,
     per_example_loop,
     per_example_patches,
     per_example_positions,
@@ -207,7 +211,11 @@ def per_example_plan(x, w_shape, w_dtype, params):
     image per example where
     :func:`jaxconv.algorithms.plan.per_example_positions` says so;
     ``"patches"``, all at once as one GEMM per example and tap
-    (:func:`jaxconv.algorithms.plan.per_example_patches`), both for the
+    (:func:`jaxconv.algorithms.plan.per_example_patches`);
+    ``"cotangent"``, all at once as one GEMM per example against the
+    cotangent's shifted copies, for one image per example where
+    :func:`jaxconv.algorithms.plan.per_example_cotangent` says so (behind a
+    finiteness guard on the input), all three for the
     ``"auto"``, ``"taps"`` and ``"autotune"`` algorithms; ``"loop"``, one
     after another (:func:`jaxconv.algorithms.plan.per_example_loop`), or
     ``"vmap"``, side by side (a symbolic ``B``, under ``jax.export``, is
@@ -228,8 +236,19 @@ def per_example_plan(x, w_shape, w_dtype, params):
     if (ours and params["batch_group_count"] == 1 and per_example_patches(plan, prof)
             and (params["feature_group_count"] == 1 or undilated)):
         return plan, params, "patches"
+    if (ours and x.shape[1] == 1 and params["batch_group_count"] == 1
+            and params["feature_group_count"] == 1 and undilated
+            and per_example_cotangent(plan, prof)):
+        return plan, params, "cotangent"
+    return plan, params, _one_by_one(plan, b, prof)
+
+
+def _one_by_one(plan, b, prof) -> str:
+    """How the examples run when not all at once: ``"loop"`` (one after
+    another, :func:`jaxconv.algorithms.plan.per_example_loop`) or
+    ``"vmap"`` (side by side; a symbolic batch is vmapped)."""
     loop = isinstance(b, int) and per_example_loop(plan, b, prof)
-    return plan, params, "loop" if loop else "vmap"
+    return "loop" if loop else "vmap"
 
 
 def _bind(a, b, role, operand_shape, operand_dtype, params):
@@ -281,9 +300,32 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
                     x, ct = x[None], ct[None]
                 return _impl(x, ct, role="rhs_t", operand_shape=operand_shape,
                              operand_dtype=operand_dtype, **params)
-            if how == "loop":
-                return lax.map(lambda xc: one(*xc), (a, b))
-            return jax.vmap(one)(a, b)
+
+            def one_by_one(how):
+                if how == "loop":
+                    return lax.map(lambda xc: one(*xc), (a, b))
+                return jax.vmap(one)(a, b)
+
+            if how == "cotangent":
+                # One GEMM per example against the cotangent's shifted
+                # copies; the copies' zeros meet the input, so a non-finite
+                # input takes the examples' planned gradients instead.
+                record_plan(plan)
+                p = plan.problem
+                xa = planned_input(a, plan, padding=params["padding"],
+                                   lhs_dilation=params["lhs_dilation"],
+                                   batch_group_count=params["batch_group_count"])
+
+                def fast():
+                    return tapgemm.kernel_grads_by_cotangent(
+                        xa[:, None], b[:, None], p.kernel, p.pads, p.dilation,
+                        params["precision"], p.acc_dtype).astype(operand_dtype)
+
+                prof = params["profile"]
+                return finite_or(xa, fast,
+                                 lambda: one_by_one(_one_by_one(plan, a.shape[0], prof)),
+                                 branch_free=prof.branch_free)
+            return one_by_one(how)
         if role == "fwd":
             return conv_canonical(a, b, **params)
         conv_params = (lhs_t_conv_params(a, b, operand_shape, operand_dtype, params)

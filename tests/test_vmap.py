@@ -618,6 +618,86 @@ def test_per_example_kernel_gradients_by_tap_gemms(name, rng):
     assert not any("by tap GEMMs" in r.op for r in rows)
 
 
+COTANGENT_GEMMS = {
+    # input (one example), kernel, padding, rhs dilation
+    "1d-valid": ((40, 12), (5, 12, 1), "VALID", (1,)),
+    "1d-same-dilated": ((40, 16), (3, 16, 2), ((2, 2),), (2,)),
+    "2d-same": ((9, 7, 24), (3, 3, 24, 2), "SAME", (1, 1)),
+}
+
+
+@pytest.mark.parametrize("name", list(COTANGENT_GEMMS))
+def test_per_example_kernel_gradients_by_cotangent_gemms(name, rng):
+    # Layers with few outputs (T * O <= I): every example's kernel gradient
+    # is one GEMM against the cotangent's T shifted copies, all at once,
+    # behind a finiteness guard on the input: the copies' zeros meet input
+    # elements that a tap pairs with no output (VALID edges).
+    xs, ws, padding, dilation = COTANGENT_GEMMS[name]
+    nd = len(ws) - 2
+    dn = (("NWC", "WIO", "NWC"), NHWC)[nd - 1]
+    x = jnp.asarray(rng.standard_normal((4, 1, *xs)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(ws), jnp.float32)
+
+    def conv_of(conv):
+        return lambda x1, w: conv(x1, w, (1,) * nd, padding, rhs_dilation=dilation,
+                                  dimension_numbers=dn)
+
+    # a cotangent of its own per example, independent of the input (so that
+    # a non-finite input reaches the kernel gradient only through products)
+    y = jax.eval_shape(conv_of(lax.conv_general_dilated), x[0], w)
+    c = jnp.asarray(rng.standard_normal((4, *y.shape)), jnp.float32)
+
+    def per_example(conv, w, x):
+        def one(w, x1, c1):
+            return jnp.sum(conv_of(conv)(x1, w) * c1)
+        return jax.vmap(jax.grad(one), (None, 0, 0))(w, x, c)
+
+    ours = functools.partial(per_example, jl.conv_general_dilated)
+    theirs = functools.partial(per_example, lax.conv_general_dilated)
+    jax.clear_caches()
+    ops = [r.op for r in jaxconv.explain(ours, w, x)]
+    assert any("by cotangent GEMMs" in op for op in ops), ops
+    assert_close(jax.jit(ours)(w, x), theirs(w, x))
+    # non-finite inputs at an edge and inside one example: the guard runs
+    # the examples' planned gradients, exactly as with the form off
+    bad = x.at[(1, 0, *(0,) * nd, 2)].set(jnp.nan)
+    bad = bad.at[(2, 0, *(3,) * nd, 0)].set(jnp.inf)
+    got = np.asarray(jax.jit(ours)(w, bad))
+    jax.clear_caches()
+    with jaxconv.use_profile(jaxconv.get_profile("cpu").replace(
+            per_example_cotangent_ratio=0.0)):
+        assert not any("by cotangent GEMMs" in r.op
+                       for r in jaxconv.explain(ours, w, bad))
+        off = np.asarray(jax.jit(ours)(w, bad))
+    np.testing.assert_array_equal(got, off)
+    # (unguarded, the copies' zeros meet the edge NaN in every tap, where
+    # lax's products reach only the tap that pairs it with an output)
+    if padding == "VALID":
+        from jaxconv.algorithms import tapgemm
+
+        raw = np.asarray(tapgemm.kernel_grads_by_cotangent(
+            bad, c, ws[:-2], ((0, 0),) * nd, dilation, None, jnp.float32))
+        assert np.isnan(raw[1]).sum() > np.isnan(theirs(w, bad)[1]).sum()
+        assert_close(np.asarray(tapgemm.kernel_grads_by_cotangent(
+            x, c, ws[:-2], ((0, 0),) * nd, dilation, None, jnp.float32)),
+            theirs(w, x))
+    # more outputs than T * O <= I allows, and the gpu profile: not this form
+    wide = jnp.asarray(rng.standard_normal((*ws[:-1], ws[-2])), jnp.float32)
+
+    def per_example_sum(w, x):
+        def one(w, x1):
+            return jnp.sum(conv_of(jl.conv_general_dilated)(x1, w))
+        return jax.vmap(jax.grad(one), (None, 0))(w, x)
+
+    assert any("by cotangent GEMMs" in r.op
+               for r in jaxconv.explain(per_example_sum, w, x))
+    assert not any("by cotangent GEMMs" in r.op
+                   for r in jaxconv.explain(per_example_sum, wide, x))
+    with jaxconv.use_profile("gpu"):
+        assert not any("by cotangent GEMMs" in r.op
+                       for r in jaxconv.explain(ours, w, x))
+
+
 @pytest.mark.parametrize("algorithm", ["direct", "patches", "taps"])
 @pytest.mark.parametrize("groups", [1, 4])
 def test_per_example_gradients_of_requested_algorithms(algorithm, groups, rng):

@@ -868,6 +868,20 @@ def per_example_patches(one: Plan, prof: Profile) -> bool:
     return lhs_dilated or p.w_bytes >= prof.per_example_patches_min_bytes
 
 
+def per_example_cotangent(one: Plan, prof: Profile) -> bool:
+    """Whether per-example kernel gradients, each planned as ``one``, run as
+    one GEMM per example against the cotangent's shifted copies, every
+    example at once (``tapgemm.kernel_grads_by_cotangent``): dense
+    stride-1 kernels of several taps, one group, no lhs dilation, whose
+    ``T * O`` copies per position take at most
+    ``prof.per_example_cotangent_ratio`` times the input's ``I`` values.
+    """
+    p = one.problem
+    return (p.groups == 1 and p.taps > 1 and p.stride1 and p.nd >= 1
+            and all(d == 1 for d in p.lhs_dilation) and p.inexact
+            and p.taps * p.out_channels <= prof.per_example_cotangent_ratio * p.in_per_group)
+
+
 def _row_width(p: Problem, prof: Profile) -> int:
     """The kernel-gradient row scan's output columns per step (``rowscan.py``):
     one example's accumulators within ``prof.rowscan_carry_bytes``."""

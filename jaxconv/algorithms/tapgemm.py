@@ -19,6 +19,11 @@ taps) writes each example's ``(*K, I, O)`` kernel once, in its layout.
   real input element (a strided slice of the cotangent), so no inserted
   zero is multiplied; the taps are a batch axis of the GEMM.
 
+* Few output channels (``T * O`` at most ``I``): the cotangent's ``T``
+  shifted copies, side by side, are the patch side instead of the input's
+  (:func:`kernel_grads_by_cotangent`): one GEMM per example contracting the
+  padded input positions, ``(I, Q) @ (Q, T * O)``.
+
 Every product is one that lax forms (padding zeros times the cotangent
 included); an input element that a tap pairs with no output position (an
 output cropped away) is masked to zero there, so a NaN or Inf stays where
@@ -118,3 +123,46 @@ def kernel_grads(x, ct, kernel, stride, pads, lhs_dilation, dilation, precision,
                         (((2,), (2,)), ((0, 1), (0, 1))), **dims)
     return g.reshape(b, *kernel, i, o)
 
+
+
+def kernel_grads_by_cotangent(x, ct, kernel, pads, dilation, precision, acc_dtype):
+    """Every example's kernel gradient of a stride-1, single-group,
+    lhs-undilated convolution as one GEMM per example against the
+    cotangent's shifted copies.
+
+    ``g[t, i, o] = sum_p xp[p, i] c_t[p, o]`` over the padded input
+    positions ``p``, where ``c_t[p] = ct[p - t * d]`` (zero where that is no
+    output position): the cotangent padded by ``t * d`` before and
+    ``(K - 1 - t) * d`` after, on every axis.  The ``T`` copies take ``T *
+    O`` values per position where the input's patches take ``T * I``, so
+    the form pays off for few output channels (a vocoder's one-channel
+    output layer: 0.9 MB of copies against 29 MB of patches).
+
+    A copy's zeros meet input elements that the tap pairs with no output
+    (within ``(K - 1) * d`` of an unpadded edge): a NaN or Inf there would
+    reach that tap's gradient, where lax forms no such product, so callers
+    run this behind a finiteness guard on ``x``.
+
+    Args:
+      x: the input, ``(B, N, *S, I)`` (``N`` images per example), unpadded.
+      ct: the cotangent, ``(B, N, *P, O)``.
+      kernel, pads, dilation: the convolution's (canonical) geometry.
+
+    Returns:
+      ``(B, *kernel, I, O)`` in ``acc_dtype``.
+    """
+    b, n = x.shape[:2]
+    i, o = x.shape[-1], ct.shape[-1]
+    taps = math.prod(kernel)
+    xp = pad_spatial(x.reshape(b * n, *x.shape[2:]), pads)
+    cf = ct.reshape(b * n, *ct.shape[2:])
+    copies = [pad_spatial(cf, [(u * d, (k - 1 - u) * d)
+                               for u, k, d in zip(t, kernel, dilation)])
+              for t in tap_offsets(kernel)]
+    c = jnp.stack(copies, axis=-2)  # (B * N, *Sp, T, O)
+    q = n * math.prod(xp.shape[1:-1])
+    g = lax.dot_general(xp.reshape(b, q, i), c.reshape(b, q, taps * o),
+                        (((1,), (1,)), ((0,), (0,))), precision=precision,
+                        preferred_element_type=acc_dtype)  # (B, I, T * O)
+    g = jnp.swapaxes(g.reshape(b, i, taps, o), 1, 2)
+    return g.reshape(b, *kernel, i, o)
