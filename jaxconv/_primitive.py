@@ -322,9 +322,11 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
                         params["precision"], p.acc_dtype).astype(operand_dtype)
 
                 prof = params["profile"]
-                return finite_or(xa, fast,
-                                 lambda: one_by_one(_one_by_one(plan, a.shape[0], prof)),
-                                 branch_free=prof.branch_free)
+
+                def safe():
+                    return one_by_one(_one_by_one(plan, a.shape[0], prof))
+
+                return finite_or(xa, fast, safe, branch_free=prof.branch_free)
             return one_by_one(how)
         if role == "fwd":
             return conv_canonical(a, b, **params)

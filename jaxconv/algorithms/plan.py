@@ -877,9 +877,10 @@ def per_example_cotangent(one: Plan, prof: Profile) -> bool:
     ``prof.per_example_cotangent_ratio`` times the input's ``I`` values.
     """
     p = one.problem
-    return (p.groups == 1 and p.taps > 1 and p.stride1 and p.nd >= 1
+    copies = p.taps * p.out_channels
+    return (p.groups == 1 and p.taps > 1 and p.stride1
             and all(d == 1 for d in p.lhs_dilation) and p.inexact
-            and p.taps * p.out_channels <= prof.per_example_cotangent_ratio * p.in_per_group)
+            and copies <= prof.per_example_cotangent_ratio * p.in_per_group)
 
 
 def _row_width(p: Problem, prof: Profile) -> int:
