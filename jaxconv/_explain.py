@@ -157,26 +157,21 @@ def _row(eqn) -> ExplainRow:
         row = ExplainRow.of(plan, role)
         if how == "vmap":
             return row
-        if how == "positions":
-            return dataclasses.replace(
-                row, op=row.op.replace("grads)", "grads, by positions)"),
-                reason=f"{row.reason}; every example's products over its "
-                       f"{math.prod(plan.problem.out_spatial)} output positions "
-                       f"in one fused loop")
-        if how == "patches":
-            return dataclasses.replace(
-                row, op=row.op.replace("grads)", "grads, by tap GEMMs)"),
-                reason=f"{row.reason}; one GEMM per example and tap, every "
-                       f"example at once")
-        if how == "cotangent":
-            return dataclasses.replace(
-                row, op=row.op.replace("grads)", "grads, by cotangent GEMMs)"),
-                reason=f"{row.reason}; one GEMM per example against the "
-                       f"cotangent's {plan.problem.taps} shifted copies, every "
-                       f"example at once (behind a finiteness guard)")
-        return dataclasses.replace(
-            row, op=row.op.replace("grads)", "grads, looped)"),
-            reason=f"{row.reason}; the {a.shape[0]} examples one after another")
+        label, how_run = {
+            "positions": ("by positions",
+                          "every example's products over its "
+                          f"{math.prod(plan.problem.out_spatial)} output positions "
+                          "in one fused loop"),
+            "patches": ("by tap GEMMs",
+                        "one GEMM per example and tap, every example at once"),
+            "cotangent": ("by cotangent GEMMs",
+                          "one GEMM per example against the cotangent's "
+                          f"{plan.problem.taps} shifted copies, every example at "
+                          "once (behind a finiteness guard)"),
+            "loop": ("looped", f"the {a.shape[0]} examples one after another"),
+        }[how]
+        return dataclasses.replace(row, op=row.op.replace("grads)", f"grads, {label})"),
+                                   reason=f"{row.reason}; {how_run}")
     x, w = {"fwd": (a, b), "lhs_t": (operand, b), "rhs_t": (a, operand)}[role]
     return ExplainRow.of(canonical_plan(x, w, **params), role)
 

@@ -283,16 +283,17 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
             if unit:
                 a, b = a[:, 0], b[:, 0]
 
-            if how == "positions":
-                # One image per example, few output positions: every
-                # example's products in one fused loop.
+            if how in ("positions", "cotangent"):  # one image per example
                 record_plan(plan)
                 p = plan.problem
-                a = planned_input(a, plan, padding=params["padding"],
-                                  lhs_dilation=params["lhs_dilation"],
-                                  batch_group_count=params["batch_group_count"])
+                xa = planned_input(a, plan, padding=params["padding"],
+                                   lhs_dilation=params["lhs_dilation"],
+                                   batch_group_count=params["batch_group_count"])
+            if how == "positions":
+                # Few output positions: every example's products in one
+                # fused loop.
                 return positions.kernel_grads(
-                    pad_spatial(a, p.pads), b, p.kernel, p.stride, p.dilation,
+                    pad_spatial(xa, p.pads), b, p.kernel, p.stride, p.dilation,
                     p.groups, p.acc_dtype).astype(operand_dtype)
 
             def one(x, ct):
@@ -310,12 +311,6 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
                 # One GEMM per example against the cotangent's shifted
                 # copies; the copies' zeros meet the input, so a non-finite
                 # input takes the examples' planned gradients instead.
-                record_plan(plan)
-                p = plan.problem
-                xa = planned_input(a, plan, padding=params["padding"],
-                                   lhs_dilation=params["lhs_dilation"],
-                                   batch_group_count=params["batch_group_count"])
-
                 def fast():
                     return tapgemm.kernel_grads_by_cotangent(
                         xa[:, None], b[:, None], p.kernel, p.pads, p.dilation,
