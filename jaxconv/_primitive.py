@@ -133,8 +133,9 @@ from ._canonical import canonical_plan, conv_canonical, planned_input, record_pl
 from ._taps import valid_out_size
 from .algorithms import dense, depthwise, positions, tapgemm
 from .algorithms._common import pad_spatial
-from .algorithms.guards import finite_or
+from .algorithms.guards import finite_or, tap_hits
 from .algorithms.plan import (
+    kernel_grad_spreads,
     per_example_cotangent,
     per_example_loop,
     per_example_patches,
@@ -296,16 +297,24 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
                     pad_spatial(xa, p.pads), b, p.kernel, p.stride, p.dilation,
                     p.groups, p.acc_dtype).astype(operand_dtype)
 
-            def one(x, ct):
+            def one(x, ct, spread="guard"):
                 if unit:
                     x, ct = x[None], ct[None]
-                return _impl(x, ct, role="rhs_t", operand_shape=operand_shape,
-                             operand_dtype=operand_dtype, **params)
+                with jax.named_scope("jaxconv_conv_rhs_t"):
+                    return _kernel_grad(x, ct, operand_shape, operand_dtype, params,
+                                        spread)
 
             def one_by_one(how):
                 if how == "loop":
                     return lax.map(lambda xc: one(*xc), (a, b))
-                return jax.vmap(one)(a, b)
+                if not _border_guarded(plan):
+                    return jax.vmap(one)(a, b)
+                # Side by side, a conditional per example would run both
+                # branches: one border check for every example instead.
+                return finite_or(
+                    _border(a if unit else a.reshape(-1, *a.shape[2:]), plan, params),
+                    lambda: jax.vmap(lambda x, ct: one(x, ct, "plain"))(a, b),
+                    lambda: jax.vmap(lambda x, ct: one(x, ct, "poison"))(a, b))
 
             if how == "cotangent":
                 # One GEMM per example against the cotangent's shifted
@@ -333,17 +342,102 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
         # The forward convolutions below are differentiated, not returned.
         params = {**params, "reshaped": False}
         if role == "rhs_t":
-            gw = _direct_kernel_grad(a, b, operand_shape, operand_dtype, params)
-            if gw is not None:
-                return gw
+            return _kernel_grad(a, b, operand_shape, operand_dtype, params)
         zero = jnp.zeros(operand_shape, operand_dtype)
-        if role == "lhs_t":
-            w = b
-            _, vjp = jax.vjp(lambda x: conv_canonical(x, w, **params), zero)
-        else:
-            x = a
-            _, vjp = jax.vjp(lambda w: conv_canonical(x, w, **params), zero)
-        return vjp(a if role == "lhs_t" else b)[0]
+        w = b
+        _, vjp = jax.vjp(lambda x: conv_canonical(x, w, **params), zero)
+        chosen = canonical_plan(zero, w, **params)
+        if chosen.formulation == "s2d" and chosen.param("guard") is not None:
+            # The zero-padded taps of space-to-depth would meet a non-finite
+            # cotangent (its forward guard looks at the input only): the
+            # direct loop's transpose pairs real windows alone.
+            _, exact = jax.vjp(lambda x: conv_canonical(
+                x, w, **{**params, "algorithm": "direct"}), zero)
+            return finite_or(a, lambda: vjp(a)[0], lambda: exact(a)[0],
+                             branch_free=chosen.profile.branch_free)
+        return vjp(a)[0]
+
+
+def _kernel_grad(x, ct, w_shape, w_dtype, params, spread="guard"):
+    """Role ``rhs_t``: the plan's own kernel gradient
+    (:func:`_direct_kernel_grad`), else the transpose of the planned forward
+    (:func:`_autodiff_kernel_grad`; ``spread`` as there)."""
+    params = {**params, "reshaped": False}
+    gw = _direct_kernel_grad(x, ct, w_shape, w_dtype, params)
+    if gw is not None:
+        return gw
+    return _autodiff_kernel_grad(x, ct, w_shape, w_dtype, params, spread)
+
+
+def _autodiff_kernel_grad(x, ct, w_shape, w_dtype, params, spread="guard"):
+    """The kernel gradient as the transpose of the planned forward.
+
+    Where that transpose would let a non-finite input element reach taps
+    it never pairs with an output (``plan.kernel_grad_spreads``: the
+    shifted-sum forms contract every position with every tap's cotangent,
+    zero where the tap reads no output), only the border can do so (an
+    inner position is read by every tap).  ``spread="guard"``: when the
+    input's border is finite the plain transpose runs, else the poisoned
+    one: on the input with its non-finite elements zeroed, the entries
+    ``dw[t, i, :]`` whose tap ``t`` reads a non-finite element of channel
+    ``i`` then set to NaN (``guards.tap_hits``), non-finite exactly where
+    lax's gradient is.  Branch-free profiles and space-to-depth plans (whose
+    strided windows skip inner positions) always take the poisoned one;
+    ``"plain"`` / ``"poison"`` ask for one (the caller checked the border).
+    """
+    zero = jnp.zeros(w_shape, w_dtype)
+    chosen = canonical_plan(x, zero, **params)
+
+    def plain(x=x):
+        _, vjp = jax.vjp(lambda w: conv_canonical(x, w, **params), zero)
+        return vjp(ct)[0]
+
+    if spread == "plain" or not kernel_grad_spreads(chosen):
+        return plain()
+
+    def poisoned():
+        finite = jnp.isfinite(x)
+        gw = plain(jnp.where(finite, x, jnp.zeros((), x.dtype)))
+        p = chosen.problem
+        bad = planned_input((~finite).astype(x.dtype), chosen,
+                            padding=params["padding"],
+                            lhs_dilation=params["lhs_dilation"],
+                            batch_group_count=params["batch_group_count"])
+        hits = tap_hits(bad, p.kernel, p.pads, p.stride, p.dilation, p.out_spatial)
+        return jnp.where(hits[..., None], jnp.asarray(jnp.nan, gw.dtype), gw)
+
+    if spread == "poison" or not _border_guarded(chosen):
+        return poisoned()
+    return finite_or(_border(x, chosen, params), plain, poisoned)
+
+
+def _border_guarded(chosen) -> bool:
+    """Whether ``chosen``'s kernel gradient checks the input's border before
+    it takes the poisoned transpose (:func:`_autodiff_kernel_grad`)."""
+    return (kernel_grad_spreads(chosen) and not chosen.profile.branch_free
+            and chosen.formulation != "s2d")
+
+
+def _border(x, chosen, params):
+    """The elements of ``x (..., *S, C)`` that some tap of the stride-1
+    ``chosen`` never reads: per spatial axis the first ``(K-1)*d - lo`` and
+    the last ``(K-1)*d - hi`` positions (``lo``, ``hi``: the plan's padding
+    of the input as it reads it), as a tuple of slabs."""
+    p = chosen.problem
+    x = planned_input(x, chosen, padding=params["padding"],
+                      lhs_dilation=params["lhs_dilation"],
+                      batch_group_count=params["batch_group_count"])
+    first = x.ndim - 1 - p.nd
+    slabs = []
+    for a, (k, d, (lo, hi)) in enumerate(zip(p.kernel, p.dilation, p.pads)):
+        n = x.shape[first + a]
+        reach = (k - 1) * d
+        low, high = min(n, max(0, reach - lo)), min(n, max(0, reach - hi))
+        if low:
+            slabs.append(lax.slice_in_dim(x, 0, low, axis=first + a))
+        if high:
+            slabs.append(lax.slice_in_dim(x, n - high, n, axis=first + a))
+    return tuple(slabs)
 
 
 def _direct_kernel_grad(x, ct, w_shape, w_dtype, params):

@@ -16,7 +16,10 @@ use :func:`poison_windows` instead.
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 
@@ -57,3 +60,34 @@ def poison_windows(x, linear, out_dtype):
     clean = linear(jnp.where(finite, x, jnp.zeros((), x.dtype)), False)
     hits = linear((~finite).astype(out_dtype), True)
     return jnp.where(hits > 0.5, jnp.array(jnp.nan, clean.dtype), clean)
+
+
+def tap_hits(bad, kernel, pads, stride, dilation, out):
+    """Which ``(tap, input channel)`` pairs meet a flagged input element.
+
+    ``bad (N, *S, I)``: the input's flags (nonzero where flagged), before
+    the padding ``pads``; ``kernel``, ``stride``, ``dilation`` and the
+    output size ``out`` give the windows.  Returns ``(*K, I)`` booleans:
+    ``[t, i]`` is True when some image's flagged element of channel ``i``
+    is read by tap ``t`` for some output, i.e. exactly the kernel-gradient
+    entries ``dw[t, i, :]`` that a non-finite input makes non-finite in the
+    definition ``dw[t] = sum_q x[q*s + t*d] (outer) ct[q]``.  One small
+    pass per tap over the flags reduced over the batch (a scan over the
+    taps: kernels of any size).
+    """
+    nd = len(kernel)
+    flags = jnp.pad(jnp.any(bad != 0, axis=0), [*map(tuple, pads), (0, 0)])
+    extent = tuple((o - 1) * s + 1 for o, s in zip(out, stride))
+    offsets = jnp.asarray(np.array(list(np.ndindex(*kernel)), np.int32).reshape(-1, nd)
+                          * np.array(dilation, np.int32))
+    zero = jnp.zeros((), jnp.int32)
+
+    def one(_, off):
+        win = lax.dynamic_slice(flags, (*(off[a] for a in range(nd)), zero),
+                                (*extent, flags.shape[-1]))
+        win = win[(*(slice(None, None, s) for s in stride), slice(None))]
+        return None, jnp.any(win, axis=tuple(range(nd)))
+
+    if math.prod(out) == 0:
+        return jnp.zeros((*kernel, flags.shape[-1]), bool)
+    return lax.scan(one, None, offsets)[1].reshape(*kernel, flags.shape[-1])

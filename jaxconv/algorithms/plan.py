@@ -883,6 +883,37 @@ def per_example_cotangent(one: Plan, prof: Profile) -> bool:
             and copies <= prof.per_example_cotangent_ratio * p.in_per_group)
 
 
+# Formulations that run one GEMM over every input position against all taps
+# and then sum shifted slices of its product: their autodiff kernel gradient
+# contracts each input position with a cotangent that holds zeros for the
+# taps that never pair it (near the borders).
+SHIFTED_SUM_FORMS = ("alltaps", "wide", "shifted")
+
+
+def kernel_grad_spreads(chosen: Plan) -> bool:
+    """Whether ``chosen``'s autodiff kernel gradient lets a non-finite input
+    element reach taps it never pairs with an output.
+
+    The shifted-sum forms (:data:`SHIFTED_SUM_FORMS`) contract every input
+    position with every tap's cotangent, zero where the tap pairs that
+    position with no output; ``0 * NaN`` is NaN, so a NaN near the border
+    would spoil the gradient of taps lax's gradient leaves finite.  Their
+    patch-form (``kernel_tangent="im2col"``) and per-tap
+    (``"tap-gemms"``) kernel tangents pair only real windows, as does a
+    plan whose kernel gradient is computed directly (``kernel_grad``); a
+    space-to-depth plan spreads where its stride-1 inner plan does.  The
+    kernel gradient of such a plan runs on the input with its non-finite
+    elements zeroed and is then poisoned per tap
+    (``guards.tap_hits``, run by the ``jaxconv_conv`` primitive).
+    """
+    if chosen.formulation == "s2d":
+        return bool(chosen.inner) and kernel_grad_spreads(chosen.inner[0])
+    return (chosen.formulation in SHIFTED_SUM_FORMS and chosen.problem.groups == 1
+            and chosen.problem.inexact
+            and chosen.param("kernel_grad") is None
+            and chosen.param("kernel_tangent") not in ("im2col", "tap-gemms"))
+
+
 def _row_width(p: Problem, prof: Profile) -> int:
     """The kernel-gradient row scan's output columns per step (``rowscan.py``):
     one example's accumulators within ``prof.rowscan_carry_bytes``."""
