@@ -18,6 +18,7 @@ from jax import lax
 
 import jaxconv
 from jaxconv import lax as jl
+from jaxconv.algorithms.profile import CPU_FAMILIES
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 NWC = ("NWC", "WIO", "NWC")
@@ -233,3 +234,148 @@ def test_depthwise_border_matches_lax_for_every_nonfinite_tap(name):
             np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
             fin = np.isfinite(theirs)
             np.testing.assert_allclose(ours[fin], theirs[fin], rtol=1e-5, atol=1e-5)
+
+
+# Kernel (and input) gradients: lax's kernel gradient ``dw[t] = sum_q
+# x[q*s + t*d] (outer) ct[q]`` pairs each tap only with the input elements it
+# reads, so a NaN near the border spoils only those taps' entries.  The
+# shifted-sum forms ("alltaps", "wide", "shifted") contract every input
+# position with every tap's cotangent (zero where the tap reads nothing),
+# so their transposes need the border treatment of ``_primitive``; the
+# profile variants put each form, blocked and unblocked, on these problems.
+GRAD_CASES = {
+    "1d_valid": ((2, 24, 6), (5, 6, 3), (1,), "VALID", (1,)),
+    "1d_one_output_channel": ((2, 24, 8), (5, 8, 1), (1,), "VALID", (1,)),
+    "1d_same_dilated": ((2, 24, 6), (3, 6, 3), (1,), "SAME", (3,)),
+    "1d_causal": ((2, 24, 6), (4, 6, 3), (1,), [(3, 0)], (1,)),
+    "1d_cropped": ((1, 24, 6), (3, 6, 3), (1,), [(-2, 1)], (1,)),
+    "1d_k4_s2": ((1, 33, 8), (4, 8, 8), (2,), [(1, 2)], (1,)),  # space-to-depth
+    "1d_k3_s2": ((1, 33, 8), (3, 8, 8), (2,), "VALID", (1,)),  # zero-padded taps
+    "2d_same": ((2, 9, 8, 4), (3, 3, 4, 3), (1, 1), "SAME", (1, 1)),
+    "2d_valid_5x5": ((1, 12, 12, 16), (5, 5, 16, 8), (1, 1), "VALID", (1, 1)),
+    "2d_dilated": ((1, 12, 12, 4), (3, 3, 4, 3), (1, 1), "SAME", (2, 2)),
+    "3d_same": ((1, 5, 6, 5, 4), (3, 3, 3, 4, 3), (1, 1, 1), "SAME", (1, 1, 1)),
+}
+GRAD_PROFILES = {
+    "cpu": {},
+    "avx512": dict(CPU_FAMILIES["avx512"]),
+    "wide": dict(alltaps_max_bytes=0),
+    "shifted-blocks": dict(alltaps_max_bytes=0, wide_2d_max_i=0, block_min_bytes=1,
+                           block_max_bytes=600, block_io_fraction=0,
+                           im2col_unblocked_max_bytes=0),
+    "shifted-2d": dict(shifted_2d_min_i=1, alltaps_max_bytes=0, block_min_bytes=1,
+                       block_max_bytes=600, block_io_fraction=0),
+    "alltaps-blocks": dict(alltaps_max_bytes=0, wide_2d_max_i=0, alltaps_max_i=64,
+                           block_min_bytes=1, block_max_bytes=2000,
+                           block_io_fraction=0, im2col_unblocked_max_bytes=0),
+    "gpu": "gpu",  # branch-free: no conditional, the poisoned transpose
+}
+DNS = {1: NWC, 2: NHWC, 3: ("NDHWC", "DHWIO", "NDHWC")}
+
+
+def _grad_profile(variant):
+    fields = GRAD_PROFILES[variant]
+    if isinstance(fields, str):
+        return jaxconv.get_profile(fields)
+    return jaxconv.get_profile("cpu").replace(**fields)
+
+
+def _grad_fns(name, profile):
+    xs, ws, s, p, rd = GRAD_CASES[name]
+    kw = dict(rhs_dilation=rd, dimension_numbers=DNS[len(xs) - 2])
+
+    def fns(mod):
+        def f(x, w):
+            return mod.conv_general_dilated(x, w, s, p, **kw)
+
+        def grads(x, w, ct):
+            return jax.vjp(f, x, w)[1](ct)
+
+        def per_example(x, w, ct):  # vmap(grad) over the examples
+            return jax.vmap(lambda x, ct: jax.vjp(lambda w: f(x[None], w), w)[1](
+                ct[None])[0])(x, ct)
+
+        return f, jax.jit(grads), jax.jit(per_example)
+
+    with jaxconv.use_profile(profile):
+        ours = fns(jl)
+        forms = {r.formulation for r in jaxconv.explain(
+            lambda x, w, ct: ours[1](x, w, ct), *_grad_args(name)) if r.plan}
+    return ours, fns(lax), forms
+
+
+def _grad_args(name):
+    xs, ws = GRAD_CASES[name][:2]
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    y = jax.eval_shape(lambda x, w: lax.conv_general_dilated(
+        x, w, *GRAD_CASES[name][2:4], rhs_dilation=GRAD_CASES[name][4],
+        dimension_numbers=DNS[len(xs) - 2]), x, w)
+    return x, w, rng.standard_normal(y.shape).astype(np.float32)
+
+
+def _mismatch(ours, theirs):
+    ours, theirs = np.isfinite(np.asarray(ours)), np.isfinite(np.asarray(theirs))
+    return int((ours != theirs).sum())
+
+
+def _gradient_mismatches(name, profile, extra_nonfinite=()):
+    """Every placement whose gradients' finiteness differs from lax's."""
+    (_, grads, per_example), (_, lax_grads, lax_per_example), _ = _grad_fns(
+        name, profile)
+    x, w, ct = _grad_args(name)
+    found = []
+    corners = [(0,) * x.ndim, tuple(n - 1 for n in x.shape),
+               (x.shape[0] - 1, *(1 for _ in x.shape[1:-2]), 0, x.shape[-1] - 1),
+               tuple(n // 2 for n in x.shape)]
+    with jaxconv.use_profile(profile):
+        for pos in corners:
+            for bad in BAD:
+                xb = x.copy()
+                xb[pos] = bad
+                (gx, gw), (lgx, lgw) = grads(xb, w, ct), lax_grads(xb, w, ct)
+                if _mismatch(gw, lgw):
+                    found.append(f"{bad} in input at {pos}: kernel gradient")
+                if _mismatch(per_example(xb, w, ct), lax_per_example(xb, w, ct)):
+                    found.append(f"{bad} in input at {pos}: per-example gradients")
+        for pos in [(0,) * ct.ndim, tuple(n - 1 for n in ct.shape)]:
+            cb = ct.copy()
+            cb[pos] = np.nan
+            (gx, gw), (lgx, lgw) = grads(x, w, cb), lax_grads(x, w, cb)
+            if _mismatch(gx, lgx):
+                found.append(f"NaN in cotangent at {pos}: input gradient")
+            if _mismatch(gw, lgw):
+                found.append(f"NaN in cotangent at {pos}: kernel gradient")
+    return found
+
+
+@pytest.mark.parametrize("variant", list(GRAD_PROFILES))
+@pytest.mark.parametrize("name", list(GRAD_CASES))
+def test_nonfinite_gradients_stay_local(name, variant):
+    """Kernel, per-example kernel and input gradients are non-finite exactly
+    where lax's are, for NaN/Inf in the input at the corners and the centre
+    and for NaN in the cotangent, under every formulation."""
+    assert _gradient_mismatches(name, _grad_profile(variant)) == []
+
+
+def test_gradient_locality_cases_reach_the_shifted_sum_forms(monkeypatch):
+    """The cases above exercise each shifted-sum form, and without the border
+    treatment their kernel gradients would spread (so the test can fail)."""
+    from jaxconv import _primitive
+
+    reached = set()
+    for variant in GRAD_PROFILES:
+        profile = _grad_profile(variant)
+        for name in GRAD_CASES:
+            reached |= {f.split("/")[-1] for f in _grad_fns(name, profile)[2]}
+    assert {"alltaps", "wide", "shifted", "s2d"} <= reached, reached
+
+    monkeypatch.setattr(_primitive, "kernel_grad_spreads", lambda plan: False)
+    jax.clear_caches()
+    try:
+        found = _gradient_mismatches("1d_one_output_channel", jaxconv.get_profile("cpu"))
+    finally:
+        jax.clear_caches()
+    assert any("kernel gradient" in f for f in found), found
+    assert any("per-example" in f for f in found), found
