@@ -374,7 +374,8 @@ def test_gradient_locality_cases_reach_the_shifted_sum_forms(monkeypatch):
     monkeypatch.setattr(_primitive, "kernel_grad_spreads", lambda plan: False)
     jax.clear_caches()
     try:
-        found = _gradient_mismatches("1d_one_output_channel", jaxconv.get_profile("cpu"))
+        found = _gradient_mismatches("1d_one_output_channel",
+                                     jaxconv.get_profile("cpu"))
     finally:
         jax.clear_caches()
     assert any("kernel gradient" in f for f in found), found
