@@ -44,6 +44,9 @@ except ``lhs_t`` of a stride-1 problem, which is itself a convolution (of
 one, and ``rhs_t`` of a dense stride-1 problem whose plan says
 ``kernel_grad="tap-scan"`` (1-D over a batch, larger 2-D and 3-D layers):
 one 2-D GEMM per tap, computed directly (:func:`_direct_kernel_grad`).
+A kernel gradient whose transpose would let a non-finite input element at
+the border reach taps that never read it (the shifted-sum forms) checks
+the border first (:func:`_autodiff_kernel_grad`).
 Transposes (``<a, f(b)> = <f^T(a), b>``): ``fwd``: lhs -> ``lhs_t(ct, w)``,
 rhs -> ``rhs_t(x, ct)``; ``lhs_t(ct, w)`` with cotangent ``g`` (x-shaped): ct
 -> ``fwd(g, w)``, w -> ``rhs_t(g, ct)``; ``rhs_t(x, ct)`` with ``g``
