@@ -395,6 +395,42 @@ def test_per_example_kernel_gradients_loop_or_side_by_side(name, changes, loop, 
     assert_close(got, want)
 
 
+@pytest.mark.parametrize("budget,folded", [(1 << 20, False), (4000, True)])
+def test_depthwise_per_example_row_scans_past_the_carry_budget_fold(budget, folded,
+                                                                    rng):
+    """A depthwise kernel gradient planned as a row scan keeps one example's
+    accumulators within ``rowscan_carry_bytes``; vmapped side by side every
+    example adds its own, so past the budget the examples fold into the
+    channels (one kernel gradient of B x C channels, its row width planned
+    for all of them) instead.  Both equal lax's per-example gradients."""
+    (case,) = [c for c in CASES if c.name == "depthwise"]
+    x, w = _args(case, (0, None), rng)
+
+    def per_example(w, x, f=case.fn):
+        return jax.vmap(jax.grad(lambda w, x1: jnp.sum(jnp.sin(f(x1, w)))),
+                        (None, 0))(w, x)
+
+    # one example's carry: 6 columns x 9 taps x 8 channels x 8 bytes = 3456
+    profile = jaxconv.get_profile("cpu").replace(
+        kernel_grad_positions_max=0, rowscan_carry_bytes=budget)
+    with jaxconv.use_profile(profile):
+        got = jax.jit(per_example)(w, x)
+        roles = [e.params["role"] for e in _equations(
+            jax.make_jaxpr(per_example)(w, x).jaxpr)]
+        rows = jaxconv.explain(per_example, w, x)
+    (row,) = [r for r in rows if "kernel grad" in r.op]
+    assert row.plan.param("kernel_grad") == "rowscan"
+    if folded:
+        assert "rhs_t_each" not in roles
+        assert row.op == "depthwise conv (kernel grad)"
+        assert row.plan.problem.groups == B * 4  # the examples join the channels
+    else:
+        assert "rhs_t_each" in roles and row.op.endswith("(per-example kernel grads)")
+    want = jax.vmap(jax.grad(lambda w, x1: jnp.sum(jnp.sin(case.ref(x1, w)))),
+                    (None, 0))(w, x)
+    assert_close(got, want)
+
+
 def test_vmap_is_one_folded_convolution(rng):
     # Equinox style: an unbatched (C, H, W) example, vmapped over a batch of 8.
     x = jnp.asarray(rng.standard_normal((8, 8, 12, 12)), jnp.float32)
