@@ -380,3 +380,34 @@ def test_gradient_locality_cases_reach_the_shifted_sum_forms(monkeypatch):
         jax.clear_caches()
     assert any("kernel gradient" in f for f in found), found
     assert any("per-example" in f for f in found), found
+
+
+@pytest.mark.parametrize("kernel,pads,stride,dilation", [
+    ((5,), ((0, 0),), (1,), (1,)),
+    ((3,), ((2, 1),), (2,), (3,)),
+    ((3, 4), ((1, 1), (0, 3)), (1, 2), (2, 1)),
+    ((2, 2, 3), ((1, 0), (0, 0), (2, 2)), (1, 1, 2), (1, 2, 1)),
+])
+def test_tap_hits_match_the_definition(kernel, pads, stride, dilation):
+    """``guards.tap_hits``: tap ``t`` and channel ``i`` are hit exactly when
+    some image's flagged element of channel ``i`` sits at ``q*s + t*d`` (in
+    padded coordinates) for some output ``q``."""
+    from jaxconv.algorithms.guards import tap_hits
+
+    rng = np.random.default_rng(5)
+    spatial = (9, 8, 7)[:len(kernel)]
+    bad = np.zeros((2, *spatial, 3), bool)
+    for _ in range(3):  # a few flagged elements: some taps hit, not all
+        bad[tuple(int(rng.integers(n)) for n in bad.shape)] = True
+    padded = [n + lo + hi for n, (lo, hi) in zip(spatial, pads)]
+    out = [(p - d * (k - 1) - 1) // s + 1
+           for p, k, s, d in zip(padded, kernel, stride, dilation)]
+    want = np.zeros((*kernel, 3), bool)
+    for n, *pos, c in np.argwhere(bad):
+        for tap in np.ndindex(*kernel):
+            q = [(p + lo - t * d) for p, (lo, _), t, d in zip(pos, pads, tap, dilation)]
+            if all(v % s == 0 and 0 <= v // s < o for v, s, o in zip(q, stride, out)):
+                want[(*tap, c)] = True
+    got = tap_hits(bad.astype(np.float32), kernel, pads, stride, dilation, out)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    assert want.any() and not want.all()
