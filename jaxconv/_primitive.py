@@ -366,14 +366,16 @@ def _kernel_grad(x, ct, w_shape, w_dtype, params, spread="guard"):
     (:func:`_direct_kernel_grad`), else the transpose of the planned forward
     (:func:`_autodiff_kernel_grad`; ``spread`` as there)."""
     params = {**params, "reshaped": False}
-    gw = _direct_kernel_grad(x, ct, w_shape, w_dtype, params)
+    chosen = canonical_plan(x, jax.ShapeDtypeStruct(w_shape, w_dtype), **params)
+    gw = _direct_kernel_grad(x, ct, chosen, w_dtype, params)
     if gw is not None:
         return gw
-    return _autodiff_kernel_grad(x, ct, w_shape, w_dtype, params, spread)
+    return _autodiff_kernel_grad(x, ct, chosen, w_shape, w_dtype, params, spread)
 
 
-def _autodiff_kernel_grad(x, ct, w_shape, w_dtype, params, spread="guard"):
-    """The kernel gradient as the transpose of the planned forward.
+def _autodiff_kernel_grad(x, ct, chosen, w_shape, w_dtype, params, spread="guard"):
+    """The kernel gradient as the transpose of the planned forward
+    (``chosen``: the plan of that forward).
 
     Where that transpose would let a non-finite input element reach taps
     it never pairs with an output (``plan.kernel_grad_spreads``: the
@@ -389,7 +391,6 @@ def _autodiff_kernel_grad(x, ct, w_shape, w_dtype, params, spread="guard"):
     ``"plain"`` / ``"poison"`` ask for one (the caller checked the border).
     """
     zero = jnp.zeros(w_shape, w_dtype)
-    chosen = canonical_plan(x, zero, **params)
 
     def plain(x=x):
         _, vjp = jax.vjp(lambda w: conv_canonical(x, w, **params), zero)
@@ -443,8 +444,9 @@ def _border(x, chosen, params):
     return tuple(slabs)
 
 
-def _direct_kernel_grad(x, ct, w_shape, w_dtype, params):
-    """The kernel gradient of a plan that computes it itself, else None.
+def _direct_kernel_grad(x, ct, chosen, w_dtype, params):
+    """The kernel gradient of ``chosen`` where the plan computes it itself,
+    else None.
 
     Plans with ``kernel_grad="tap-scan"`` (dense stride-1 convs: 1-D over a
     batch, 2-D and 3-D with enough positions and channels) run
@@ -455,7 +457,6 @@ def _direct_kernel_grad(x, ct, w_shape, w_dtype, params):
     per example) run :func:`~jaxconv.algorithms.positions.kernel_grad`:
     one fused loop over the output positions.
     """
-    chosen = canonical_plan(x, jax.ShapeDtypeStruct(w_shape, w_dtype), **params)
     if chosen.param("kernel_grad") not in ("tap-scan", "positions"):
         return None
     record_plan(chosen)
