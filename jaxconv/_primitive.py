@@ -99,7 +99,7 @@ grouped layers of small patches, one GEMM per example and tap (or group)
 for every example at once (``algorithms/tapgemm.py``,
 ``plan.per_example_patches``); dense stride-1 layers with few output
 channels, one GEMM per example against the cotangent's shifted copies
-(``plan.per_example_cotangent``), when the input is finite.
+(``plan.per_example_cotangent``), when the input's border is finite.
 
 Inside ``shard_map`` (manual mesh axes) and under Explicit mesh axes the
 convolution is traced inline instead of bound (the equation would have to
@@ -219,7 +219,7 @@ def per_example_plan(x, w_shape, w_dtype, params):
     ``"cotangent"``, all at once as one GEMM per example against the
     cotangent's shifted copies, for one image per example where
     :func:`jaxconv.algorithms.plan.per_example_cotangent` says so (behind a
-    finiteness guard on the input), all three for the
+    finiteness guard on the input's border), all three for the
     ``"auto"``, ``"taps"`` and ``"autotune"`` algorithms; ``"loop"``, one
     after another (:func:`jaxconv.algorithms.plan.per_example_loop`), or
     ``"vmap"``, side by side (a symbolic ``B``, under ``jax.export``, is
@@ -321,8 +321,10 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
 
             if how == "cotangent":
                 # One GEMM per example against the cotangent's shifted
-                # copies; the copies' zeros meet the input, so a non-finite
-                # input takes the examples' planned gradients instead.
+                # copies; the copies' zeros meet the input's border (the
+                # positions some tap never reads, as in the shifted-sum
+                # forms), so a non-finite border takes the examples' planned
+                # gradients instead.
                 def fast():
                     return tapgemm.kernel_grads_by_cotangent(
                         xa[:, None], b[:, None], p.kernel, p.pads, p.dilation,
@@ -333,7 +335,8 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
                 def safe():
                     return one_by_one(_one_by_one(plan, a.shape[0], prof))
 
-                return finite_or(xa, fast, safe, branch_free=prof.branch_free)
+                return finite_or(_border(a, plan, params), fast, safe,
+                                 branch_free=prof.branch_free)
             return one_by_one(how)
         if role == "fwd":
             return conv_canonical(a, b, **params)

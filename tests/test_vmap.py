@@ -666,7 +666,7 @@ COTANGENT_GEMMS = {
 def test_per_example_kernel_gradients_by_cotangent_gemms(name, rng):
     # Layers with few outputs (T * O <= I): every example's kernel gradient
     # is one GEMM against the cotangent's T shifted copies, all at once,
-    # behind a finiteness guard on the input: the copies' zeros meet input
+    # behind a finiteness guard on the input's border: the copies' zeros meet input
     # elements that a tap pairs with no output (VALID edges).
     xs, ws, padding, dilation = COTANGENT_GEMMS[name]
     nd = len(ws) - 2

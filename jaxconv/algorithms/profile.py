@@ -348,7 +348,7 @@ class Profile:
         dilation) run as one GEMM per example against the cotangent's ``T``
         shifted copies, every example at once
         (``tapgemm.kernel_grads_by_cotangent``), behind a finiteness guard
-        on the input, instead of one example's planned gradient after
+        on the input's border, instead of one example's planned gradient after
         another.  On a 2-core Intel Xeon, HiFi-GAN's ``conv_post`` (4096 x
         32 -> 1, 7 taps) at batch 8: per-example gradients 4.61-5.02 ->
         2.60-2.71 ms in three A/B runs (0.28-0.31 -> 0.52-0.55 of the

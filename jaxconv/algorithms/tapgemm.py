@@ -141,7 +141,7 @@ def kernel_grads_by_cotangent(x, ct, kernel, pads, dilation, precision, acc_dtyp
     A copy's zeros meet input elements that the tap pairs with no output
     (within ``(K - 1) * d`` of an unpadded edge): a NaN or Inf there would
     reach that tap's gradient, where lax forms no such product, so callers
-    run this behind a finiteness guard on ``x``.
+    run this behind a finiteness guard on that border of ``x``.
 
     Args:
       x: the input, ``(B, N, *S, I)`` (``N`` images per example), unpadded.
