@@ -134,7 +134,7 @@ from jax.interpreters import ad, batching, mlir, xla
 
 from ._canonical import canonical_plan, conv_canonical, planned_input, record_plan
 from ._taps import valid_out_size
-from .algorithms import dense, depthwise, positions, tapgemm
+from .algorithms import dense, depthwise, positions, rowscan, tapgemm
 from .algorithms._common import pad_spatial
 from .algorithms.guards import finite_or, tap_hits
 from .algorithms.plan import (
@@ -769,8 +769,8 @@ def _side_by_side_carry_outgrows(x_shape, x_dtype, w_shape, w_dtype, params,
         return False
     p = plan.problem
     width = plan.param("row_width") or p.out_spatial[1]
-    carry = (width * p.taps * p.in_per_group * math.prod(p.out_spatial[2:])
-             * p.out_channels * p.acc_itemsize)
+    carry = width * rowscan.column_bytes(p.out_spatial, p.taps, p.in_per_group,
+                                         p.out_channels, p.acc_itemsize)
     return examples * carry > prof.rowscan_carry_bytes
 
 

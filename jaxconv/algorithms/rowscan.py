@@ -28,6 +28,12 @@ from .._taps import tap_offsets, tap_slice
 from ._common import batch_mesh_axes, flat_taps, out_spatial
 
 
+def column_bytes(out, taps, in_per_group, out_channels, itemsize):
+    """One example's accumulator bytes per output column of a scan step:
+    one ``(*out[2:], O)`` column per tap and input channel."""
+    return taps * in_per_group * math.prod(out[2:]) * out_channels * itemsize
+
+
 def row_width(out, taps, in_per_group, out_channels, itemsize, budget):
     """The output columns one scan step computes: the widest divisor of
     ``out[1]`` whose ``T * I`` accumulators (one example) fit ``budget`` bytes.
@@ -38,7 +44,7 @@ def row_width(out, taps, in_per_group, out_channels, itemsize, budget):
     not fit.
     """
     cols = out[1]
-    per_col = taps * in_per_group * math.prod(out[2:]) * out_channels * itemsize
+    per_col = column_bytes(out, taps, in_per_group, out_channels, itemsize)
     fits = (c for c in range(cols, 0, -1) if cols % c == 0 and c * per_col <= budget)
     return next(fits, 1)
 
