@@ -240,8 +240,11 @@ def per_example_plan(x, w_shape, w_dtype, params):
     if (ours and params["batch_group_count"] == 1 and per_example_patches(plan, prof)
             and (params["feature_group_count"] == 1 or undilated)):
         return plan, params, "patches"
+    # (Or one whose problem carries the lhs dilation: the copies are then
+    # strided slices of the cotangent at the undilated input's positions.)
+    carried = tuple(params["lhs_dilation"]) == plan.problem.lhs_dilation
     if (ours and x.shape[1] == 1 and params["batch_group_count"] == 1
-            and params["feature_group_count"] == 1 and undilated
+            and params["feature_group_count"] == 1 and (undilated or carried)
             and per_example_cotangent(plan, prof)):
         return plan, params, "cotangent"
     return plan, params, _one_by_one(plan, b, prof)
@@ -328,7 +331,8 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
                 def fast():
                     return tapgemm.kernel_grads_by_cotangent(
                         xa[:, None], b[:, None], p.kernel, p.pads, p.dilation,
-                        params["precision"], p.acc_dtype).astype(operand_dtype)
+                        params["precision"], p.acc_dtype,
+                        p.lhs_dilation).astype(operand_dtype)
 
                 prof = params["profile"]
 
@@ -410,7 +414,8 @@ def _autodiff_kernel_grad(x, ct, chosen, w_shape, w_dtype, params, spread="guard
                             padding=params["padding"],
                             lhs_dilation=params["lhs_dilation"],
                             batch_group_count=params["batch_group_count"])
-        hits = tap_hits(bad, p.kernel, p.pads, p.stride, p.dilation, p.out_spatial)
+        hits = tap_hits(bad, p.kernel, p.pads, p.stride, p.dilation, p.out_spatial,
+                        p.lhs_dilation)
         return jnp.where(hits[..., None], jnp.asarray(jnp.nan, gw.dtype), gw)
 
     if spread == "poison" or not _border_guarded(chosen):
@@ -429,17 +434,22 @@ def _border(x, chosen, params):
     """The elements of ``x (..., *S, C)`` that some tap of the stride-1
     ``chosen`` never reads: per spatial axis the first ``(K-1)*d - lo`` and
     the last ``(K-1)*d - hi`` positions (``lo``, ``hi``: the plan's padding
-    of the input as it reads it), as a tuple of slabs."""
+    of the input as it reads it; divided by the lhs dilation, rounded up,
+    where the problem carries one), as a tuple of slabs."""
     p = chosen.problem
     x = planned_input(x, chosen, padding=params["padding"],
                       lhs_dilation=params["lhs_dilation"],
                       batch_group_count=params["batch_group_count"])
     first = x.ndim - 1 - p.nd
     slabs = []
-    for a, (k, d, (lo, hi)) in enumerate(zip(p.kernel, p.dilation, p.pads)):
+    for a, (k, d, (lo, hi), s) in enumerate(zip(p.kernel, p.dilation, p.pads,
+                                                p.lhs_dilation)):
         n = x.shape[first + a]
         reach = (k - 1) * d
-        low, high = min(n, max(0, reach - lo)), min(n, max(0, reach - hi))
+        # In a problem that carries an lhs dilation ``s``, element ``q`` sits
+        # at position ``lo + q * s``: the first ``ceil((reach - lo) / s)``.
+        low = min(n, -(-max(0, reach - lo) // s))
+        high = min(n, -(-max(0, reach - hi) // s))
         if low:
             slabs.append(lax.slice_in_dim(x, 0, low, axis=first + a))
         if high:
@@ -716,7 +726,9 @@ def _per_example_by_vmap(x_shape, x_dtype, w_shape, w_dtype, params,
     ``profile.per_example_positions_max`` output positions (sums of
     products over the positions: :func:`per_example_plan`), and a
     transposed dense kernel or a grouped one whose per-example gradient is
-    one GEMM per tap or group (``plan.per_example_patches``).  Narrower 1x1
+    one GEMM per tap or group (``plan.per_example_patches``), or, for a
+    transposed kernel, one GEMM per example against the cotangent's strided
+    slices (``plan.per_example_cotangent``).  Narrower 1x1
     kernels, other transposed and grouped problems fold (their folded forms
     were faster), and so do depthwise problems whose row scan, run side by
     side, would hold more accumulators than the profile's
@@ -731,7 +743,7 @@ def _per_example_by_vmap(x_shape, x_dtype, w_shape, w_dtype, params,
         # transposed or grouped (not depthwise)
         return per_example_plan(
             jax.ShapeDtypeStruct((1, *x_shape), x_dtype), w_shape, w_dtype,
-            params)[2] == "patches"
+            params)[2] in ("patches", "cotangent")
     taps = int(np.prod(kernel))
     prof = params["profile"]
     out = fwd_shape(x_shape, w_shape, **params)[1:-1]

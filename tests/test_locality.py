@@ -255,6 +255,11 @@ GRAD_CASES = {
     "2d_valid_5x5": ((1, 12, 12, 16), (5, 5, 16, 8), (1, 1), "VALID", (1, 1)),
     "2d_dilated": ((1, 12, 12, 4), (3, 3, 4, 3), (1, 1), "SAME", (2, 2)),
     "3d_same": ((1, 5, 6, 5, 4), (3, 3, 3, 4, 3), (1, 1, 1), "SAME", (1, 1, 1)),
+    # transposed (lhs dilation, last): polyphase plans whose phases are one
+    # GEMM against all their taps, shifted sums of its product
+    "1d_transposed": ((2, 24, 16), (8, 16, 4), (1,), [(2, 5)], (1,), (4,)),
+    "2d_transposed": ((1, 6, 5, 8), (4, 2, 8, 4), (1, 1), [(2, 2), (0, 1)], (1, 1),
+                      (2, 2)),
 }
 GRAD_PROFILES = {
     "cpu": {},
@@ -284,8 +289,10 @@ def _grad_fns(mod, name):
     """Jitted ``(x, w, ct) -> (input grad, kernel grad)`` and per-example
     kernel gradients (``vmap`` of ``grad`` over the examples) of ``mod``'s
     ``conv_general_dilated`` on case ``name``."""
-    xs, ws, s, p, rd = GRAD_CASES[name]
+    xs, ws, s, p, rd, *ld = GRAD_CASES[name]
     kw = dict(rhs_dilation=rd, dimension_numbers=DNS[len(xs) - 2])
+    if ld:
+        kw["lhs_dilation"] = ld[0]
 
     def f(x, w):
         return mod.conv_general_dilated(x, w, s, p, **kw)
@@ -314,8 +321,8 @@ def _grad_args(name):
     x = rng.standard_normal(xs).astype(np.float32)
     w = rng.standard_normal(ws).astype(np.float32)
     y = jax.eval_shape(lambda x, w: lax.conv_general_dilated(
-        x, w, *GRAD_CASES[name][2:4], rhs_dilation=GRAD_CASES[name][4],
-        dimension_numbers=DNS[len(xs) - 2]), x, w)
+        x, w, *GRAD_CASES[name][2:4], *GRAD_CASES[name][5:],
+        rhs_dilation=GRAD_CASES[name][4], dimension_numbers=DNS[len(xs) - 2]), x, w)
     return x, w, rng.standard_normal(y.shape).astype(np.float32)
 
 
@@ -373,29 +380,33 @@ def test_gradient_locality_cases_reach_the_shifted_sum_forms(monkeypatch):
         profile = _grad_profile(variant)
         for name in GRAD_CASES:
             reached |= {f.split("/")[-1] for f in _reached_forms(name, profile)}
-    assert {"alltaps", "wide", "shifted", "s2d"} <= reached, reached
+    assert {"alltaps", "wide", "shifted", "s2d", "polyphase"} <= reached, reached
 
     monkeypatch.setattr(_primitive, "kernel_grad_spreads", lambda plan: False)
     jax.clear_caches()
     try:
         found = _gradient_mismatches("1d_one_output_channel",
                                      jaxconv.get_profile("cpu"))
+        transposed = _gradient_mismatches("1d_transposed", jaxconv.get_profile("cpu"))
     finally:
         jax.clear_caches()
     assert any("kernel gradient" in f for f in found), found
     assert any("per-example" in f for f in found), found
+    assert any("kernel gradient" in f for f in transposed), transposed
 
 
-@pytest.mark.parametrize("kernel,pads,stride,dilation", [
-    ((5,), ((0, 0),), (1,), (1,)),
-    ((3,), ((2, 1),), (2,), (3,)),
-    ((3, 4), ((1, 1), (0, 3)), (1, 2), (2, 1)),
-    ((2, 2, 3), ((1, 0), (0, 0), (2, 2)), (1, 1, 2), (1, 2, 1)),
+@pytest.mark.parametrize("kernel,pads,stride,dilation,lhs", [
+    ((5,), ((0, 0),), (1,), (1,), (1,)),
+    ((3,), ((2, 1),), (2,), (3,), (1,)),
+    ((3, 4), ((1, 1), (0, 3)), (1, 2), (2, 1), (1, 1)),
+    ((2, 2, 3), ((1, 0), (0, 0), (2, 2)), (1, 1, 2), (1, 2, 1), (1, 1, 1)),
+    ((3,), ((1, 1),), (2,), (1,), (2,)),  # lhs-dilated
+    ((4, 2), ((2, -1), (0, 1)), (1, 1), (1, 2), (2, 3)),
 ])
-def test_tap_hits_match_the_definition(kernel, pads, stride, dilation):
+def test_tap_hits_match_the_definition(kernel, pads, stride, dilation, lhs):
     """``guards.tap_hits``: tap ``t`` and channel ``i`` are hit exactly when
     some image's flagged element of channel ``i`` sits at ``q*s + t*d`` (in
-    padded coordinates) for some output ``q``."""
+    lhs-dilated, padded coordinates) for some output ``q``."""
     from jaxconv.algorithms.guards import tap_hits
 
     rng = np.random.default_rng(5)
@@ -403,15 +414,16 @@ def test_tap_hits_match_the_definition(kernel, pads, stride, dilation):
     bad = np.zeros((2, *spatial, 3), bool)
     for _ in range(3):  # a few flagged elements: some taps hit, not all
         bad[tuple(int(rng.integers(n)) for n in bad.shape)] = True
-    padded = [n + lo + hi for n, (lo, hi) in zip(spatial, pads)]
+    padded = [(n - 1) * sl + 1 + lo + hi for n, (lo, hi), sl in zip(spatial, pads, lhs)]
     out = [(p - d * (k - 1) - 1) // s + 1
            for p, k, s, d in zip(padded, kernel, stride, dilation)]
     want = np.zeros((*kernel, 3), bool)
     for n, *pos, c in np.argwhere(bad):
         for tap in np.ndindex(*kernel):
-            q = [(p + lo - t * d) for p, (lo, _), t, d in zip(pos, pads, tap, dilation)]
+            q = [(p * sl + lo - t * d)
+                 for p, (lo, _), t, d, sl in zip(pos, pads, tap, dilation, lhs)]
             if all(v % s == 0 and 0 <= v // s < o for v, s, o in zip(q, stride, out)):
                 want[(*tap, c)] = True
-    got = tap_hits(bad.astype(np.float32), kernel, pads, stride, dilation, out)
+    got = tap_hits(bad.astype(np.float32), kernel, pads, stride, dilation, out, lhs)
     np.testing.assert_array_equal(np.asarray(got), want)
     assert want.any() and not want.all()

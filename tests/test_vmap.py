@@ -655,10 +655,15 @@ def test_per_example_kernel_gradients_by_tap_gemms(name, rng):
 
 
 COTANGENT_GEMMS = {
-    # input (one example), kernel, padding, rhs dilation
+    # input (one example), kernel, padding, rhs dilation[, lhs dilation]
     "1d-valid": ((40, 12), (5, 12, 1), "VALID", (1,)),
     "1d-same-dilated": ((40, 16), (3, 16, 2), ((2, 2),), (2,)),
     "2d-same": ((9, 7, 24), (3, 3, 24, 2), "SAME", (1, 1)),
+    # transposed (T * O <= I * s): the copies are strided slices of the
+    # cotangent at the undilated input's positions
+    "1d-transposed": ((24, 16), (8, 16, 4), ((2, 5),), (1,), (4,)),
+    "2d-transposed-valid": ((6, 5, 16), (3, 3, 16, 4), ((0, 0), (0, 0)), (1, 1),
+                            (2, 2)),
 }
 
 
@@ -668,15 +673,16 @@ def test_per_example_kernel_gradients_by_cotangent_gemms(name, rng):
     # is one GEMM against the cotangent's T shifted copies, all at once,
     # behind a finiteness guard on the input's border: the copies' zeros meet input
     # elements that a tap pairs with no output (VALID edges).
-    xs, ws, padding, dilation = COTANGENT_GEMMS[name]
+    xs, ws, padding, dilation, *lhs = COTANGENT_GEMMS[name]
     nd = len(ws) - 2
+    lhs_dilation = tuple(lhs[0]) if lhs else (1,) * nd
     dn = (("NWC", "WIO", "NWC"), NHWC)[nd - 1]
     x = jnp.asarray(rng.standard_normal((4, 1, *xs)), jnp.float32)
     w = jnp.asarray(rng.standard_normal(ws), jnp.float32)
 
     def conv_of(conv):
-        return lambda x1, w: conv(x1, w, (1,) * nd, padding, rhs_dilation=dilation,
-                                  dimension_numbers=dn)
+        return lambda x1, w: conv(x1, w, (1,) * nd, padding, lhs_dilation=lhs_dilation,
+                                  rhs_dilation=dilation, dimension_numbers=dn)
 
     # a cotangent of its own per example, independent of the input (so that
     # a non-finite input reaches the kernel gradient only through products)
@@ -705,18 +711,27 @@ def test_per_example_kernel_gradients_by_cotangent_gemms(name, rng):
         assert not any("by cotangent GEMMs" in r.op
                        for r in jaxconv.explain(ours, w, bad))
         off = np.asarray(jax.jit(ours)(w, bad))
-    np.testing.assert_array_equal(got, off)
+    if not lhs:
+        np.testing.assert_array_equal(got, off)
+    else:
+        # transposed, the form off folds the examples into feature groups;
+        # on, the guard runs each example's (polyphase) gradient, whose
+        # poisoned transpose marks NaN where lax's gradient is not finite
+        bad_lax = ~np.isfinite(np.asarray(theirs(w, bad)))
+        np.testing.assert_array_equal(~np.isfinite(got), bad_lax)
+        np.testing.assert_allclose(got[~bad_lax], off[~bad_lax], rtol=1e-5, atol=1e-5)
     # (unguarded, the copies' zeros meet the edge NaN in every tap, where
     # lax's products reach only the tap that pairs it with an output)
-    if padding == "VALID":
+    if padding in ("VALID", ((0, 0),) * nd):
         from jaxconv.algorithms import tapgemm
 
         raw = np.asarray(tapgemm.kernel_grads_by_cotangent(
-            bad, c, ws[:-2], ((0, 0),) * nd, dilation, None, jnp.float32))
+            bad, c, ws[:-2], ((0, 0),) * nd, dilation, None, jnp.float32,
+            lhs_dilation))
         assert np.isnan(raw[1]).sum() > np.isnan(theirs(w, bad)[1]).sum()
         assert_close(np.asarray(tapgemm.kernel_grads_by_cotangent(
-            x, c, ws[:-2], ((0, 0),) * nd, dilation, None, jnp.float32)),
-            theirs(w, x))
+            x, c, ws[:-2], ((0, 0),) * nd, dilation, None, jnp.float32,
+            lhs_dilation)), theirs(w, x))
     # more outputs than T * O <= I allows, and the gpu profile: not this form
     wide = jnp.asarray(rng.standard_normal((*ws[:-1], ws[-2])), jnp.float32)
 
@@ -732,6 +747,58 @@ def test_per_example_kernel_gradients_by_cotangent_gemms(name, rng):
     with jaxconv.use_profile("gpu"):
         assert not any("by cotangent GEMMs" in r.op
                        for r in jaxconv.explain(ours, w, x))
+
+
+@pytest.mark.parametrize("padding", [((0, 0),), ((2, 5),), ((7, 7),), ((9, -3),),
+                                     ((1, 2), (3, 0))])
+@pytest.mark.parametrize("lhs", [1, 2, 3])
+def test_border_is_the_elements_some_tap_never_pairs(padding, lhs):
+    # The guard of the cotangent GEMMs (and of the shifted-sum forms' kernel
+    # gradients) reads the input elements that some tap pairs with no output
+    # position: checked against that definition, for plans that carry an
+    # lhs dilation (transposed) and plans that don't.
+    from jaxconv._canonical import canonical_plan, planned_input
+    from jaxconv._primitive import _border
+
+    nd = len(padding)
+    sp, kernel, dil = (9, 7)[:nd], (4, 3)[:nd], (2, 1)[:nd]
+    x = jnp.zeros((1, *sp, 1), jnp.float32)
+    w = jnp.zeros((*kernel, 1, 1), jnp.float32)
+    params = dict(stride=(1,) * nd, padding=padding, lhs_dilation=(lhs,) * nd,
+                  rhs_dilation=dil, feature_group_count=1, batch_group_count=1)
+    plan = canonical_plan(x, w, **params)
+    # element q sits at lo + q * s of the dilated, padded input; tap u at
+    # output j reads j + u * d: q is unpaired by u when lo + q*s - u*d is no
+    # output position
+    dn = NHWC if nd == 2 else ("NWC", "WIO", "NWC")
+    out = jax.eval_shape(lambda x, w: lax.conv_general_dilated(
+        x, w, (1,) * nd, padding, (lhs,) * nd, dil, dimension_numbers=dn),
+        x, w).shape[1:-1]
+    want = np.zeros(sp, bool)
+    for q in np.ndindex(*sp):
+        for u in np.ndindex(*kernel):
+            pos = [lo + qa * lhs - ua * d
+                   for (lo, _), qa, ua, d in zip(padding, q, u, dil)]
+            if any(not 0 <= p_ < o for p_, o in zip(pos, out)):
+                want[q] = True
+    # mark the slabs _border returns on an index array
+    idx = jnp.arange(np.prod(sp), dtype=jnp.float32).reshape(1, *sp, 1) + 1
+    got = np.zeros(np.prod(sp) + 1, bool)
+    for slab in _border(idx, plan, params):
+        got[np.asarray(slab).astype(int).ravel()] = True
+    carried = (plan.problem.lhs_dilation == (lhs,) * nd
+               and plan.problem.pads == tuple(padding))
+    if carried:
+        np.testing.assert_array_equal(got[1:].reshape(sp), want)
+    else:
+        # materialised (dilated, padded or cropped): the slabs are of that
+        # input; a cropped element is no part of it and reaches nothing
+        present = np.zeros(np.prod(sp) + 1, bool)
+        present[np.asarray(planned_input(
+            idx, plan, padding=padding, lhs_dilation=(lhs,) * nd,
+            batch_group_count=1)).astype(int).ravel()] = True
+        np.testing.assert_array_equal(got[1:].reshape(sp),
+                                      want & present[1:].reshape(sp))
 
 
 @pytest.mark.parametrize("algorithm", ["direct", "patches", "taps"])

@@ -62,12 +62,13 @@ def poison_windows(x, linear, out_dtype):
     return jnp.where(hits > 0.5, jnp.array(jnp.nan, clean.dtype), clean)
 
 
-def tap_hits(bad, kernel, pads, stride, dilation, out):
+def tap_hits(bad, kernel, pads, stride, dilation, out, lhs_dilation=None):
     """Which ``(tap, input channel)`` pairs meet a flagged input element.
 
     ``bad (N, *S, I)``: the input's flags (nonzero where flagged), before
-    the padding ``pads``; ``kernel``, ``stride``, ``dilation`` and the
-    output size ``out`` give the windows.  Returns ``(*K, I)`` booleans:
+    the lhs dilation ``lhs_dilation`` (default none) and the padding
+    ``pads``; ``kernel``, ``stride``, ``dilation`` and the output size
+    ``out`` give the windows.  Returns ``(*K, I)`` booleans:
     ``[t, i]`` is True when some image's flagged element of channel ``i``
     is read by tap ``t`` for some output, i.e. exactly the kernel-gradient
     entries ``dw[t, i, :]`` that a non-finite input makes non-finite in the
@@ -76,7 +77,10 @@ def tap_hits(bad, kernel, pads, stride, dilation, out):
     taps: kernels of any size).
     """
     nd = len(kernel)
-    flags = jnp.pad(jnp.any(bad != 0, axis=0), [*map(tuple, pads), (0, 0)])
+    lhs_dilation = lhs_dilation or (1,) * nd
+    flags = lax.pad(jnp.any(bad != 0, axis=0).astype(jnp.uint8), jnp.uint8(0),
+                    [*((lo, hi, s - 1) for (lo, hi), s in zip(pads, lhs_dilation)),
+                     (0, 0, 0)]).astype(bool)
     extent = tuple((o - 1) * s + 1 for o, s in zip(out, stride))
     offsets = jnp.asarray(np.array(list(np.ndindex(*kernel)), np.int32).reshape(-1, nd)
                           * np.array(dilation, np.int32))

@@ -878,9 +878,9 @@ def per_example_cotangent(one: Plan, prof: Profile) -> bool:
     """
     p = one.problem
     copies = p.taps * p.out_channels
-    return (p.groups == 1 and p.taps > 1 and p.stride1
-            and all(d == 1 for d in p.lhs_dilation) and p.inexact
-            and copies <= prof.per_example_cotangent_ratio * p.in_per_group)
+    return (p.groups == 1 and p.taps > 1 and p.stride1 and p.inexact
+            and copies <= prof.per_example_cotangent_ratio * p.in_per_group
+            * math.prod(p.lhs_dilation))
 
 
 # Formulations that run one GEMM over every input position against all taps
@@ -901,13 +901,19 @@ def kernel_grad_spreads(chosen: Plan) -> bool:
     patch-form (``kernel_tangent="im2col"``) and per-tap
     (``"tap-gemms"``) kernel tangents pair only real windows, as does a
     plan whose kernel gradient is computed directly (``kernel_grad``); a
-    space-to-depth plan spreads where its stride-1 inner plan does.  The
+    space-to-depth plan spreads where its stride-1 inner plan does, and a
+    transposed (polyphase) plan where one of its phases is one GEMM against
+    all the phase's taps (the ``"gemm"`` phase form).  The
     kernel gradient of such a plan runs on the input with its non-finite
     elements zeroed and is then poisoned per tap
     (``guards.tap_hits``, run by the ``jaxconv_conv`` primitive).
     """
     if chosen.formulation == "s2d":
         return bool(chosen.inner) and kernel_grad_spreads(chosen.inner[0])
+    if chosen.formulation == "polyphase":
+        # A "gemm" phase multiplies every real input by all the phase's taps
+        # and sums shifted slices of the product (a shifted-sum form).
+        return "gemm" in chosen.param("phase_forms", ()) and chosen.problem.inexact
     return (chosen.formulation in SHIFTED_SUM_FORMS and chosen.problem.groups == 1
             and chosen.problem.inexact
             and chosen.param("kernel_grad") is None

@@ -62,7 +62,6 @@ def kernel_grads(x, ct, kernel, stride, pads, lhs_dilation, dilation, precision,
     b, n = x.shape[:2]
     o = ct.shape[-1]
     i = x.shape[-1] // groups
-    nd = len(kernel)
     taps = math.prod(kernel)
     dims = dict(precision=precision, preferred_element_type=acc_dtype)
     if all(s == 1 for s in lhs_dilation):
@@ -89,29 +88,9 @@ def kernel_grads(x, ct, kernel, stride, pads, lhs_dilation, dilation, precision,
     if any(s != 1 for s in stride):
         raise ValueError(f"stride={tuple(stride)}: an lhs-dilated convolution here "
                          "must have stride 1")
-    # Output position p = lo + q * s - t * d pairs tap t with input element q.
     sp = x.shape[2:-1]
-    out = ct.shape[2:-1]
-    lo = [p[0] for p in pads]
-    first = [a - (k - 1) * d for a, k, d in zip(lo, kernel, dilation)]
-    last = [a + (m - 1) * s for a, m, s in zip(lo, sp, lhs_dilation)]
-    ext = [(max(0, -f), max(0, e - (p - 1))) for f, e, p in zip(first, last, out)]
-    cp = pad_spatial(ct.reshape(b * n, *ct.shape[2:]), ext)
-    rows, masks = [], []
-    for t in tap_offsets(kernel):
-        start = [a - u * d + e for a, u, d, (e, _) in zip(lo, t, dilation, ext)]
-        limit = [st + (m - 1) * s + 1 for st, m, s in zip(start, sp, lhs_dilation)]
-        rows.append(lax.slice(cp, [0, *start, 0], [b * n, *limit, o],
-                              [1, *lhs_dilation, 1]))
-        # The input elements this tap pairs with an output that exists.
-        valid = np.ones(sp, bool)
-        for axis in range(nd):
-            idx = lo[axis] + np.arange(sp[axis]) * lhs_dilation[axis]
-            idx = idx - t[axis] * dilation[axis]
-            shape = [1] * nd
-            shape[axis] = sp[axis]
-            valid = valid & ((idx >= 0) & (idx < out[axis])).reshape(shape)
-        masks.append(valid)
+    rows, masks = _dilated_cotangent_rows(ct.reshape(b * n, *ct.shape[2:]), sp, kernel,
+                                          pads, lhs_dilation, dilation)
     q = n * math.prod(sp)
     c = jnp.stack(rows, axis=1).reshape(b, n, taps, -1, o)
     c = jnp.moveaxis(c, 2, 1).reshape(b, taps, q, o)
@@ -124,11 +103,44 @@ def kernel_grads(x, ct, kernel, stride, pads, lhs_dilation, dilation, precision,
     return g.reshape(b, *kernel, i, o)
 
 
+def _dilated_cotangent_rows(ct, sp, kernel, pads, lhs_dilation, dilation):
+    """Every tap's cotangent rows of an lhs-dilated, stride-1 convolution.
 
-def kernel_grads_by_cotangent(x, ct, kernel, pads, dilation, precision, acc_dtype):
-    """Every example's kernel gradient of a stride-1, single-group,
-    lhs-undilated convolution as one GEMM per example against the
-    cotangent's shifted copies.
+    Output position ``p = lo + q * s - t * d`` pairs tap ``t`` with input
+    element ``q`` (``s``: the lhs dilation): for each tap the strided slice
+    of ``ct (M, *P, O)`` at those positions, zero where no output exists,
+    shaped like the undilated input ``(M, *sp, O)``; and the boolean mask
+    ``sp`` of the input elements that tap pairs with an output.
+    """
+    nd = len(kernel)
+    out = ct.shape[1:-1]
+    lo = [p[0] for p in pads]
+    first = [a - (k - 1) * d for a, k, d in zip(lo, kernel, dilation)]
+    last = [a + (m - 1) * s for a, m, s in zip(lo, sp, lhs_dilation)]
+    ext = [(max(0, -f), max(0, e - (p - 1))) for f, e, p in zip(first, last, out)]
+    cp = pad_spatial(ct, ext)
+    rows, masks = [], []
+    for t in tap_offsets(kernel):
+        start = [a - u * d + e for a, u, d, (e, _) in zip(lo, t, dilation, ext)]
+        limit = [st + (m - 1) * s + 1 for st, m, s in zip(start, sp, lhs_dilation)]
+        rows.append(lax.slice(cp, [0, *start, 0], [ct.shape[0], *limit, ct.shape[-1]],
+                              [1, *lhs_dilation, 1]))
+        valid = np.ones(sp, bool)
+        for axis in range(nd):
+            idx = lo[axis] + np.arange(sp[axis]) * lhs_dilation[axis]
+            idx = idx - t[axis] * dilation[axis]
+            shape = [1] * nd
+            shape[axis] = sp[axis]
+            valid = valid & ((idx >= 0) & (idx < out[axis])).reshape(shape)
+        masks.append(valid)
+    return rows, masks
+
+
+def kernel_grads_by_cotangent(x, ct, kernel, pads, dilation, precision, acc_dtype,
+                              lhs_dilation=None):
+    """Every example's kernel gradient of a stride-1, single-group
+    convolution as one GEMM per example against the cotangent's shifted
+    copies.
 
     ``g[t, i, o] = sum_p xp[p, i] c_t[p, o]`` over the padded input
     positions ``p``, where ``c_t[p] = ct[p - t * d]`` (zero where that is no
@@ -138,15 +150,27 @@ def kernel_grads_by_cotangent(x, ct, kernel, pads, dilation, precision, acc_dtyp
     the form pays off for few output channels (a vocoder's one-channel
     output layer: 0.9 MB of copies against 29 MB of patches).
 
+    lhs-dilated (transposed) convolutions contract the *undilated* input's
+    positions ``q`` instead: ``c_t[q]`` is the cotangent at the output
+    ``lo + q * s - t * d`` that tap ``t`` pairs with input element ``q``
+    (a strided slice of the cotangent, as in :func:`kernel_grads`), so no
+    inserted zero is multiplied and the GEMM is ``(I, Q) @ (Q, T * O)``,
+    one per example, where :func:`kernel_grads` runs one per example and
+    tap.
+
     A copy's zeros meet input elements that the tap pairs with no output
-    (within ``(K - 1) * d`` of an unpadded edge): a NaN or Inf there would
-    reach that tap's gradient, where lax forms no such product, so callers
-    run this behind a finiteness guard on that border of ``x``.
+    (within ``(K - 1) * d`` of an unpadded edge, in dilated positions): a
+    NaN or Inf there would reach that tap's gradient, where lax forms no
+    such product, so callers run this behind a finiteness guard on that
+    border of ``x``.
 
     Args:
-      x: the input, ``(B, N, *S, I)`` (``N`` images per example), unpadded.
+      x: the input, ``(B, N, *S, I)`` (``N`` images per example), neither
+        padded nor lhs-dilated.
       ct: the cotangent, ``(B, N, *P, O)``.
-      kernel, pads, dilation: the convolution's (canonical) geometry.
+      kernel, pads, dilation: the convolution's (canonical) geometry;
+        ``pads`` apply to the lhs-dilated input.
+      lhs_dilation: the input's dilation (default none).
 
     Returns:
       ``(B, *kernel, I, O)`` in ``acc_dtype``.
@@ -154,11 +178,16 @@ def kernel_grads_by_cotangent(x, ct, kernel, pads, dilation, precision, acc_dtyp
     b, n = x.shape[:2]
     i, o = x.shape[-1], ct.shape[-1]
     taps = math.prod(kernel)
-    xp = pad_spatial(x.reshape(b * n, *x.shape[2:]), pads)
     cf = ct.reshape(b * n, *ct.shape[2:])
-    copies = [pad_spatial(cf, [(u * d, (k - 1 - u) * d)
-                               for u, k, d in zip(t, kernel, dilation)])
-              for t in tap_offsets(kernel)]
+    if lhs_dilation is not None and any(s != 1 for s in lhs_dilation):
+        xp = x.reshape(b * n, *x.shape[2:])
+        copies, _ = _dilated_cotangent_rows(cf, x.shape[2:-1], kernel, pads,
+                                            lhs_dilation, dilation)
+    else:
+        xp = pad_spatial(x.reshape(b * n, *x.shape[2:]), pads)
+        copies = [pad_spatial(cf, [(u * d, (k - 1 - u) * d)
+                                   for u, k, d in zip(t, kernel, dilation)])
+                  for t in tap_offsets(kernel)]
     c = jnp.stack(copies, axis=-2)  # (B * N, *Sp, T, O)
     q = n * math.prod(xp.shape[1:-1])
     g = lax.dot_general(xp.reshape(b, q, i), c.reshape(b, q, taps * o),
