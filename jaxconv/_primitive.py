@@ -134,7 +134,7 @@ from jax.interpreters import ad, batching, mlir, xla
 
 from ._canonical import canonical_plan, conv_canonical, planned_input, record_plan
 from ._taps import valid_out_size
-from .algorithms import dense, depthwise, positions, rowscan, tapgemm
+from .algorithms import dense, depthwise, polyphase, positions, rowscan, tapgemm
 from .algorithms._common import pad_spatial
 from .algorithms.guards import finite_or, tap_hits
 from .algorithms.plan import (
@@ -468,9 +468,12 @@ def _direct_kernel_grad(x, ct, chosen, w_dtype, params):
     tangent is a patch GEMM per row block or a sum of shifted products.
     Depthwise plans with ``kernel_grad="positions"`` (few output positions
     per example) run :func:`~jaxconv.algorithms.positions.kernel_grad`:
-    one fused loop over the output positions.
+    one fused loop over the output positions.  Transposed (polyphase)
+    plans with ``kernel_grad="cotangent"`` run
+    :func:`~jaxconv.algorithms.polyphase.kernel_grad`: one GEMM against
+    the cotangent's strided slices, every tap at once.
     """
-    if chosen.param("kernel_grad") not in ("tap-scan", "positions"):
+    if chosen.param("kernel_grad") not in ("tap-scan", "positions", "cotangent"):
         return None
     record_plan(chosen)
     x = planned_input(x, chosen, padding=params["padding"],
@@ -481,6 +484,8 @@ def _direct_kernel_grad(x, ct, chosen, w_dtype, params):
         gw = positions.kernel_grad(
             pad_spatial(x, p.pads), ct, p.kernel, p.stride, p.dilation, p.groups,
             p.acc_dtype, chosen.profile.kernel_grad_position_terms)
+    elif chosen.param("kernel_grad") == "cotangent":
+        gw = polyphase.kernel_grad(x, ct, chosen.problem, params["precision"])
     else:
         gw = dense.kernel_grad_tap_scan(x, ct, chosen, params["precision"])
     return gw.astype(w_dtype)

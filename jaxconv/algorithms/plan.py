@@ -567,6 +567,11 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
                  // max(1, math.prod(p.lhs_dilation)))
         if "im2col|gemm" in forms:
             params["guard"] = _guard("finite weights", prof)
+        if "gemm" in forms and p.inexact and _has_border(p):
+            # The transpose of a "gemm" phase meets border elements with
+            # taps that never read them: every tap at once against the
+            # cotangent's strided slices instead, the border tap by tap.
+            params["kernel_grad"] = "cotangent"
         temp = 2 * p.out_bytes
     if name in (*dense.BLOCKED, "taps") and _tap_scan_kernel_grad(p, prof):
         params["kernel_grad"] = "tap-scan"
@@ -903,7 +908,9 @@ def kernel_grad_spreads(chosen: Plan) -> bool:
     plan whose kernel gradient is computed directly (``kernel_grad``); a
     space-to-depth plan spreads where its stride-1 inner plan does, and a
     transposed (polyphase) plan where one of its phases is one GEMM against
-    all the phase's taps (the ``"gemm"`` phase form).  The
+    all the phase's taps (the ``"gemm"`` phase form) unless the plan
+    computes its kernel gradient itself (``kernel_grad="cotangent"``, which
+    pairs real windows only).  The
     kernel gradient of such a plan runs on the input with its non-finite
     elements zeroed and is then poisoned per tap
     (``guards.tap_hits``, run by the ``jaxconv_conv`` primitive).
@@ -912,12 +919,21 @@ def kernel_grad_spreads(chosen: Plan) -> bool:
         return bool(chosen.inner) and kernel_grad_spreads(chosen.inner[0])
     if chosen.formulation == "polyphase":
         # A "gemm" phase multiplies every real input by all the phase's taps
-        # and sums shifted slices of the product (a shifted-sum form).
-        return "gemm" in chosen.param("phase_forms", ()) and chosen.problem.inexact
+        # and sums shifted slices of the product (a shifted-sum form); the
+        # plan's own kernel gradient ("cotangent") pairs real windows only.
+        return ("gemm" in chosen.param("phase_forms", ()) and chosen.problem.inexact
+                and _has_border(chosen.problem) and chosen.param("kernel_grad") is None)
     return (chosen.formulation in SHIFTED_SUM_FORMS and chosen.problem.groups == 1
             and chosen.problem.inexact
             and chosen.param("kernel_grad") is None
             and chosen.param("kernel_tangent") not in ("im2col", "tap-gemms"))
+
+
+def _has_border(p: Problem) -> bool:
+    """Whether some tap of ``p`` leaves an input element unpaired with any
+    output: within ``(K-1)*d`` of an edge, less the padding on that side."""
+    return any((k - 1) * d > min(lo, hi)
+               for k, d, (lo, hi) in zip(p.kernel, p.dilation, p.pads))
 
 
 def _row_width(p: Problem, prof: Profile) -> int:

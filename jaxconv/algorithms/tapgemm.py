@@ -89,7 +89,7 @@ def kernel_grads(x, ct, kernel, stride, pads, lhs_dilation, dilation, precision,
         raise ValueError(f"stride={tuple(stride)}: an lhs-dilated convolution here "
                          "must have stride 1")
     sp = x.shape[2:-1]
-    rows, masks = _dilated_cotangent_rows(ct.reshape(b * n, *ct.shape[2:]), sp, kernel,
+    rows, masks = dilated_cotangent_rows(ct.reshape(b * n, *ct.shape[2:]), sp, kernel,
                                           pads, lhs_dilation, dilation)
     q = n * math.prod(sp)
     c = jnp.stack(rows, axis=1).reshape(b, n, taps, -1, o)
@@ -103,7 +103,7 @@ def kernel_grads(x, ct, kernel, stride, pads, lhs_dilation, dilation, precision,
     return g.reshape(b, *kernel, i, o)
 
 
-def _dilated_cotangent_rows(ct, sp, kernel, pads, lhs_dilation, dilation):
+def dilated_cotangent_rows(ct, sp, kernel, pads, lhs_dilation, dilation):
     """Every tap's cotangent rows of an lhs-dilated, stride-1 convolution.
 
     Output position ``p = lo + q * s - t * d`` pairs tap ``t`` with input
@@ -181,7 +181,7 @@ def kernel_grads_by_cotangent(x, ct, kernel, pads, dilation, precision, acc_dtyp
     cf = ct.reshape(b * n, *ct.shape[2:])
     if lhs_dilation is not None and any(s != 1 for s in lhs_dilation):
         xp = x.reshape(b * n, *x.shape[2:])
-        copies, _ = _dilated_cotangent_rows(cf, x.shape[2:-1], kernel, pads,
+        copies, _ = dilated_cotangent_rows(cf, x.shape[2:-1], kernel, pads,
                                             lhs_dilation, dilation)
     else:
         xp = pad_spatial(x.reshape(b * n, *x.shape[2:]), pads)
