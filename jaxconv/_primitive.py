@@ -98,8 +98,9 @@ layers of few positions and many channels, transposed ones included, and
 grouped layers of small patches, one GEMM per example and tap (or group)
 for every example at once (``algorithms/tapgemm.py``,
 ``plan.per_example_patches``); dense stride-1 layers with few output
-channels, one GEMM per example against the cotangent's shifted copies
-(``plan.per_example_cotangent``), when the input's border is finite.
+channels (transposed ones included), one GEMM per example against the
+cotangent's shifted copies, the input's border tap by tap
+(``plan.per_example_cotangent``).
 
 Inside ``shard_map`` (manual mesh axes) and under Explicit mesh axes the
 convolution is traced inline instead of bound (the equation would have to
@@ -218,8 +219,8 @@ def per_example_plan(x, w_shape, w_dtype, params):
     (:func:`jaxconv.algorithms.plan.per_example_patches`);
     ``"cotangent"``, all at once as one GEMM per example against the
     cotangent's shifted copies, for one image per example where
-    :func:`jaxconv.algorithms.plan.per_example_cotangent` says so (behind a
-    finiteness guard on the input's border), all three for the
+    :func:`jaxconv.algorithms.plan.per_example_cotangent` says so, all
+    three for the
     ``"auto"``, ``"taps"`` and ``"autotune"`` algorithms; ``"loop"``, one
     after another (:func:`jaxconv.algorithms.plan.per_example_loop`), or
     ``"vmap"``, side by side (a symbolic ``B``, under ``jax.export``, is
@@ -324,23 +325,12 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
 
             if how == "cotangent":
                 # One GEMM per example against the cotangent's shifted
-                # copies; the copies' zeros meet the input's border (the
-                # positions some tap never reads, as in the shifted-sum
-                # forms), so a non-finite border takes the examples' planned
-                # gradients instead.
-                def fast():
-                    return tapgemm.kernel_grads_by_cotangent(
-                        xa[:, None], b[:, None], p.kernel, p.pads, p.dilation,
-                        params["precision"], p.acc_dtype,
-                        p.lhs_dilation).astype(operand_dtype)
-
-                prof = params["profile"]
-
-                def safe():
-                    return one_by_one(_one_by_one(plan, a.shape[0], prof))
-
-                return finite_or(_border(a, plan, params), fast, safe,
-                                 branch_free=prof.branch_free)
+                # copies, the input's border (the positions some tap never
+                # reads) tap by tap: no conditional.
+                return tapgemm.kernel_grads_by_cotangent(
+                    xa[:, None], b[:, None], p.kernel, p.pads, p.dilation,
+                    params["precision"], p.acc_dtype,
+                    p.lhs_dilation).astype(operand_dtype)
             return one_by_one(how)
         if role == "fwd":
             return conv_canonical(a, b, **params)

@@ -670,9 +670,9 @@ COTANGENT_GEMMS = {
 @pytest.mark.parametrize("name", list(COTANGENT_GEMMS))
 def test_per_example_kernel_gradients_by_cotangent_gemms(name, rng):
     # Layers with few outputs (T * O <= I): every example's kernel gradient
-    # is one GEMM against the cotangent's T shifted copies, all at once,
-    # behind a finiteness guard on the input's border: the copies' zeros meet input
-    # elements that a tap pairs with no output (VALID edges).
+    # is one GEMM against the cotangent's T shifted copies, all at once; the
+    # copies' zeros meet input elements that a tap pairs with no output
+    # (VALID edges), so that border's products are added tap by tap.
     xs, ws, padding, dilation, *lhs = COTANGENT_GEMMS[name]
     nd = len(ws) - 2
     lhs_dilation = tuple(lhs[0]) if lhs else (1,) * nd
@@ -700,10 +700,12 @@ def test_per_example_kernel_gradients_by_cotangent_gemms(name, rng):
     ops = [r.op for r in jaxconv.explain(ours, w, x)]
     assert any("by cotangent GEMMs" in op for op in ops), ops
     assert_close(jax.jit(ours)(w, x), theirs(w, x))
-    # non-finite inputs at an edge and inside one example: the guard runs
-    # the examples' planned gradients, exactly as with the form off
+    # non-finite inputs at an edge and inside one example: non-finite where
+    # lax's gradients are (the form is still the one taken), the rest as
+    # with the form off
     bad = x.at[(1, 0, *(0,) * nd, 2)].set(jnp.nan)
     bad = bad.at[(2, 0, *(3,) * nd, 0)].set(jnp.inf)
+    assert any("by cotangent GEMMs" in r.op for r in jaxconv.explain(ours, w, bad))
     got = np.asarray(jax.jit(ours)(w, bad))
     jax.clear_caches()
     with jaxconv.use_profile(jaxconv.get_profile("cpu").replace(
@@ -711,27 +713,35 @@ def test_per_example_kernel_gradients_by_cotangent_gemms(name, rng):
         assert not any("by cotangent GEMMs" in r.op
                        for r in jaxconv.explain(ours, w, bad))
         off = np.asarray(jax.jit(ours)(w, bad))
-    if not lhs:
-        np.testing.assert_array_equal(got, off)
-    else:
-        # transposed, the form off folds the examples into feature groups;
-        # on, the guard runs each example's (polyphase) gradient, whose
-        # poisoned transpose marks NaN where lax's gradient is not finite
-        bad_lax = ~np.isfinite(np.asarray(theirs(w, bad)))
-        np.testing.assert_array_equal(~np.isfinite(got), bad_lax)
-        np.testing.assert_allclose(got[~bad_lax], off[~bad_lax], rtol=1e-5, atol=1e-5)
-    # (unguarded, the copies' zeros meet the edge NaN in every tap, where
-    # lax's products reach only the tap that pairs it with an output)
+    want = np.asarray(theirs(w, bad))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
+    fin = np.isfinite(want)
+    np.testing.assert_allclose(got[fin], off[fin], rtol=1e-5, atol=1e-5)
+    # (without the border's own products, the copies' zeros would meet the
+    # edge NaN in every tap, where lax's products reach only the tap that
+    # pairs it with an output)
     if padding in ("VALID", ((0, 0),) * nd):
         from jaxconv.algorithms import tapgemm
 
-        raw = np.asarray(tapgemm.kernel_grads_by_cotangent(
-            bad, c, ws[:-2], ((0, 0),) * nd, dilation, None, jnp.float32,
-            lhs_dilation))
-        assert np.isnan(raw[1]).sum() > np.isnan(theirs(w, bad)[1]).sum()
-        assert_close(np.asarray(tapgemm.kernel_grads_by_cotangent(
-            x, c, ws[:-2], ((0, 0),) * nd, dilation, None, jnp.float32,
-            lhs_dilation)), theirs(w, x))
+        def raw(x):
+            return np.asarray(tapgemm.kernel_grads_by_cotangent(
+                x, c, ws[:-2], ((0, 0),) * nd, dilation, None, jnp.float32,
+                lhs_dilation))
+
+        np.testing.assert_array_equal(np.isnan(raw(bad)), np.isnan(want))
+        assert_close(raw(x), theirs(w, x))
+        rows, masks = tapgemm.dilated_cotangent_rows(
+            c[:, 0], bad.shape[2:-1], ws[:-2], ((0, 0),) * nd,
+            lhs_dilation, dilation)
+        assert not np.logical_and.reduce(masks).all()  # the case has a border
+        n_b = bad.shape[0]
+        plain = np.einsum("bqi,bqto->bito",
+                          np.asarray(bad[:, 0]).reshape(n_b, -1, ws[-2]),
+                          np.stack([np.asarray(r) for r in rows], axis=-2).reshape(
+                              n_b, -1, len(rows), ws[-1]))
+        assert np.isnan(plain[1]).sum() > np.isnan(want[1]).sum()
     # more outputs than T * O <= I allows, and the gpu profile: not this form
     wide = jnp.asarray(rng.standard_normal((*ws[:-1], ws[-2])), jnp.float32)
 

@@ -877,9 +877,10 @@ def per_example_cotangent(one: Plan, prof: Profile) -> bool:
     """Whether per-example kernel gradients, each planned as ``one``, run as
     one GEMM per example against the cotangent's shifted copies, every
     example at once (``tapgemm.kernel_grads_by_cotangent``): dense
-    stride-1 kernels of several taps, one group, no lhs dilation, whose
-    ``T * O`` copies per position take at most
-    ``prof.per_example_cotangent_ratio`` times the input's ``I`` values.
+    stride-1 kernels of several taps, one group, whose ``T * O`` copies per
+    input position take at most ``prof.per_example_cotangent_ratio`` times
+    the values of the input's ``I`` channels over the ``prod(s)`` positions
+    of its lhs dilation (a transposed layer's stride ``s``; one without).
     """
     p = one.problem
     copies = p.taps * p.out_channels

@@ -17,7 +17,7 @@ from jax import lax
 from .._taps import tap_offsets, valid_out_size
 from ._common import batch_zeros, contract_tap, matmul, take
 from .guards import finite_or
-from .tapgemm import dilated_cotangent_rows
+from .tapgemm import kernel_grads_by_cotangent
 
 
 def applies(problem) -> bool:
@@ -174,18 +174,13 @@ def kernel_grad(x, ct, problem, precision):
     strided slices (``kernel_grad="cotangent"``).
 
     ``dw[t] = sum_q x[q] (outer) ct[lo + q*s - t*d]`` over the *undilated*
-    input elements ``q`` whose output exists: the taps' cotangent rows
-    (:func:`tapgemm.dilated_cotangent_rows`) side by side, ``(Q, T * O)``,
-    and one GEMM ``x^T @ rows`` over every image's positions.  The
-    transpose of a ``"gemm"`` phase is the same product phase by phase,
+    input elements ``q`` whose output exists: one GEMM over every image's
+    positions (:func:`tapgemm.kernel_grads_by_cotangent`, one "example").
+    The transpose of a ``"gemm"`` phase is the same product phase by phase,
     but it meets every input element with every tap's cotangent, zero
     where the tap pairs the element with no output, so a NaN or Inf at the
-    border would reach taps that never read it.  Here the elements some
-    tap leaves unpaired (the border: within ``(K-1)*d`` of an edge, in
-    dilated positions) are zeroed for the GEMM and added back tap by tap,
-    each only where its tap pairs it: non-finite exactly where lax's
-    gradient is, with no conditional (a pass over the input when the border
-    is not empty).
+    border would reach taps that never read it; here the border's products
+    are added tap by tap, where each tap pairs them.
 
     Args:
       x: the input ``(N, *S, I)``, neither padded nor dilated.
@@ -196,39 +191,8 @@ def kernel_grad(x, ct, problem, precision):
       ``(*K, I, O)`` in ``problem.acc_dtype``.
     """
     p = problem
-    n, i, o = x.shape[0], x.shape[-1], ct.shape[-1]
-    sp, out = x.shape[1:-1], ct.shape[1:-1]
-    taps = p.taps
-    dims = dict(precision=precision, preferred_element_type=p.acc_dtype)
-    rows, masks = dilated_cotangent_rows(ct, sp, p.kernel, p.pads, p.lhs_dilation,
-                                         p.dilation)
-    c = jnp.stack(rows, axis=-2).reshape(-1, taps * o)  # (N * Q, T * O)
-    inner = np.logical_and.reduce(masks).reshape(-1)  # paired with every tap
-    xq = x.reshape(n, -1, i)
-    if not inner.all():
-        xq = jnp.where(inner[None, :, None], xq, jnp.zeros((), x.dtype))
-    g = lax.dot_general(xq.reshape(-1, i), c, (((0,), (0,)), ((), ())),
-                        **dims)  # (I, T * O)
-    g = jnp.swapaxes(g.reshape(i, taps, o), 0, 1)
-    if not inner.all():
-        # The border elements, tap by tap where the tap pairs them: their
-        # cotangent rows gathered from ``ct`` itself (gathering them from
-        # the rows above cost more than the whole border's products).
-        border = np.flatnonzero(~inner)
-        q = np.stack(np.unravel_index(border, sp), axis=-1)  # (B, nd)
-        t = np.array(list(np.ndindex(*p.kernel))).reshape(taps, 1, -1)
-        pos = (np.array([lo for lo, _ in p.pads]) + q * np.array(p.lhs_dilation)
-               - t * np.array(p.dilation))  # (T, B, nd): the output paired
-        paired = ((pos >= 0) & (pos < np.array(out))).all(axis=-1)  # (T, B)
-        at = np.ravel_multi_index(tuple(np.where(paired[..., None], pos, 0).T), out)
-        cb = jnp.take(ct.reshape(n, -1, o), at.T.reshape(-1), axis=1)
-        cb = jnp.where(paired[None, :, :, None], cb.reshape(n, taps, -1, o),
-                       jnp.zeros((), ct.dtype))  # (N, T, B, O)
-        xb = jnp.take(x.reshape(n, -1, i), border, axis=1)  # (N, B, I)
-        xb = jnp.where(paired[None, :, :, None], xb[:, None],
-                       jnp.zeros((), x.dtype))  # (N, T, B, I)
-        g = g + lax.dot_general(xb, cb, (((0, 2), (0, 2)), ((1,), (1,))), **dims)
-    return g.reshape(*p.kernel, i, o)
+    return kernel_grads_by_cotangent(x[None], ct[None], p.kernel, p.pads, p.dilation,
+                                     precision, p.acc_dtype, p.lhs_dilation)[0]
 
 
 def _depth_to_space(x, w, per_axis, s, precision, acc_dtype):

@@ -19,10 +19,13 @@ taps) writes each example's ``(*K, I, O)`` kernel once, in its layout.
   real input element (a strided slice of the cotangent), so no inserted
   zero is multiplied; the taps are a batch axis of the GEMM.
 
-* Few output channels (``T * O`` at most ``I``): the cotangent's ``T``
-  shifted copies, side by side, are the patch side instead of the input's
-  (:func:`kernel_grads_by_cotangent`): one GEMM per example contracting the
-  padded input positions, ``(I, Q) @ (Q, T * O)``.
+* Few output channels (``T * O`` at most ``I``, or ``I`` times the stride
+  of a transposed layer): the cotangent's ``T`` shifted copies (strided
+  slices, for a transposed layer), side by side, are the patch side
+  instead of the input's (:func:`kernel_grads_by_cotangent`): one GEMM per
+  example contracting the input positions, ``(I, Q) @ (Q, T * O)``, the
+  border's products (where some tap pairs an element with no output)
+  added tap by tap.
 
 Every product is one that lax forms (padding zeros times the cotangent
 included); an input element that a tap pairs with no output position (an
@@ -149,20 +152,19 @@ def kernel_grads_by_cotangent(x, ct, kernel, pads, dilation, precision, acc_dtyp
     O`` values per position where the input's patches take ``T * I``, so
     the form pays off for few output channels (a vocoder's one-channel
     output layer: 0.9 MB of copies against 29 MB of patches).
-
     lhs-dilated (transposed) convolutions contract the *undilated* input's
     positions ``q`` instead: ``c_t[q]`` is the cotangent at the output
     ``lo + q * s - t * d`` that tap ``t`` pairs with input element ``q``
-    (a strided slice of the cotangent, as in :func:`kernel_grads`), so no
-    inserted zero is multiplied and the GEMM is ``(I, Q) @ (Q, T * O)``,
-    one per example, where :func:`kernel_grads` runs one per example and
-    tap.
+    (:func:`dilated_cotangent_rows`), so no inserted zero is multiplied.
 
-    A copy's zeros meet input elements that the tap pairs with no output
-    (within ``(K - 1) * d`` of an unpadded edge, in dilated positions): a
-    NaN or Inf there would reach that tap's gradient, where lax forms no
-    such product, so callers run this behind a finiteness guard on that
-    border of ``x``.
+    A copy's zeros meet the input elements that the tap pairs with no
+    output (within ``(K - 1) * d`` of an edge, less the padding): a NaN or
+    Inf there would reach taps whose gradient lax leaves finite.  So those
+    elements (the border) are zeroed for the GEMM, and their products are
+    added tap by tap, each only where its tap pairs them, with their
+    cotangent rows gathered from ``ct``: non-finite exactly where lax's
+    gradient is, with no conditional (one pass over the input when the
+    border is not empty).
 
     Args:
       x: the input, ``(B, N, *S, I)`` (``N`` images per example), neither
@@ -177,21 +179,47 @@ def kernel_grads_by_cotangent(x, ct, kernel, pads, dilation, precision, acc_dtyp
     """
     b, n = x.shape[:2]
     i, o = x.shape[-1], ct.shape[-1]
+    nd = len(kernel)
     taps = math.prod(kernel)
-    cf = ct.reshape(b * n, *ct.shape[2:])
-    if lhs_dilation is not None and any(s != 1 for s in lhs_dilation):
-        xp = x.reshape(b * n, *x.shape[2:])
-        copies, _ = dilated_cotangent_rows(cf, x.shape[2:-1], kernel, pads,
-                                            lhs_dilation, dilation)
+    lhs = tuple(lhs_dilation) if lhs_dilation is not None else (1,) * nd
+    dims = dict(precision=precision, preferred_element_type=acc_dtype)
+    xs = x.reshape(b * n, *x.shape[2:])
+    if all(s == 1 for s in lhs):
+        # Padded positions: the padding zeros meet the cotangent, as in lax.
+        xs, pads = pad_spatial(xs, pads), ((0, 0),) * nd
+    sp, out = xs.shape[1:-1], ct.shape[2:-1]
+    q = math.prod(sp)
+    rows, masks = dilated_cotangent_rows(ct.reshape(b * n, *ct.shape[2:]), sp, kernel,
+                                         pads, lhs, dilation)
+    c = jnp.stack(rows, axis=-2).reshape(b, n * q, taps * o)
+    inner = np.logical_and.reduce(masks).reshape(-1)  # paired with every tap
+    xq = xs.reshape(b, n, q, i)
+    xin = xq
+    if not inner.all():
+        xin = jnp.where(inner[:, None], xq, jnp.zeros((), xq.dtype))
+    if b == 1:  # one matrix: a plain 2-D GEMM
+        g = lax.dot_general(xin.reshape(n * q, i), c[0], (((0,), (0,)), ((), ())),
+                            **dims)[None]
     else:
-        xp = pad_spatial(x.reshape(b * n, *x.shape[2:]), pads)
-        copies = [pad_spatial(cf, [(u * d, (k - 1 - u) * d)
-                                   for u, k, d in zip(t, kernel, dilation)])
-                  for t in tap_offsets(kernel)]
-    c = jnp.stack(copies, axis=-2)  # (B * N, *Sp, T, O)
-    q = n * math.prod(xp.shape[1:-1])
-    g = lax.dot_general(xp.reshape(b, q, i), c.reshape(b, q, taps * o),
-                        (((1,), (1,)), ((0,), (0,))), precision=precision,
-                        preferred_element_type=acc_dtype)  # (B, I, T * O)
+        g = lax.dot_general(xin.reshape(b, n * q, i), c, (((1,), (1,)), ((0,), (0,))),
+                            **dims)  # (B, I, T * O)
     g = jnp.swapaxes(g.reshape(b, i, taps, o), 1, 2)
+    if not inner.all():
+        # The border, tap by tap where the tap pairs it; its cotangent rows
+        # gathered from ``ct`` itself (gathered from the copies above, they
+        # cost more than the whole border's products).
+        border = np.flatnonzero(~inner)
+        qs = np.stack(np.unravel_index(border, sp), axis=-1)  # (Bd, nd)
+        t = np.array(list(np.ndindex(*kernel))).reshape(taps, 1, nd)
+        pos = (np.array([lo for lo, _ in pads]) + qs * np.array(lhs)
+               - t * np.array(dilation))  # (T, Bd, nd): the output paired
+        paired = ((pos >= 0) & (pos < np.array(out))).all(axis=-1)  # (T, Bd)
+        at = np.ravel_multi_index(tuple(np.where(paired[..., None], pos, 0).T), out)
+        cb = jnp.take(ct.reshape(b, n, -1, o), at.T.reshape(-1), axis=2)
+        cb = jnp.where(paired[:, :, None], cb.reshape(b, n, taps, -1, o),
+                       jnp.zeros((), ct.dtype))  # (B, N, T, Bd, O)
+        xb = jnp.take(xq, border, axis=2)  # (B, N, Bd, I)
+        xb = jnp.where(paired[:, :, None], xb[:, :, None],
+                       jnp.zeros((), xq.dtype))  # (B, N, T, Bd, I)
+        g = g + lax.dot_general(xb, cb, (((1, 3), (1, 3)), ((0, 2), (0, 2))), **dims)
     return g.reshape(b, *kernel, i, o)
