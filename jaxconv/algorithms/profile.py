@@ -344,16 +344,19 @@ class Profile:
         0.3-9 MiB ran 0.88-1.04x.
       per_example_cotangent_ratio: per-example kernel gradients of dense
         stride-1 kernels with several taps whose ``T * O`` is at most this
-        many times ``I`` (one image per example, one group, no lhs
-        dilation) run as one GEMM per example against the cotangent's ``T``
-        shifted copies, every example at once
-        (``tapgemm.kernel_grads_by_cotangent``), behind a finiteness guard
-        on the input's border, instead of one example's planned gradient after
-        another.  On a 2-core Intel Xeon, HiFi-GAN's ``conv_post`` (4096 x
-        32 -> 1, 7 taps) at batch 8: per-example gradients 4.61-5.02 ->
-        2.60-2.71 ms in three A/B runs (0.28-0.31 -> 0.52-0.55 of the
-        batched gradient's speed; lax's per-example 4.05-4.28 ms).  0 (off) on
-        accelerators.
+        many times ``I`` (times ``prod(s)`` for a transposed layer of stride
+        ``s``; one image per example, one group) run as one GEMM per
+        example against the cotangent's ``T`` shifted copies (strided
+        slices, transposed), every example at once
+        (``tapgemm.kernel_grads_by_cotangent``, the input's border tap by
+        tap), instead of one example's planned gradient after another (or,
+        transposed, the examples folded into feature groups).  On a 2-core
+        Intel Xeon, HiFi-GAN's ``conv_post`` (4096 x 32 -> 1, 7 taps) at
+        batch 8: per-example gradients 4.61-5.02 -> 2.60-2.71 ms in three
+        A/B runs (0.28-0.31 -> 0.52-0.55 of the batched gradient's speed;
+        lax's per-example 4.05-4.28 ms); the transposed upsamplers of
+        HiFi-GAN and the U-Nets past their first, 1.25-2.6x (``ups.1``:
+        33.9 -> 13.0 ms).  0 (off) on accelerators.
       per_example_grouped_patch_bytes: per-example kernel gradients of
         grouped (not depthwise) kernels whose patches take at most this
         many bytes per example run as one GEMM per example and group, every
