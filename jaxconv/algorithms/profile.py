@@ -355,7 +355,8 @@ class Profile:
         batch 8: per-example gradients 4.61-5.02 -> 2.60-2.71 ms in three
         A/B runs (0.28-0.31 -> 0.52-0.55 of the batched gradient's speed;
         lax's per-example 4.05-4.28 ms); the transposed upsamplers of
-        HiFi-GAN and the U-Nets past their first, 1.25-2.6x (``ups.1``:
+        HiFi-GAN past the first and the U-Nets' of 256+ input positions,
+        1.25-2.6x (``ups.1``:
         33.9 -> 13.0 ms).  0 (off) on accelerators.
       per_example_grouped_patch_bytes: per-example kernel gradients of
         grouped (not depthwise) kernels whose patches take at most this
