@@ -192,7 +192,8 @@ def kernel_grads_by_cotangent(x, ct, kernel, pads, dilation, precision, acc_dtyp
     rows, masks = dilated_cotangent_rows(ct.reshape(b * n, *ct.shape[2:]), sp, kernel,
                                          pads, lhs, dilation)
     c = jnp.stack(rows, axis=-2).reshape(b, n * q, taps * o)
-    inner = np.logical_and.reduce(masks).reshape(-1)  # paired with every tap
+    pairs = np.stack(masks).reshape(taps, q)  # tap t pairs element q
+    inner = pairs.all(axis=0)  # paired with every tap
     xq = xs.reshape(b, n, q, i)
     xin = xq
     if not inner.all():
@@ -213,7 +214,7 @@ def kernel_grads_by_cotangent(x, ct, kernel, pads, dilation, precision, acc_dtyp
         t = np.array(list(np.ndindex(*kernel))).reshape(taps, 1, nd)
         pos = (np.array([lo for lo, _ in pads]) + qs * np.array(lhs)
                - t * np.array(dilation))  # (T, Bd, nd): the output paired
-        paired = ((pos >= 0) & (pos < np.array(out))).all(axis=-1)  # (T, Bd)
+        paired = pairs[:, border]  # (T, Bd)
         at = np.ravel_multi_index(tuple(np.where(paired[..., None], pos, 0).T), out)
         cb = jnp.take(ct.reshape(b, n, -1, o), at.T.reshape(-1), axis=2)
         cb = jnp.where(paired[:, :, None], cb.reshape(b, n, taps, -1, o),
