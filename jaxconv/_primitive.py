@@ -238,7 +238,8 @@ def per_example_plan(x, w_shape, w_dtype, params):
     # (A plan may materialise an lhs dilation: its problem then shows none,
     # but the GEMMs per group need an undilated input.)
     undilated = all(d == 1 for d in params["lhs_dilation"])
-    if (ours and params["batch_group_count"] == 1 and per_example_patches(plan, prof)
+    if (ours and params["batch_group_count"] == 1
+            and per_example_patches(plan, prof, b if isinstance(b, int) else None)
             and (params["feature_group_count"] == 1 or undilated)):
         return plan, params, "patches"
     # (Or one whose problem carries the lhs dilation: the copies are then

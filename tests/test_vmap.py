@@ -654,6 +654,56 @@ def test_per_example_kernel_gradients_by_tap_gemms(name, rng):
     assert not any("by tap GEMMs" in r.op for r in rows)
 
 
+def test_per_example_kernel_gradients_of_small_row_blocked_patch_matrices(rng):
+    # A 3x3x3 conv of 3 input channels plans one example as a patch matrix
+    # built in row blocks (a loop each example would run on its own); where
+    # that matrix takes at most per_example_patches_cache_bytes per example
+    # and every example's together at most per_example_patches_total_bytes,
+    # the examples run at once, one GEMM per example over its whole matrix.
+    b, dn = 5, ("NDHWC", "DHWIO", "NDHWC")
+    x = jnp.asarray(rng.standard_normal((b, 1, 10, 10, 10, 3)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 3, 3, 8)), jnp.float32)
+    c = jnp.asarray(rng.standard_normal((b, 1, 10, 10, 10, 8)), jnp.float32)
+
+    def per_example(conv, w, x):
+        def one(w, x1, c1):
+            return jnp.sum(conv(x1, w, (1, 1, 1), "SAME", dimension_numbers=dn) * c1)
+        return jax.vmap(jax.grad(one), (None, 0, 0))(w, x, c)
+
+    ours = functools.partial(per_example, jl.conv_general_dilated)
+    theirs = functools.partial(per_example, lax.conv_general_dilated)
+    base = jaxconv.get_profile("cpu").replace(
+        per_example_patches_cache_bytes=2 << 20,
+        per_example_patches_total_bytes=12 << 20)
+    patch_bytes = 10 ** 3 * 27 * 3 * 4  # one example's patch matrix (324 KB)
+    cases = [  # (profile, all at once?)
+        (base, True),
+        (base.replace(per_example_patches_cache_bytes=patch_bytes - 1), False),
+        (base.replace(per_example_patches_total_bytes=b * patch_bytes - 1), False),
+        (base.replace(per_example_patches_total_bytes=b * patch_bytes), True),
+    ]
+    bad = x.at[1, 0, 0, 4, 5, 1].set(jnp.nan).at[3, 0, 5, 5, 5, 2].set(jnp.inf)
+    for profile, at_once in cases:
+        jax.clear_caches()  # the profile is read when a function is traced
+        with jaxconv.use_profile(profile):
+            rows = jaxconv.explain(ours, w, x)
+            grad_row = [r for r in rows if "per-example" in r.op][-1]
+            # the precondition: one example's plan loops over row blocks
+            assert grad_row.formulation == "taps/im2col", rows
+            assert grad_row.loop_steps > 0, rows
+            assert ("by tap GEMMs" in grad_row.op) == at_once, grad_row.op
+            assert ("looped" in grad_row.op) == (not at_once), grad_row.op
+            assert_close(jax.jit(ours)(w, x), theirs(w, x))
+            # NaN/Inf stay local: non-finite exactly where lax's are
+            got, want = jax.jit(ours)(w, bad), theirs(w, bad)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+            assert np.isnan(want).any() and not np.isnan(want).all()
+    with jaxconv.use_profile("gpu"):  # not on accelerators
+        rows = jaxconv.explain(ours, w, x)
+    assert not any("by tap GEMMs" in r.op for r in rows)
+
+
 COTANGENT_GEMMS = {
     # input (one example), kernel, padding, rhs dilation[, lhs dilation]
     "1d-valid": ((40, 12), (5, 12, 1), "VALID", (1,)),

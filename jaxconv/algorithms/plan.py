@@ -839,10 +839,10 @@ def per_example_positions(one: Plan, prof: Profile) -> bool:
             and math.prod(p.out_spatial) <= prof.per_example_positions_max)
 
 
-def per_example_patches(one: Plan, prof: Profile) -> bool:
-    """Whether per-example kernel gradients, each planned as ``one``, run as
-    one GEMM per example and tap, every example at once
-    (``tapgemm.kernel_grads``).
+def per_example_patches(one: Plan, prof: Profile, examples: int | None = None) -> bool:
+    """Whether per-example kernel gradients of ``examples`` examples, each
+    planned as ``one``, run as one GEMM per example and tap, every example
+    at once (``tapgemm.kernel_grads``).
 
     Dense kernels of several taps whose positions per example (a transposed
     layer's input positions, the ones its GEMMs contract) are at most
@@ -853,7 +853,14 @@ def per_example_patches(one: Plan, prof: Profile) -> bool:
     feature groups, GEMMs of the examples' channels written ``(O, I)`` and
     then transposed; ordinary layers run each example's planned gradient
     one after another, which wins until each example's kernel reaches
-    ``prof.per_example_patches_min_bytes``.  Grouped (not depthwise,
+    ``prof.per_example_patches_min_bytes``, or until the example's plan is
+    a patch matrix (``"im2col"``) built in row blocks, a loop each example
+    would run on its own, whose whole matrix takes at most
+    ``prof.per_example_patches_cache_bytes`` and every example's together
+    at most ``prof.per_example_patches_total_bytes``: then one GEMM per
+    example over its whole patch
+    matrix (all taps at once, the same matrix that ``"im2col"`` builds for
+    a batch).  Grouped (not depthwise,
     not lhs-dilated) kernels: one GEMM per example and group where each
     example's patches take at most ``prof.per_example_grouped_patch_bytes``
     (folded into feature groups otherwise).
@@ -867,6 +874,11 @@ def per_example_patches(one: Plan, prof: Profile) -> bool:
     lhs_dilated = any(d != 1 for d in p.lhs_dilation)
     if lhs_dilated and not p.stride1:
         return False
+    if (not lhs_dilated and one.formulation == "im2col" and one.loop_steps > 0
+            and p.patch_bytes <= prof.per_example_patches_cache_bytes
+            and isinstance(examples, int)
+            and examples * p.patch_bytes <= prof.per_example_patches_total_bytes):
+        return True
     positions = p.batch * math.prod(p.x_shape[1:-1] if lhs_dilated else p.out_spatial)
     if positions > prof.per_example_patches_ratio * p.out_channels:
         return False

@@ -342,6 +342,22 @@ class Profile:
         over the examples: U-Net ``up1.conv1`` (18 MiB per example) 132.6
         -> 70.8 ms, 3-D U-Net ``up1.conv1`` 168.4 -> 90.5 ms; kernels of
         0.3-9 MiB ran 0.88-1.04x.
+      per_example_patches_cache_bytes: ... and ordinary layers whose
+        one-example plan builds its patch matrix (``"im2col"``: few input
+        channels) in row blocks, a loop each example would run on its own,
+        when that matrix takes at most this many bytes per example ...
+      per_example_patches_total_bytes: ... and every example's together at
+        most this many: one GEMM per example over its whole patch matrix,
+        every example at once.  On a 2-core Intel Xeon, 3x3x3 convolutions
+        of 2-4 input channels on 12^3-16^3 volumes (0.5-1.7 MB of patches
+        per example), 8-16 examples (9-11 MB together): per-example
+        gradients 1.2-2.0x faster in most runs (3-D U-Net ``down0.conv1``
+        at batch 8: 0.71-0.73 -> 0.81-0.87 of the batched gradient's speed
+        in four A/B runs), 0.84-0.95x in the host's slow spells; 16 MB
+        together (12 examples of 16^3) as often slower as faster, 18-21 MB
+        (32 examples of 12^3, 16 of 16^3) 0.63-0.66x, 24^3-32^3 volumes
+        (4.5-10.6 MB each) 0.7-0.85x of the loop, so those keep it.  0
+        (off) on the ``avx2`` family (unmeasured) and on accelerators.
       per_example_cotangent_ratio: per-example kernel gradients of dense
         stride-1 kernels with several taps whose ``T * O`` is at most this
         many times ``I`` (times ``prod(s)`` for a transposed layer of stride
@@ -426,6 +442,8 @@ class Profile:
     per_example_patches_ratio: float = 0.5
     per_example_cotangent_ratio: float = 1.0
     per_example_patches_min_bytes: int = 16 * _MiB
+    per_example_patches_cache_bytes: int = 0
+    per_example_patches_total_bytes: int = 0
     per_example_grouped_patch_bytes: int = _MiB
     tap_gemm_kernel_tangent: bool = True
     tap_gemm_min_rows: int = 512
@@ -492,7 +510,9 @@ CPU_FAMILIES: dict[str, dict[str, object]] = {
     "avx2": {},
     "avx512": {"shifted_2d_min_i": 64, "im2col_2d_unblocked_max_bytes": 16 * _MiB,
                "im2col_2d_whole_min_o": 32,
-               "alltaps_whole_scale": 8},
+               "alltaps_whole_scale": 8,
+               "per_example_patches_cache_bytes": 2 * _MiB,
+               "per_example_patches_total_bytes": 12 * _MiB},
 }
 PRESETS: dict[str, Profile] = {
     "cpu": Profile(),
