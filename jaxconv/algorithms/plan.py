@@ -858,10 +858,9 @@ def per_example_patches(one: Plan, prof: Profile, examples: int | None = None) -
     would run on its own, whose whole matrix takes at most
     ``prof.per_example_patches_cache_bytes`` and every example's together
     at most ``prof.per_example_patches_total_bytes``: then one GEMM per
-    example over its whole patch
-    matrix (all taps at once, the same matrix that ``"im2col"`` builds for
-    a batch).  Grouped (not depthwise,
-    not lhs-dilated) kernels: one GEMM per example and group where each
+    example over its whole patch matrix (all taps at once, the matrix that
+    ``"im2col"`` builds for a batch).  Grouped (not depthwise, not
+    lhs-dilated) kernels: one GEMM per example and group where each
     example's patches take at most ``prof.per_example_grouped_patch_bytes``
     (folded into feature groups otherwise).
     """
