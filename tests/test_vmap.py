@@ -681,6 +681,9 @@ def test_per_example_kernel_gradients_of_small_row_blocked_patch_matrices(rng):
         (base.replace(per_example_patches_cache_bytes=patch_bytes - 1), False),
         (base.replace(per_example_patches_total_bytes=b * patch_bytes - 1), False),
         (base.replace(per_example_patches_total_bytes=b * patch_bytes), True),
+        # ... and they come out of the workspace
+        (base.replace(per_example_patches_total_bytes=b * patch_bytes,
+                      workspace_bytes=b * patch_bytes - 1), False),
     ]
     bad = x.at[1, 0, 0, 4, 5, 1].set(jnp.nan).at[3, 0, 5, 5, 5, 2].set(jnp.inf)
     for profile, at_once in cases:

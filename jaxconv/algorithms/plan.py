@@ -857,7 +857,8 @@ def per_example_patches(one: Plan, prof: Profile, examples: int | None = None) -
     a patch matrix (``"im2col"``) built in row blocks, a loop each example
     would run on its own, whose whole matrix takes at most
     ``prof.per_example_patches_cache_bytes`` and every example's together
-    at most ``prof.per_example_patches_total_bytes``: then one GEMM per
+    at most ``prof.per_example_patches_total_bytes`` (and the workspace,
+    which they come out of): then one GEMM per
     example over its whole patch matrix (all taps at once, the matrix that
     ``"im2col"`` builds for a batch).  Grouped (not depthwise, not
     lhs-dilated) kernels: one GEMM per example and group where each
@@ -876,7 +877,8 @@ def per_example_patches(one: Plan, prof: Profile, examples: int | None = None) -
     if (not lhs_dilated and one.formulation == "im2col" and one.loop_steps > 0
             and p.patch_bytes <= prof.per_example_patches_cache_bytes
             and isinstance(examples, int)
-            and examples * p.patch_bytes <= prof.per_example_patches_total_bytes):
+            and examples * p.patch_bytes <= min(prof.per_example_patches_total_bytes,
+                                                prof.workspace_bytes)):
         return True
     positions = p.batch * math.prod(p.x_shape[1:-1] if lhs_dilated else p.out_spatial)
     if positions > prof.per_example_patches_ratio * p.out_channels:
