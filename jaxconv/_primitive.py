@@ -239,7 +239,7 @@ def per_example_plan(x, w_shape, w_dtype, params):
     # but the GEMMs per group need an undilated input.)
     undilated = all(d == 1 for d in params["lhs_dilation"])
     if (ours and params["batch_group_count"] == 1
-            and per_example_patches(plan, prof, b if isinstance(b, int) else None)
+            and per_example_patches(plan, prof, b)
             and (params["feature_group_count"] == 1 or undilated)):
         return plan, params, "patches"
     # (Or one whose problem carries the lhs dilation: the copies are then

@@ -839,10 +839,11 @@ def per_example_positions(one: Plan, prof: Profile) -> bool:
             and math.prod(p.out_spatial) <= prof.per_example_positions_max)
 
 
-def per_example_patches(one: Plan, prof: Profile, examples: int | None = None) -> bool:
-    """Whether per-example kernel gradients of ``examples`` examples, each
-    planned as ``one``, run as one GEMM per example and tap, every example
-    at once (``tapgemm.kernel_grads``).
+def per_example_patches(one: Plan, prof: Profile, examples=None) -> bool:
+    """Whether per-example kernel gradients of ``examples`` examples (an
+    int; a symbolic or unknown count never takes the size-bounded form
+    below), each planned as ``one``, run as one GEMM per example and tap,
+    every example at once (``tapgemm.kernel_grads``).
 
     Dense kernels of several taps whose positions per example (a transposed
     layer's input positions, the ones its GEMMs contract) are at most
@@ -858,9 +859,9 @@ def per_example_patches(one: Plan, prof: Profile, examples: int | None = None) -
     would run on its own, whose whole matrix takes at most
     ``prof.per_example_patches_cache_bytes`` and every example's together
     at most ``prof.per_example_patches_total_bytes`` (and the workspace,
-    which they come out of): then one GEMM per
-    example over its whole patch matrix (all taps at once, the matrix that
-    ``"im2col"`` builds for a batch).  Grouped (not depthwise, not
+    which they come out of): then one GEMM per example over its whole
+    patch matrix (all taps at once, the matrix that ``"im2col"`` builds
+    for a batch).  Grouped (not depthwise, not
     lhs-dilated) kernels: one GEMM per example and group where each
     example's patches take at most ``prof.per_example_grouped_patch_bytes``
     (folded into feature groups otherwise).

@@ -349,9 +349,9 @@ class Profile:
       per_example_patches_total_bytes: ... and every example's together at
         most this many (and the workspace, which they come out of): one
         GEMM per example over its whole patch matrix, every example at
-        once.  On a 2-core Intel Xeon, 3x3x3 convolutions
-        of 2-4 input channels on 12^3-16^3 volumes (0.5-1.7 MB of patches
-        per example), 8-16 examples (9-11 MB together): per-example
+        once.  On a 2-core Intel Xeon, 3x3x3 convolutions of 2-4 input
+        channels on 12^3-16^3 volumes (0.5-1.7 MB of patches per
+        example), 8-16 examples (9-11 MB together): per-example
         gradients 1.2-2.0x faster in most runs (3-D U-Net ``down0.conv1``
         at batch 8: 0.71-0.73 -> 0.81-0.87 of the batched gradient's speed
         in four A/B runs), 0.84-0.95x in the host's slow spells; 16 MB
