@@ -141,6 +141,7 @@ from .algorithms.guards import finite_or, tap_hits
 from .algorithms.plan import (
     kernel_grad_spreads,
     per_example_cotangent,
+    per_example_grouped_rows,
     per_example_loop,
     per_example_patches,
     per_example_positions,
@@ -724,7 +725,9 @@ def _per_example_by_vmap(x_shape, x_dtype, w_shape, w_dtype, params,
     transposed dense kernel or a grouped one whose per-example gradient is
     one GEMM per tap or group (``plan.per_example_patches``), or, for a
     transposed kernel, one GEMM per example against the cotangent's strided
-    slices (``plan.per_example_cotangent``).  Narrower 1x1
+    slices (``plan.per_example_cotangent``), or a grouped one whose
+    one-example plan is the row scan (``plan.per_example_grouped_rows``,
+    on profiles that set ``per_example_grouped_carry_bytes``).  Narrower 1x1
     kernels, other transposed and grouped problems fold (their folded forms
     were faster), and so do depthwise problems whose row scan, run side by
     side, would hold more accumulators than the profile's
@@ -737,9 +740,13 @@ def _per_example_by_vmap(x_shape, x_dtype, w_shape, w_dtype, params,
     depthwise = fgc > 1 and i == 1 and x_shape[-1] == fgc
     if any(d != 1 for d in params["lhs_dilation"]) or (fgc > 1 and not depthwise):
         # transposed or grouped (not depthwise)
-        return per_example_plan(
-            jax.ShapeDtypeStruct((1, *x_shape), x_dtype), w_shape, w_dtype,
-            params)[2] in ("patches", "cotangent")
+        plan, _, how = per_example_plan(
+            jax.ShapeDtypeStruct((1, *x_shape), x_dtype), w_shape, w_dtype, params)
+        if how in ("patches", "cotangent"):
+            return True
+        return (examples is not None and how in ("loop", "vmap")
+                and per_example_grouped_rows(plan, examples, params["profile"])
+                is not None)
     taps = int(np.prod(kernel))
     prof = params["profile"]
     out = fwd_shape(x_shape, w_shape, **params)[1:-1]

@@ -707,6 +707,63 @@ def test_per_example_kernel_gradients_of_small_row_blocked_patch_matrices(rng):
     assert not any("by tap GEMMs" in r.op for r in rows)
 
 
+def test_per_example_kernel_gradients_of_grouped_row_scans(rng):
+    # A grouped 3x3 conv of 4 input channels per group plans one example as
+    # fused multiply-adds with the row-scan kernel gradient.  Per-example
+    # gradients run each example's row scan, side by side while all
+    # examples' accumulator rows take at most per_example_grouped_carry_bytes,
+    # one example after another beyond, and fold into B * G feature groups
+    # with the field at 0 (and on accelerators).
+    b, groups = 4, 4
+    x = jnp.asarray(rng.standard_normal((b, 1, 9, 8, 16)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 4, 16)), jnp.float32)
+    c = jnp.asarray(rng.standard_normal((b, 1, 9, 8, 16)), jnp.float32)
+
+    def per_example(conv, w, x):
+        def one(w, x1, c1):
+            y = conv(x1, w, (1, 1), "SAME", dimension_numbers=NHWC,
+                     feature_group_count=groups)
+            return jnp.sum(y * c1)
+        return jax.vmap(jax.grad(one), (None, 0, 0))(w, x, c)
+
+    ours = functools.partial(per_example, jl.conv_general_dilated)
+    theirs = functools.partial(per_example, lax.conv_general_dilated)
+    # one example's accumulators: a row of 8 columns, 9 taps x 4 channels,
+    # 16 outputs each, float32
+    carry = 8 * 9 * 4 * 16 * 4
+    # (each example's patches would be small enough for one GEMM per group:
+    # that form off here)
+    base = jaxconv.get_profile("cpu").replace(per_example_grouped_carry_bytes=b * carry,
+                                              per_example_grouped_patch_bytes=0)
+    cases = [  # (profile, how: "side by side", "looped" or "folded")
+        (base, "side by side"),
+        (base.replace(per_example_grouped_carry_bytes=b * carry - 1), "looped"),
+        (base.replace(per_example_grouped_carry_bytes=0), "folded"),
+    ]
+    bad = x.at[1, 0, 0, 4, 5].set(jnp.nan).at[3, 0, 5, 5, 2].set(jnp.inf)
+    for profile, how in cases:
+        jax.clear_caches()  # the profile is read when a function is traced
+        with jaxconv.use_profile(profile):
+            rows = jaxconv.explain(ours, w, x)
+            grad_row = [r for r in rows if "kernel grad" in r.op][-1]
+            # the precondition: the fused multiply-adds, one example each or
+            # B * G groups folded on one image
+            assert grad_row.formulation == "taps/grouped", rows
+            assert ("per-example" in grad_row.op) == (how != "folded"), grad_row.op
+            assert ("looped" in grad_row.op) == (how == "looped"), grad_row.op
+            if how == "folded":
+                assert grad_row.input_shape == (1, 9, 8, b * 16), grad_row
+            assert_close(jax.jit(ours)(w, x), theirs(w, x))
+            # NaN/Inf stay local: non-finite exactly where lax's are
+            got, want = jax.jit(ours)(w, bad), theirs(w, bad)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+            assert np.isnan(want).any() and not np.isnan(want).all()
+    with jaxconv.use_profile("gpu"):  # not on accelerators: folded
+        rows = jaxconv.explain(ours, w, x)
+    assert not any("per-example" in r.op for r in rows), rows
+
+
 COTANGENT_GEMMS = {
     # input (one example), kernel, padding, rhs dilation[, lhs dilation]
     "1d-valid": ((40, 12), (5, 12, 1), "VALID", (1,)),

@@ -797,12 +797,16 @@ def per_example_loop(one: Plan, examples: int, prof: Profile) -> bool:
     (one patch GEMM per example, the fused depthwise loop) run faster side
     by side, except a depthwise row scan whose examples' outputs together
     reach ``prof.per_example_loop_min_bytes`` (its vmapped temporaries grow
-    with them).  Measured on the zoo's batch-8 per-example records (2-core
+    with them); a grouped row scan loops where
+    :func:`per_example_grouped_rows` says so.  Measured on the zoo's batch-8 per-example records (2-core
     CPU): looping ran 1.00-1.63x (5.7x for HiFi-GAN's one-output layer) on
     most loop plans and 0.43-0.99x on most of the others.
     """
     if not prof.per_example_loop:
         return False
+    rows = per_example_grouped_rows(one, examples, prof)
+    if rows is not None:
+        return rows == "loop"
     if one.formulation == "spectral":
         # A guard's ``lax.cond`` vmapped over examples (its predicate differs
         # per example) becomes a select that runs both branches.
@@ -812,6 +816,36 @@ def per_example_loop(one: Plan, examples: int, prof: Profile) -> bool:
         return True
     return (one.param("kernel_grad") == "rowscan"
             and examples * one.problem.out_bytes >= prof.per_example_loop_min_bytes)
+
+
+def per_example_grouped_rows(one: Plan, examples, prof: Profile) -> str | None:
+    """How per-example kernel gradients of ``examples`` examples of a
+    grouped (not depthwise) layer run where one example's plan is the
+    fused multiply-adds with the row-scan kernel gradient: ``"vmap"``,
+    side by side, while every example's accumulator rows together take at
+    most ``prof.per_example_grouped_carry_bytes``; ``"loop"``, one example
+    after another, beyond; ``None``: folded into ``B * G`` feature groups
+    (the field 0, a symbolic example count, or another plan).
+
+    Folding transposes the input and the cotangent so that the examples
+    join the channels; each example's own row scan reads both in place.
+    Measured on a 2-core Intel Xeon, per-example against the batched
+    gradient at batch 8: group32 (28 x 28 x 256, 32 groups; 16.5 MB of
+    accumulators side by side) folded 0.75, side by side 0.79, looped 0.99;
+    ResNeXt-50 ``layer1.0.conv2`` (16 x 16 x 128; 2.4 MB) 0.82 / 1.01 /
+    0.80.
+    """
+    p = one.problem
+    if (prof.per_example_grouped_carry_bytes <= 0 or one.formulation != "grouped"
+            or one.param("kernel_grad") != "rowscan" or p.nd < 2
+            or not isinstance(examples, int)):
+        return None
+    width = one.param("row_width") or p.out_spatial[1]
+    carry = width * rowscan.column_bytes(p.out_spatial, p.taps, p.in_per_group,
+                                         p.out_channels, p.acc_itemsize)
+    if examples * carry <= prof.per_example_grouped_carry_bytes:
+        return "vmap"
+    return "loop" if prof.per_example_loop else None
 
 
 def per_example_positions(one: Plan, prof: Profile) -> bool:

@@ -384,6 +384,17 @@ class Profile:
         faster on 8 x 8 outputs (0.59 MB of patches; against the batched
         gradient 0.52-0.55 -> 1.16-1.21), 1.26-1.47x on 4 x 4 and 2 x 2;
         0.60x at 16 x 16 (1.2 MB) and 0.30x on group32 (28 x 28, 7.2 MB).
+      per_example_grouped_carry_bytes: per-example kernel gradients of
+        grouped (not depthwise) layers whose one-example plan is the fused
+        multiply-adds with the row-scan kernel gradient run each example's
+        row scan, side by side while all examples' accumulator rows take at
+        most this many bytes, one after another beyond, instead of folding
+        the examples into ``B * G`` feature groups (two transposes of the
+        input and the cotangent; ``plan.per_example_grouped_rows``).  On a
+        2-core Intel Xeon at batch 8: group32 0.75 -> 0.99 of the batched
+        gradient's speed (looped), ResNeXt-50 ``layer1.0.conv2`` 0.82 ->
+        1.01 (side by side).  ``avx512`` hosts (4 MiB); 0 (fold) on
+        ``avx2`` hosts, unmeasured there, and on accelerators.
       per_example_loop_min_bytes: ... and so do depthwise row scans whose
         examples' outputs together reach this many bytes (dw3, 112 x 112 x
         96 at batch 8: 55.6 -> 22.9 ms, temporaries 81.6 -> 15.0 MB; the
@@ -446,6 +457,7 @@ class Profile:
     per_example_patches_cache_bytes: int = 0
     per_example_patches_total_bytes: int = 0
     per_example_grouped_patch_bytes: int = _MiB
+    per_example_grouped_carry_bytes: int = 0
     tap_gemm_kernel_tangent: bool = True
     tap_gemm_min_rows: int = 512
     tap_scan_min_o: int = 8
@@ -513,7 +525,8 @@ CPU_FAMILIES: dict[str, dict[str, object]] = {
                "im2col_2d_whole_min_o": 32,
                "alltaps_whole_scale": 8,
                "per_example_patches_cache_bytes": 2 * _MiB,
-               "per_example_patches_total_bytes": 12 * _MiB},
+               "per_example_patches_total_bytes": 12 * _MiB,
+               "per_example_grouped_carry_bytes": 4 * _MiB},
 }
 PRESETS: dict[str, Profile] = {
     "cpu": Profile(),
