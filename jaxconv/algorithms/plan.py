@@ -798,9 +798,10 @@ def per_example_loop(one: Plan, examples: int, prof: Profile) -> bool:
     by side, except a depthwise row scan whose examples' outputs together
     reach ``prof.per_example_loop_min_bytes`` (its vmapped temporaries grow
     with them); a grouped row scan loops where
-    :func:`per_example_grouped_rows` says so.  Measured on the zoo's batch-8 per-example records (2-core
-    CPU): looping ran 1.00-1.63x (5.7x for HiFi-GAN's one-output layer) on
-    most loop plans and 0.43-0.99x on most of the others.
+    :func:`per_example_grouped_rows` says so.  Measured on the zoo's
+    batch-8 per-example records (2-core CPU): looping ran 1.00-1.63x (5.7x
+    for HiFi-GAN's one-output layer) on most loop plans and 0.43-0.99x on
+    most of the others.
     """
     if not prof.per_example_loop:
         return False
