@@ -744,9 +744,7 @@ def _per_example_by_vmap(x_shape, x_dtype, w_shape, w_dtype, params,
             jax.ShapeDtypeStruct((1, *x_shape), x_dtype), w_shape, w_dtype, params)
         if how in ("patches", "cotangent"):
             return True
-        return (examples is not None and how in ("loop", "vmap")
-                and per_example_grouped_rows(plan, examples, params["profile"])
-                is not None)
+        return per_example_grouped_rows(plan, examples, params["profile"]) is not None
     taps = int(np.prod(kernel))
     prof = params["profile"]
     out = fwd_shape(x_shape, w_shape, **params)[1:-1]

@@ -8,10 +8,10 @@ import os
 # The programs are the same (the optimised HLO and its temporaries of every
 # bench case, forward and gradient, are identical at both levels); the machine
 # code may round differently where LLVM fuses a multiply and an add, within
-# every tolerance below.  A level
-# given in XLA_FLAGS wins: XLA_FLAGS=--xla_backend_optimization_level=3 (XLA's
-# default) tests the code users run.  Set before jax creates its CPU client,
-# which reads XLA_FLAGS once; subprocesses the tests start inherit it.
+# every tolerance below.  A level given in XLA_FLAGS wins:
+# XLA_FLAGS=--xla_backend_optimization_level=3 (XLA's default) tests the code
+# users run.  Set before jax creates its CPU client, which reads XLA_FLAGS
+# once; subprocesses the tests start inherit it.
 _FLAGS = os.environ.get("XLA_FLAGS", "")
 if "--xla_backend_optimization_level" not in _FLAGS:
     os.environ["XLA_FLAGS"] = f"{_FLAGS} --xla_backend_optimization_level=0".strip()

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from conftest import assert_close
 from jax import lax
+from jax.extend.core import subjaxprs
 
 import jaxconv
 from jaxconv import lax as jl
@@ -102,13 +103,9 @@ def test_rowscan_one_example_per_step():
 
 def _primitives(jaxpr):
     """Every primitive name in ``jaxpr`` and its sub-jaxprs."""
-    names = []
-    for e in jaxpr.eqns:
-        names.append(e.primitive.name)
-        for v in e.params.values():
-            inner = v if hasattr(v, "eqns") else getattr(v, "jaxpr", None)
-            if inner is not None:
-                names += _primitives(inner)
+    names = [e.primitive.name for e in jaxpr.eqns]
+    for sub in subjaxprs(jaxpr):
+        names += _primitives(sub)
     return names
 
 
