@@ -113,9 +113,9 @@ VMAP_QUICK_CAP_S = 20.0
 # Timing of one record: (budget in seconds, minimum and maximum repetitions).
 # The quick zoo's budget keeps its big layers to a few repetitions; its
 # small layers take up to 61 (about 20 s more over the zoo): on a shared
-# 2-core host, two runs of the 264 EfficientNet-B0 and MobileNetV2 records
-# under 7 ms a round differed by up to 1.45x in 10% of them with at most 15,
-# 1.29x with 61.
+# 2-core host, between two runs of the ~265 EfficientNet-B0 and MobileNetV2
+# records under 7 ms a round, the 90th percentile of the change of a
+# record's speedup was 1.45x with at most 15 repetitions, 1.29x with 61.
 TIMING = {
     "suite": (3.0, 7, 101), "suite_quick": (0.6, 5, 41),
     "zoo": (1.0, 5, 51), "zoo_quick": (0.1, 3, 61),
