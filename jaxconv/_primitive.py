@@ -331,8 +331,8 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
                 # reads) tap by tap: no conditional.
                 return tapgemm.kernel_grads_by_cotangent(
                     xa[:, None], b[:, None], p.kernel, p.pads, p.dilation,
-                    params["precision"], p.acc_dtype,
-                    p.lhs_dilation).astype(operand_dtype)
+                    params["precision"], p.acc_dtype, p.lhs_dilation,
+                    plan.profile.cotangent_box_min_taps).astype(operand_dtype)
             return one_by_one(how)
         if role == "fwd":
             return conv_canonical(a, b, **params)
@@ -477,7 +477,8 @@ def _direct_kernel_grad(x, ct, chosen, w_dtype, params):
             pad_spatial(x, p.pads), ct, p.kernel, p.stride, p.dilation, p.groups,
             p.acc_dtype, chosen.profile.kernel_grad_position_terms)
     elif chosen.param("kernel_grad") == "cotangent":
-        gw = polyphase.kernel_grad(x, ct, chosen.problem, params["precision"])
+        gw = polyphase.kernel_grad(x, ct, chosen.problem, params["precision"],
+                                   chosen.profile.cotangent_box_min_taps)
     else:
         gw = dense.kernel_grad_tap_scan(x, ct, chosen, params["precision"])
     return gw.astype(w_dtype)

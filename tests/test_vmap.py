@@ -772,7 +772,54 @@ COTANGENT_GEMMS = {
     "1d-transposed": ((24, 16), (8, 16, 4), ((2, 5),), (1,), (4,)),
     "2d-transposed-valid": ((6, 5, 16), (3, 3, 16, 4), ((0, 0), (0, 0)), (1, 1),
                             (2, 2)),
+    # 4x4 stride 2 with one row and column cropped on each side: the taps
+    # pair three boxes of input elements per axis
+    "2d-transposed-cropped": ((5, 4, 16), (4, 4, 16, 4), ((2, 2), (2, 2)), (1, 1),
+                              (2, 2)),
 }
+
+
+def test_transposed_kernel_gradients_by_cotangent_gemms_group_taps_by_box(rng):
+    """A transposed layer's taps pair contiguous boxes of input elements:
+    kernel 16, stride 8, cropped by 4 on each side (HiFi-GAN's upsampler)
+    has three, every element, all but the last, all but the first, of 4, 8
+    and 4 taps.  With ``cotangent_box_min_taps`` (4 on the cpu profile) or
+    fewer, its kernel gradient is one GEMM per box, with no masked border:
+    three ``dot_general``s and no ``select_n``; values as the definition
+    ``g[t] = sum_q x[q] (outer) ct[11 + 8 q - t]``.  Above it (and for
+    kernel 4, stride 2: boxes of 1, 2 and 1 taps) one GEMM over every
+    element and the border's products tap by tap."""
+    from jaxconv.algorithms import tapgemm
+
+    x = jnp.asarray(rng.standard_normal((2, 1, 12, 8)), jnp.float32)
+    c = jnp.asarray(rng.standard_normal((2, 1, 96, 4)), jnp.float32)
+    box = jaxconv.get_profile("cpu").cotangent_box_min_taps
+    assert box == 4
+
+    def grads(x, c, box=box, kernel=16, stride=8, crop=4):
+        lo = kernel - 1 - crop
+        return tapgemm.kernel_grads_by_cotangent(
+            x, c, (kernel,), ((lo, lo),), (1,), None, jnp.float32, (stride,), box)
+
+    def count(f, name, *args):
+        return len(_equations(jax.make_jaxpr(f)(*args).jaxpr, name))
+
+    assert count(grads, "dot_general", x, c) == 3
+    assert count(grads, "select_n", x, c) == 0
+    for other in (functools.partial(grads, box=5), functools.partial(grads, box=0)):
+        assert count(other, "dot_general", x, c) == 2  # the GEMM + border
+        assert count(other, "select_n", x, c) > 0  # the border masked
+        assert_close(other(x, c), grads(x, c))
+    c4 = jnp.asarray(rng.standard_normal((2, 1, 24, 4)), jnp.float32)
+    small = functools.partial(grads, kernel=4, stride=2, crop=1)
+    assert count(small, "dot_general", x, c4) == 2
+    want = np.zeros((2, 16, 8, 4))
+    xn, cn = np.asarray(x[:, 0], np.float64), np.asarray(c[:, 0], np.float64)
+    for t in range(16):
+        for q in range(12):
+            if 0 <= 11 + 8 * q - t < 96:
+                want[:, t] += np.einsum("bi,bo->bio", xn[:, q], cn[:, 11 + 8 * q - t])
+    assert_close(grads(x, c), want)
 
 
 @pytest.mark.parametrize("name", list(COTANGENT_GEMMS))

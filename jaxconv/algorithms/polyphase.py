@@ -168,7 +168,7 @@ def run(x, w, plan, precision):
     return y[(slice(None), *(slice(0, t) for t in lo_out))]
 
 
-def kernel_grad(x, ct, problem, precision):
+def kernel_grad(x, ct, problem, precision, box_min_taps=0):
     """The kernel gradient of a transposed (lhs-dilated, stride-1,
     single-group) problem, every tap at once against the cotangent's
     strided slices (``kernel_grad="cotangent"``).
@@ -186,13 +186,16 @@ def kernel_grad(x, ct, problem, precision):
       x: the input ``(N, *S, I)``, neither padded nor dilated.
       ct: the cotangent ``(N, *P, O)``.
       problem: the plan's problem (kernel, padding, dilations).
+      box_min_taps: the profile's ``cotangent_box_min_taps`` (0: never
+        group the taps by box).
 
     Returns:
       ``(*K, I, O)`` in ``problem.acc_dtype``.
     """
     p = problem
     return kernel_grads_by_cotangent(x[None], ct[None], p.kernel, p.pads, p.dilation,
-                                     precision, p.acc_dtype, p.lhs_dilation)[0]
+                                     precision, p.acc_dtype, p.lhs_dilation,
+                                     box_min_taps)[0]
 
 
 def _depth_to_space(x, w, per_axis, s, precision, acc_dtype):

@@ -375,6 +375,17 @@ class Profile:
         HiFi-GAN past the first and the U-Nets' of 256+ input positions,
         1.25-2.6x (``ups.1``:
         33.9 -> 13.0 ms).  0 (off) on accelerators.
+      cotangent_box_min_taps: those cotangent GEMMs of a transposed layer,
+        batched (``kernel_grad="cotangent"``) or per example, group the taps
+        by the box of input elements each pairs with an output, one GEMM
+        per box and no border term
+        (``tapgemm.kernel_grads_by_cotangent``), when every box's group
+        has at least this many taps; 0: never.  On a 2-core Intel Xeon,
+        HiFi-GAN's upsamplers of kernel 16, stride 8 (boxes of 4, 8 and 4
+        taps): gradients at batch 8 1.06-1.21x faster over five A/B runs
+        (batch 1 1.03-1.18x), ``ups.1``'s per-example gradients 1.11-1.30x
+        in four runs of five (0.73x in one); kernel 4, stride 2 (1, 2 and
+        1 taps) 0.65-1.02x, so those keep one GEMM and the border term.
       per_example_grouped_patch_bytes: per-example kernel gradients of
         grouped (not depthwise) kernels whose patches take at most this
         many bytes per example run as one GEMM per example and group, every
@@ -453,6 +464,7 @@ class Profile:
     per_example_positions_max: int = 16
     per_example_patches_ratio: float = 0.5
     per_example_cotangent_ratio: float = 1.0
+    cotangent_box_min_taps: int = 4
     per_example_patches_min_bytes: int = 16 * _MiB
     per_example_patches_cache_bytes: int = 0
     per_example_patches_total_bytes: int = 0

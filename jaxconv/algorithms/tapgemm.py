@@ -140,7 +140,7 @@ def dilated_cotangent_rows(ct, sp, kernel, pads, lhs_dilation, dilation):
 
 
 def kernel_grads_by_cotangent(x, ct, kernel, pads, dilation, precision, acc_dtype,
-                              lhs_dilation=None):
+                              lhs_dilation=None, box_min_taps=0):
     """Every example's kernel gradient of a stride-1, single-group
     convolution as one GEMM per example against the cotangent's shifted
     copies.
@@ -173,6 +173,10 @@ def kernel_grads_by_cotangent(x, ct, kernel, pads, dilation, precision, acc_dtyp
       kernel, pads, dilation: the convolution's (canonical) geometry;
         ``pads`` apply to the lhs-dilated input.
       lhs_dilation: the input's dilation (default none).
+      box_min_taps: lhs-dilated only: when every group of taps pairing the
+        same box of input elements holds at least this many taps, one GEMM
+        per box instead, no border term (:func:`_kernel_grads_by_boxes`);
+        0 (the default): never.
 
     Returns:
       ``(B, *kernel, I, O)`` in ``acc_dtype``.
@@ -187,6 +191,11 @@ def kernel_grads_by_cotangent(x, ct, kernel, pads, dilation, precision, acc_dtyp
     if all(s == 1 for s in lhs):
         # Padded positions: the padding zeros meet the cotangent, as in lax.
         xs, pads = pad_spatial(xs, pads), ((0, 0),) * nd
+    elif box_min_taps > 0:
+        groups = _tap_boxes(kernel, pads, dilation, lhs, xs.shape[1:-1], ct.shape[2:-1])
+        if min(len(taps) for taps in groups.values()) >= box_min_taps:
+            return _kernel_grads_by_boxes(xs, ct.reshape(b * n, *ct.shape[2:]), b,
+                                          kernel, groups, pads, dilation, lhs, dims)
     sp, out = xs.shape[1:-1], ct.shape[2:-1]
     q = math.prod(sp)
     rows, masks = dilated_cotangent_rows(ct.reshape(b * n, *ct.shape[2:]), sp, kernel,
@@ -224,3 +233,63 @@ def kernel_grads_by_cotangent(x, ct, kernel, pads, dilation, precision, acc_dtyp
                        jnp.zeros((), xq.dtype))  # (B, N, T, Bd, I)
         g = g + lax.dot_general(xb, cb, (((1, 3), (1, 3)), ((0, 2), (0, 2))), **dims)
     return g.reshape(b, *kernel, i, o)
+
+
+def _tap_boxes(kernel, pads, dilation, lhs, sp, out) -> dict[tuple, list]:
+    """The taps ``(index, offsets)`` of an lhs-dilated convolution grouped
+    by the box ``((first, end), ...)`` of input elements each pairs with an
+    output (``lo + q * s - t * d`` within ``out``; contiguous per axis)."""
+    groups: dict[tuple, list] = {}
+    for k, t in enumerate(tap_offsets(kernel)):
+        box = []
+        for a in range(len(kernel)):
+            at = pads[a][0] + np.arange(sp[a]) * lhs[a] - t[a] * dilation[a]
+            paired = np.flatnonzero((at >= 0) & (at < out[a]))
+            box.append((int(paired[0]), int(paired[-1]) + 1) if paired.size else (0, 0))
+        groups.setdefault(tuple(box), []).append((k, t))
+    return groups
+
+
+def _kernel_grads_by_boxes(xs, cts, b, kernel, groups, pads, dilation, lhs, dims):
+    """:func:`kernel_grads_by_cotangent` of an lhs-dilated (transposed)
+    convolution: the taps grouped by the box of input elements they pair
+    with an output, one GEMM per group over its box.
+
+    Tap ``t`` pairs input element ``q`` with the output ``lo + q * s - t *
+    d`` where that exists: along each axis a contiguous range of ``q``, so
+    the taps pairing the same box of elements (on a transposed layer of
+    kernel ``2s``, three per axis: the inner taps pair every element, the
+    outer ones all but the first or last) contract that box of the input
+    against their strided cotangent slices side by side.  Every product is
+    a pair lax forms, and no zero meets an input element: no border term
+    (one GEMM and one pass over the kernel gradient fewer than the copies
+    over every position).
+
+    ``xs (B * N, *S, I)`` is undilated and unpadded, ``cts (B * N, *P, O)``,
+    ``groups`` from :func:`_tap_boxes`; returns ``(B, *kernel, I, O)`` in
+    ``dims``' element type.
+    """
+    nd = len(kernel)
+    m, i, o = xs.shape[0], xs.shape[-1], cts.shape[-1]
+    n = m // b
+    lo = [p[0] for p in pads]
+    parts = [None] * math.prod(kernel)
+    for box, members in groups.items():
+        size = [hi - first for first, hi in box]
+        if 0 in size:  # taps that pair no element
+            for k, _ in members:
+                parts[k] = jnp.zeros((b, i, o), dims["preferred_element_type"])
+            continue
+        q = n * math.prod(size)
+        xb = xs[(slice(None), *(slice(first, hi) for first, hi in box), slice(None))]
+        rows = []
+        for _, t in members:
+            start = [lo[a] + box[a][0] * lhs[a] - t[a] * dilation[a] for a in range(nd)]
+            limit = [st + (c - 1) * s + 1 for st, c, s in zip(start, size, lhs)]
+            rows.append(lax.slice(cts, [0, *start, 0], [m, *limit, o], [1, *lhs, 1]))
+        c = jnp.stack(rows, axis=-2).reshape(b, q, len(members) * o)
+        g = lax.dot_general(xb.reshape(b, q, i), c, (((1,), (1,)), ((0,), (0,))),
+                            **dims).reshape(b, i, len(members), o)
+        for j, (k, _) in enumerate(members):
+            parts[k] = g[:, :, j]
+    return jnp.stack(parts, axis=1).reshape(b, *kernel, i, o)
