@@ -25,7 +25,9 @@ taps) writes each example's ``(*K, I, O)`` kernel once, in its layout.
   instead of the input's (:func:`kernel_grads_by_cotangent`): one GEMM per
   example contracting the input positions, ``(I, Q) @ (Q, T * O)``, the
   border's products (where some tap pairs an element with no output)
-  added tap by tap.
+  added tap by tap; or, for a transposed layer whose taps fall into few
+  groups pairing the same box of input elements, one GEMM per group over
+  its box, with no border.
 
 Every product is one that lax forms (padding zeros times the cotangent
 included); an input element that a tap pairs with no output position (an
