@@ -132,13 +132,19 @@ def dilated_cotangent_rows(ct, sp, kernel, pads, lhs_dilation, dilation):
                               [1, *lhs_dilation, 1]))
         valid = np.ones(sp, bool)
         for axis in range(nd):
-            idx = lo[axis] + np.arange(sp[axis]) * lhs_dilation[axis]
-            idx = idx - t[axis] * dilation[axis]
             shape = [1] * nd
             shape[axis] = sp[axis]
-            valid = valid & ((idx >= 0) & (idx < out[axis])).reshape(shape)
+            valid = valid & _paired(lo[axis], sp[axis], lhs_dilation[axis], t[axis],
+                                    dilation[axis], out[axis]).reshape(shape)
         masks.append(valid)
     return rows, masks
+
+
+def _paired(lo, n, s, t, d, out):
+    """Along one axis, which of the ``n`` (undilated) input elements tap
+    offset ``t`` pairs with an output: ``lo + q * s - t * d`` in ``[0, out)``."""
+    at = lo + np.arange(n) * s - t * d
+    return (at >= 0) & (at < out)
 
 
 def kernel_grads_by_cotangent(x, ct, kernel, pads, dilation, precision, acc_dtype,
@@ -245,8 +251,8 @@ def _tap_boxes(kernel, pads, dilation, lhs, sp, out) -> dict[tuple, list]:
     for k, t in enumerate(tap_offsets(kernel)):
         box = []
         for a in range(len(kernel)):
-            at = pads[a][0] + np.arange(sp[a]) * lhs[a] - t[a] * dilation[a]
-            paired = np.flatnonzero((at >= 0) & (at < out[a]))
+            paired = np.flatnonzero(_paired(pads[a][0], sp[a], lhs[a], t[a],
+                                            dilation[a], out[a]))
             box.append((int(paired[0]), int(paired[-1]) + 1) if paired.size else (0, 0))
         groups.setdefault(tuple(box), []).append((k, t))
     return groups
