@@ -105,7 +105,10 @@ CASE_IDS = [c.id for c in CASES]
 
 #: The batch of the vmap records of a case whose own batch is 1.
 VMAP_BATCH = 8
-VMAP_DIRECTIONS = ("vmap_forward", "vmap_kernel_grad", "per_example_grad")
+# The gradients through the vmap: of the kernel alone (a training step of a
+# model whose input needs no gradient) and of input and kernel (a layer inside
+# a model); per-example gradients are ``vmap(grad)`` of one example's conv.
+VMAP_DIRECTIONS = ("vmap_forward", "vmap_kernel_grad", "vmap_grad", "per_example_grad")
 # --quick: fewer repetitions of a vmap record whose round of calls is slow
 # (lax's per-example gradient of group32 takes about a minute a call).
 VMAP_QUICK_CAP_S = 20.0
@@ -426,6 +429,13 @@ def _vmap_fns(f, direction: str):
         def vmapped(x, w, ct):
             return jax.vjp(lambda w_: per_example(x, w_), w)[1](ct)[0]
         return vmapped, batched_kernel_grad
+    if direction == "vmap_grad":
+        def vmapped_grads(x, w, ct):
+            return jax.vjp(per_example, x, w)[1](ct)
+
+        def batched_grads(x, w, ct):
+            return jax.vjp(f, x, w)[1](ct)
+        return vmapped_grads, batched_grads
     if direction == "per_example_grad":
         def one_grad(x1, w, ct1):
             return jax.vjp(lambda w_: one(x1, w_), w)[1](ct1)[0]
@@ -896,8 +906,8 @@ def _parser() -> argparse.ArgumentParser:
                    "float64")
     p.add_argument("--vmap", action="store_true",
                    help="jit(vmap(f)) over single examples against the batched "
-                   "call: vmapped forward, kernel gradient through the vmap and "
-                   "per-example gradients, for "
+                   "call: vmapped forward, kernel gradient and input + kernel "
+                   "gradients through the vmap, and per-example gradients, for "
                    f"{', '.join(c.id for c in CASES if c.vmap)} (batch "
                    f"{VMAP_BATCH} where theirs is 1); with --zoo for the zoo's "
                    "batch-8 layers too")

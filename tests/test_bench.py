@@ -391,6 +391,7 @@ def test_vmap_records(_fake_timer):
         x_bytes = 4 * bench.VMAP_BATCH * 8 * 8 * 4
         w_bytes = 4 * 3 * 3 * 4 * 4
         out = {"vmap_forward": x_bytes, "vmap_kernel_grad": w_bytes,
+               "vmap_grad": x_bytes + w_bytes,
                "per_example_grad": bench.VMAP_BATCH * w_bytes}[direction]
         assert r["output_bytes"] == out
     assert {c.id for c in bench.CASES if c.vmap} >= {"dense3_b8", "dw3", "group32"}
@@ -431,7 +432,16 @@ def test_vmap_functions_match_their_batched_twins(direction):
     if direction == "per_example_grad":
         assert a.shape == (3, *w.shape)
         a = a.sum(0)
-    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+    if direction == "vmap_grad":
+        assert [t.shape for t in a] == [x.shape, w.shape]
+    else:
+        a, b = [a], [b]
+    for got, want in zip(a, b, strict=True):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+    # The batched twin is the definition: lax's gradients of the same conv.
+    ref = bench._vmap_fns(bench.make_fn(case, jax.lax), direction)[1](x, w, ct)
+    for got, want in zip(b, ref if direction == "vmap_grad" else [ref], strict=True):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
 
 
 def test_vmap_flag_selects_the_marked_cases(monkeypatch, capsys):

@@ -459,6 +459,18 @@ def test_vmap_is_one_folded_convolution(rng):
     eqns = _equations(jax.make_jaxpr(wgrad)(w, x).jaxpr)
     assert [e.params["role"] for e in eqns] == ["fwd", "rhs_t"]
     assert _dot_generals(wgrad, w, x) == _dot_generals(wgrad_batched, w, x)
+    # Input and kernel gradients through the vmap (a layer inside a model):
+    # the batched call's three equations, each on the folded problem.
+    def grads(w, x):
+        return jax.grad(lambda w, x: jnp.sum(vm(x, w) ** 2), (0, 1))(w, x)
+
+    def grads_batched(w, x):
+        return jax.grad(lambda w, x: jnp.sum(batched(x, w) ** 2), (0, 1))(w, x)
+
+    eqns = _equations(jax.make_jaxpr(grads)(w, x).jaxpr)
+    assert sorted(e.params["role"] for e in eqns) == ["fwd", "lhs_t", "rhs_t"]
+    assert all(e.invars[0].aval.shape[0] == 8 for e in eqns)
+    assert _dot_generals(grads, w, x) == _dot_generals(grads_batched, w, x)
     # Per-example gradients of a 3x3 kernel: one equation of per-example
     # kernel gradients, each on its own example (a batch of GEMMs, no
     # transposes into groups).
