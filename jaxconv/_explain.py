@@ -11,6 +11,7 @@ from jax.extend.core import jaxprs_in_params
 
 from ._canonical import RECORDER, canonical_plan
 from ._primitive import flipped_kernel, lhs_t_conv_params, per_example_plan
+from .algorithms import polyphase
 from .algorithms.plan import Plan
 
 # The primitive every jaxconv convolution binds (``jaxconv._primitive``), and
@@ -93,6 +94,13 @@ class ExplainRow:
             label, steps = "taps/tap-scan", p.taps
             temp = copies * p.in_bytes + window
             reason = f"{p.nd}-D kernel gradient: a scan of 2-D GEMMs, one per tap"
+        elif role == "rhs_t" and plan.param("kernel_grad") == "taps":
+            reason = reason + ("; kernel gradient: the phases' patch GEMMs when the "
+                               "cotangent is finite, else one GEMM per tap of each "
+                               "phase" if polyphase.taps_kernel_grad_guarded(
+                                   p, plan.profile) else
+                               "; kernel gradient: one GEMM per tap of each phase, "
+                               "on the real inputs")
         return cls(op + ROLE_NAMES[role], p.x_shape, p.w_shape, p.out_shape, p.dtype,
                    plan.profile.label, label, steps, temp, reason, plan)
 

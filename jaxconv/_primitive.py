@@ -463,9 +463,13 @@ def _direct_kernel_grad(x, ct, chosen, w_dtype, params):
     one fused loop over the output positions.  Transposed (polyphase)
     plans with ``kernel_grad="cotangent"`` run
     :func:`~jaxconv.algorithms.polyphase.kernel_grad`: one GEMM against
-    the cotangent's strided slices, every tap at once.
+    the cotangent's strided slices, every tap at once; with
+    ``kernel_grad="taps"``,
+    :func:`~jaxconv.algorithms.polyphase.kernel_grad_by_taps`: one GEMM per
+    tap of each phase, on the real inputs.
     """
-    if chosen.param("kernel_grad") not in ("tap-scan", "positions", "cotangent"):
+    if chosen.param("kernel_grad") not in ("tap-scan", "positions", "cotangent",
+                                           "taps"):
         return None
     record_plan(chosen)
     x = planned_input(x, chosen, padding=params["padding"],
@@ -479,6 +483,10 @@ def _direct_kernel_grad(x, ct, chosen, w_dtype, params):
     elif chosen.param("kernel_grad") == "cotangent":
         gw = polyphase.kernel_grad(x, ct, chosen.problem, params["precision"],
                                    chosen.profile.cotangent_box_min_taps)
+    elif chosen.param("kernel_grad") == "taps":
+        gw = polyphase.kernel_grad_by_taps(x, ct, chosen.problem.w_shape, w_dtype,
+                                           chosen.problem,
+                                           params["precision"], chosen.profile)
     else:
         gw = dense.kernel_grad_tap_scan(x, ct, chosen, params["precision"])
     return gw.astype(w_dtype)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -740,6 +741,96 @@ def test_depth_to_space_equals_per_phase_gemms(case, rng):
     assert_close(fast[0][1], y)
     for a, b in zip(fast[1], grads):
         assert_close(a, b)
+
+
+PHASE_TAPS = CPU.replace(phase_taps_kernel_grad_min_positions=1)
+
+
+@pytest.mark.parametrize("case", [c for c in POLYPHASE if c not in DEPTH_TO_SPACE],
+                         ids=str)
+def test_transposed_kernel_gradient_by_phase_taps_equals_lax(case, rng):
+    # Past the profile's positions, phases that build patches take their
+    # kernel gradient from per-tap products: both gradients, against lax's
+    # and against the patch form's, on every polyphase geometry.
+    xs, ws, ld, p, rd, g = case
+    nd = len(xs) - 2
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    kw = dict(lhs_dilation=ld, rhs_dilation=rd, dimension_numbers=DN[nd],
+              feature_group_count=g)
+
+    def grads(mod, profile=None):
+        def loss(x, w):
+            return jnp.sum(jnp.sin(mod.conv_general_dilated(x, w, (1,) * nd, p, **kw)))
+        with jaxconv.use_profile(profile or CPU):
+            return jax.jit(jax.grad(loss, (0, 1)))(x, w)
+
+    want = grads(lax)
+    patches = CPU.replace(phase_taps_kernel_grad_min_positions=1 << 62)
+    for profile in (PHASE_TAPS, patches):
+        for a, b in zip(grads(jl, profile), want):
+            assert_close(a, b)
+    # and both kernel-gradient forms under the guard: a NaN in the cotangent
+    # reaches the entries lax's gradient has it in (the patch GEMMs would
+    # also meet it with their padding zeros)
+    ct = jax.eval_shape(lambda x, w: lax.conv_general_dilated(
+        x, w, (1,) * nd, p, **kw), x, w)
+    ct = rng.standard_normal(ct.shape)
+    ct[(0,) * (nd + 2)] = np.nan
+
+    def kernel_grad(mod, profile=CPU):
+        def f(w):
+            return mod.conv_general_dilated(x, w, (1,) * nd, p, **kw)
+        with jaxconv.use_profile(profile):
+            return jax.jit(lambda w: jax.vjp(f, w)[1](ct)[0])(w)
+
+    want = np.isfinite(kernel_grad(lax))
+    assert not want.all()
+    for profile in (CPU, PHASE_TAPS):
+        np.testing.assert_array_equal(np.isfinite(kernel_grad(jl, profile)), want)
+
+
+def test_transposed_kernel_gradient_by_phase_taps_builds_no_patches(rng):
+    # 4x4 stride 2 (the DCGAN / U-Net upsampler): four phases of four taps,
+    # each an "im2col|gemm" phase.  Its kernel gradient by taps is 16 GEMMs
+    # on the real inputs and no concatenate; the patch form's transpose
+    # stacks every phase's patches.
+    x = rng.standard_normal((2, 5, 4, 4))
+    w = rng.standard_normal((4, 4, 4, 6))
+    ct = rng.standard_normal((2, 10, 8, 6))
+
+    def kernel_grad(w):
+        def f(w):
+            return jl.conv_general_dilated(x, w, (1, 1), [(2, 2), (2, 2)],
+                                           lhs_dilation=(2, 2), dimension_numbers=DN[2])
+        return jax.vjp(f, w)[1](ct)[0]
+
+    def count(profile, name):
+        with jaxconv.use_profile(profile):  # (a new function: no cached trace)
+            text = jax.jit(lambda w: kernel_grad(w)).lower(w).as_text()
+        return len(re.findall(rf"stablehlo\.{name}\b", text))
+
+    with jaxconv.use_profile(PHASE_TAPS):
+        rows = jaxconv.explain(kernel_grad, w)
+    assert rows[-1].plan.param("kernel_grad") == "taps"
+    assert "one GEMM per tap of each phase" in rows[-1].reason
+    assert count(PHASE_TAPS, "concatenate") == 0
+    assert count(PHASE_TAPS, "dot_general") == 16
+    assert count(PHASE_TAPS, "case") == 0
+    # The cpu profile's threshold: below it (these 40 input positions), the
+    # patch GEMMs when the cotangent is finite, the taps otherwise.
+    assert CPU.phase_taps_kernel_grad_min_positions > 40
+    with jaxconv.use_profile(CPU):
+        row = jaxconv.explain(kernel_grad, w)[-1]
+    assert row.plan.param("kernel_grad") == "taps"
+    assert "patch GEMMs when the cotangent is finite" in row.reason
+    assert count(CPU, "concatenate") > 0 and count(CPU, "dot_general") == 16 + 4
+    assert count(CPU, "case") == 1
+    # gpu and tpu: every phase one GEMM against all its taps, none built.
+    for name in ("gpu", "tpu"):
+        with jaxconv.use_profile(jaxconv.get_profile(name).replace(
+                phase_taps_kernel_grad_min_positions=1)):
+            row = jaxconv.explain(kernel_grad, w)[-1]
+            assert row.plan.param("kernel_grad") != "taps"
 
 
 def test_polyphase_conv_transpose_never_multiplies_inserted_zeros(rng):

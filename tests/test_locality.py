@@ -260,6 +260,11 @@ GRAD_CASES = {
     "1d_transposed": ((2, 24, 16), (8, 16, 4), (1,), [(2, 5)], (1,), (4,)),
     "2d_transposed": ((1, 6, 5, 8), (4, 2, 8, 4), (1, 1), [(2, 2), (0, 1)], (1, 1),
                       (2, 2)),
+    # 4x4 stride 2: phases of four taps that build patches ("im2col|gemm");
+    # past "phase_taps_kernel_grad_min_positions" their kernel gradient is
+    # the transpose of per-tap products
+    "2d_transposed_k4": ((2, 5, 6, 8), (4, 4, 8, 4), (1, 1), [(2, 2), (1, 2)],
+                         (1, 1), (2, 2)),
 }
 GRAD_PROFILES = {
     "cpu": {},
@@ -273,6 +278,7 @@ GRAD_PROFILES = {
     "alltaps-blocks": dict(alltaps_max_bytes=0, wide_2d_max_i=0, alltaps_max_i=64,
                            block_min_bytes=1, block_max_bytes=2000,
                            block_io_fraction=0, im2col_unblocked_max_bytes=0),
+    "phase-taps": dict(phase_taps_kernel_grad_min_positions=1),
     "gpu": "gpu",  # branch-free: no conditional, the poisoned transpose
 }
 DNS = {1: NWC, 2: NHWC, 3: ("NDHWC", "DHWIO", "NDHWC")}
@@ -381,6 +387,11 @@ def test_gradient_locality_cases_reach_the_shifted_sum_forms(monkeypatch):
         for name in GRAD_CASES:
             reached |= {f.split("/")[-1] for f in _reached_forms(name, profile)}
     assert {"alltaps", "wide", "shifted", "s2d", "polyphase"} <= reached, reached
+    # and the transposed kernel gradient by per-tap products
+    grads, _ = _grad_fns(jl, "2d_transposed_k4")
+    with jaxconv.use_profile(_grad_profile("phase-taps")):
+        rows = jaxconv.explain(grads, *_grad_args("2d_transposed_k4"))
+    assert any(r.plan and r.plan.param("kernel_grad") == "taps" for r in rows)
 
     monkeypatch.setattr(_primitive, "kernel_grad_spreads", lambda plan: False)
     jax.clear_caches()

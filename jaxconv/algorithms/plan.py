@@ -572,6 +572,12 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
             # taps that never read them: every tap at once against the
             # cotangent's strided slices instead, the border tap by tap.
             params["kernel_grad"] = "cotangent"
+        elif "im2col|gemm" in forms and p.inexact and prof.custom_kernel_grads:
+            # The transpose of an "im2col|gemm" phase builds its patches
+            # again, and meets their padding zeros with the cotangent:
+            # per-tap GEMMs of the real inputs instead (below the profile's
+            # positions, the patches when the cotangent is finite).
+            params["kernel_grad"] = "taps"
         temp = 2 * p.out_bytes
     if name in (*dense.BLOCKED, "taps") and _tap_scan_kernel_grad(p, prof):
         params["kernel_grad"] = "tap-scan"

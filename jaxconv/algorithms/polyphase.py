@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -136,15 +137,21 @@ def run(x, w, plan, precision):
     outputs where it meets a real input, as in XLA.  Returns ``acc_dtype``.
     """
     p = plan.problem
-    profile = plan.profile
+    if plan.param("depth_to_space") and 0 not in phase_specs(p)[0]:
+        _, per_axis, _ = phase_specs(p)
+        return _depth_to_space(x, w, per_axis, p.lhs_dilation, precision, p.acc_dtype)
+    return _phases(x, w, p, precision, plan.profile)
+
+
+def _phases(x, w, p, precision, profile, form=None):
+    """Every sub-pixel phase of problem ``p`` (:func:`_phase_taps`, each in
+    ``form`` if given, else as :func:`phase_form` says), interleaved."""
     nd = p.nd
     acc_dtype = p.acc_dtype
     lo_out, per_axis, qmax = phase_specs(p)
     n_b, o = x.shape[0], w.shape[-1]
     if 0 in lo_out:
         return jnp.zeros((n_b, *lo_out, o), acc_dtype)
-    if plan.param("depth_to_space"):
-        return _depth_to_space(x, w, per_axis, p.lhs_dilation, precision, acc_dtype)
     ys = []
     for combo in np.ndindex(*p.lhs_dilation):
         specs = [per_axis[a][r] for a, r in enumerate(combo)]
@@ -152,7 +159,8 @@ def run(x, w, plan, precision):
             y = jnp.zeros((n_b, *(sp[-1] for sp in specs), o), acc_dtype)
         else:
             sub = w[tuple(slice(*sp[0]) for sp in specs)]
-            y = _phase_taps(x, sub, specs, p.groups, precision, acc_dtype, profile)
+            y = _phase_taps(x, sub, specs, p.groups, precision, acc_dtype, profile,
+                            form)
         pads = [(0, 0)] + [(0, qm - sp[-1]) for qm, sp in zip(qmax, specs)] + [(0, 0)]
         ys.append(jnp.pad(y, pads))
     # Interleave by stacking each phase axis right after its Q axis, innermost
@@ -198,6 +206,58 @@ def kernel_grad(x, ct, problem, precision, box_min_taps=0):
                                      box_min_taps)[0]
 
 
+def taps_kernel_grad_guarded(problem, profile) -> bool:
+    """Whether :func:`kernel_grad_by_taps` runs the phases' patch GEMMs when
+    the cotangent is finite (fewer input positions than
+    ``profile.phase_taps_kernel_grad_min_positions``)."""
+    p = problem
+    positions = p.batch * math.prod(p.x_shape[1:-1])
+    return positions < profile.phase_taps_kernel_grad_min_positions
+
+
+def kernel_grad_by_taps(x, ct, w_shape, w_dtype, problem, precision, profile):
+    """The kernel gradient of a transposed (lhs-dilated, stride-1) problem
+    whose phases build patches (``"im2col|gemm"``): the transpose of the
+    phases' per-tap products (``kernel_grad="taps"``).
+
+    Each tap of each phase contributes ``x[real range]^T @ ct[its outputs]``:
+    one GEMM over the positions the tap pairs, with no patch matrix, and
+    every product pairs a real input with an output it reaches, so a NaN or
+    Inf (in the input or the cotangent) reaches the entries lax's gradient
+    has it in.  The transpose of the phases' patch GEMMs instead builds
+    the patches again (``T * I`` values per input position, stacked along
+    the minor axis: XLA:CPU copies them at a fraction of its memory
+    bandwidth) and meets their padding zeros with the cotangent, so a
+    non-finite cotangent would spread.  Below
+    ``profile.phase_taps_kernel_grad_min_positions`` input positions, where
+    the one patch GEMM per phase is the faster form, it runs when the
+    cotangent is finite (:func:`taps_kernel_grad_guarded`).
+
+    Args:
+      x: the input ``(N, *S, I)``, neither padded nor dilated.
+      ct: the cotangent ``(N, *P, O)``.
+      w_shape, w_dtype: the kernel's.
+      problem: the plan's problem.
+      precision: the dot precision.
+      profile: the plan's profile.
+
+    Returns:
+      ``w_shape`` in ``problem.acc_dtype``.
+    """
+    ct = ct.astype(problem.acc_dtype)
+    kernel = jax.ShapeDtypeStruct(w_shape, w_dtype)
+
+    def transpose(form):
+        def forward(w):
+            return _phases(x, w, problem, precision, profile, form=form)
+        return jax.linear_transpose(forward, kernel)(ct)[0].astype(problem.acc_dtype)
+
+    if taps_kernel_grad_guarded(problem, profile):
+        return finite_or(ct, lambda: transpose("im2col"), lambda: transpose("taps"),
+                         profile.branch_free)
+    return transpose("taps")
+
+
 def _depth_to_space(x, w, per_axis, s, precision, acc_dtype):
     """Phases of one tap each (:func:`depth_to_space_applies`) as one GEMM.
 
@@ -221,7 +281,7 @@ def _depth_to_space(x, w, per_axis, s, precision, acc_dtype):
     return y
 
 
-def _phase_taps(x, sub, specs, groups, precision, acc_dtype, profile):
+def _phase_taps(x, sub, specs, groups, precision, acc_dtype, profile, form=None):
     """One sub-pixel phase: ``sum_t pad(x[real range of t] @ sub[t])``.
 
     ``specs[a] = (tap slice, (lo, hi) padding, dilation, Q)`` per spatial axis.
@@ -239,8 +299,9 @@ def _phase_taps(x, sub, specs, groups, precision, acc_dtype, profile):
     kernel = sub.shape[:-2]
     o = sub.shape[-1]
     wt = sub.reshape(-1, *sub.shape[-2:])
-    form = phase_form(wt.shape[0], groups, wt.shape[-2],
-                      jnp.issubdtype(wt.dtype, jnp.inexact), profile)
+    if form is None:
+        form = phase_form(wt.shape[0], groups, wt.shape[-2],
+                          jnp.issubdtype(wt.dtype, jnp.inexact), profile)
     if form == "scan":
         return _phase_taps_scan(x, wt, kernel, e0, d2, q, groups, precision, acc_dtype)
     args = (x, wt, kernel, e0, d2, q, precision, acc_dtype)
