@@ -143,9 +143,10 @@ def run(x, w, plan, precision):
     return _phases(x, w, p, precision, plan.profile)
 
 
-def _phases(x, w, p, precision, profile, form=None):
-    """Every sub-pixel phase of problem ``p`` (:func:`_phase_taps`, each in
-    ``form`` if given, else as :func:`phase_form` says), interleaved."""
+def _phases(x, w, p, precision, profile, patch_form=None):
+    """Every sub-pixel phase of problem ``p`` (:func:`_phase_taps`, in the
+    form :func:`phase_form` names; ``patch_form``, if given, in place of
+    ``"im2col|gemm"``), interleaved."""
     nd = p.nd
     acc_dtype = p.acc_dtype
     lo_out, per_axis, qmax = phase_specs(p)
@@ -160,7 +161,7 @@ def _phases(x, w, p, precision, profile, form=None):
         else:
             sub = w[tuple(slice(*sp[0]) for sp in specs)]
             y = _phase_taps(x, sub, specs, p.groups, precision, acc_dtype, profile,
-                            form)
+                            patch_form)
         pads = [(0, 0)] + [(0, qm - sp[-1]) for qm, sp in zip(qmax, specs)] + [(0, 0)]
         ys.append(jnp.pad(y, pads))
     # Interleave by stacking each phase axis right after its Q axis, innermost
@@ -248,8 +249,8 @@ def kernel_grad_by_taps(x, ct, w_shape, w_dtype, problem, precision, profile):
     kernel = jax.ShapeDtypeStruct(w_shape, w_dtype)
 
     def transpose(form):
-        def forward(w):
-            return _phases(x, w, problem, precision, profile, form=form)
+        def forward(w):  # the phases that build patches in ``form``
+            return _phases(x, w, problem, precision, profile, patch_form=form)
         return jax.linear_transpose(forward, kernel)(ct)[0].astype(problem.acc_dtype)
 
     if taps_kernel_grad_guarded(problem, profile):
@@ -281,7 +282,8 @@ def _depth_to_space(x, w, per_axis, s, precision, acc_dtype):
     return y
 
 
-def _phase_taps(x, sub, specs, groups, precision, acc_dtype, profile, form=None):
+def _phase_taps(x, sub, specs, groups, precision, acc_dtype, profile,
+                patch_form=None):
     """One sub-pixel phase: ``sum_t pad(x[real range of t] @ sub[t])``.
 
     ``specs[a] = (tap slice, (lo, hi) padding, dilation, Q)`` per spatial axis.
@@ -290,7 +292,8 @@ def _phase_taps(x, sub, specs, groups, precision, acc_dtype, profile, form=None)
     contribution is zero padding (never a product with a padding zero).
     Kernels beyond the profile's unroll limit run in a ``lax.scan`` over a
     padded input whose out-of-range products are dropped by a ``where``
-    (``phase_form`` names the choice).
+    (``phase_form`` names the choice; ``patch_form``, if given, replaces
+    its ``"im2col|gemm"``: ``"im2col"`` or ``"taps"``).
     """
     n_sp = x.shape[1:-1]
     e0 = [-sp[1][0] for sp in specs]
@@ -299,9 +302,10 @@ def _phase_taps(x, sub, specs, groups, precision, acc_dtype, profile, form=None)
     kernel = sub.shape[:-2]
     o = sub.shape[-1]
     wt = sub.reshape(-1, *sub.shape[-2:])
-    if form is None:
-        form = phase_form(wt.shape[0], groups, wt.shape[-2],
-                          jnp.issubdtype(wt.dtype, jnp.inexact), profile)
+    form = phase_form(wt.shape[0], groups, wt.shape[-2],
+                      jnp.issubdtype(wt.dtype, jnp.inexact), profile)
+    if form == "im2col|gemm" and patch_form is not None:
+        form = patch_form
     if form == "scan":
         return _phase_taps_scan(x, wt, kernel, e0, d2, q, groups, precision, acc_dtype)
     args = (x, wt, kernel, e0, d2, q, precision, acc_dtype)
