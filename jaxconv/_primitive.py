@@ -484,8 +484,7 @@ def _direct_kernel_grad(x, ct, chosen, w_dtype, params):
         gw = polyphase.kernel_grad(x, ct, chosen.problem, params["precision"],
                                    chosen.profile.cotangent_box_min_taps)
     elif chosen.param("kernel_grad") == "taps":
-        gw = polyphase.kernel_grad_by_taps(x, ct, chosen.problem.w_shape, w_dtype,
-                                           chosen.problem,
+        gw = polyphase.kernel_grad_by_taps(x, ct, w_dtype, chosen.problem,
                                            params["precision"], chosen.profile)
     else:
         gw = dense.kernel_grad_tap_scan(x, ct, chosen, params["precision"])

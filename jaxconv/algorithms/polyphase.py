@@ -137,9 +137,11 @@ def run(x, w, plan, precision):
     outputs where it meets a real input, as in XLA.  Returns ``acc_dtype``.
     """
     p = plan.problem
-    if plan.param("depth_to_space") and 0 not in phase_specs(p)[0]:
-        _, per_axis, _ = phase_specs(p)
-        return _depth_to_space(x, w, per_axis, p.lhs_dilation, precision, p.acc_dtype)
+    if plan.param("depth_to_space"):
+        lo_out, per_axis, _ = phase_specs(p)
+        if 0 not in lo_out:
+            return _depth_to_space(x, w, per_axis, p.lhs_dilation, precision,
+                                   p.acc_dtype)
     return _phases(x, w, p, precision, plan.profile)
 
 
@@ -216,7 +218,7 @@ def taps_kernel_grad_guarded(problem, profile) -> bool:
     return positions < profile.phase_taps_kernel_grad_min_positions
 
 
-def kernel_grad_by_taps(x, ct, w_shape, w_dtype, problem, precision, profile):
+def kernel_grad_by_taps(x, ct, w_dtype, problem, precision, profile):
     """The kernel gradient of a transposed (lhs-dilated, stride-1) problem
     whose phases build patches (``"im2col|gemm"``): the transpose of the
     phases' per-tap products (``kernel_grad="taps"``).
@@ -237,16 +239,16 @@ def kernel_grad_by_taps(x, ct, w_shape, w_dtype, problem, precision, profile):
     Args:
       x: the input ``(N, *S, I)``, neither padded nor dilated.
       ct: the cotangent ``(N, *P, O)``.
-      w_shape, w_dtype: the kernel's.
-      problem: the plan's problem.
+      w_dtype: the kernel's dtype.
+      problem: the plan's problem (its ``w_shape`` is the kernel's).
       precision: the dot precision.
       profile: the plan's profile.
 
     Returns:
-      ``w_shape`` in ``problem.acc_dtype``.
+      ``problem.w_shape`` in ``problem.acc_dtype``.
     """
     ct = ct.astype(problem.acc_dtype)
-    kernel = jax.ShapeDtypeStruct(w_shape, w_dtype)
+    kernel = jax.ShapeDtypeStruct(problem.w_shape, w_dtype)
 
     def transpose(form):
         def forward(w):  # the phases that build patches in ``form``
