@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 
 import jax
+import numpy as np
 from jax.extend.core import jaxprs_in_params
 
 from ._canonical import RECORDER, canonical_plan
@@ -94,6 +95,19 @@ class ExplainRow:
             label, steps = "taps/tap-scan", p.taps
             temp = copies * p.in_bytes + window
             reason = f"{p.nd}-D kernel gradient: a scan of 2-D GEMMs, one per tap"
+        elif role == "rhs_t" and plan.param("kernel_grad") == "hankel":
+            # one GEMM of the block-Hankel copy of the padded input with the
+            # cotangent (viewed, not copied) and its (B + T - 1, I, B, O)
+            # product
+            b, t = plan.param("hankel_block"), p.taps
+            rows = p.in_bytes // max(1, math.prod(p.x_shape[1:-1])) * math.prod(
+                p.out_spatial)
+            product = (np.dtype(p.acc_dtype).itemsize * (b + t - 1) * b
+                       * p.in_per_group * p.out_channels)
+            label, steps = "taps/hankel", 0
+            temp = p.in_bytes + rows * (b + t - 1) // b + product
+            reason = (f"1-D kernel gradient: one block-Hankel GEMM (blocks of {b} "
+                      f"positions, {b + t - 1} input rows each)")
         elif role == "rhs_t" and plan.param("kernel_grad") == "taps":
             reason = reason + ("; kernel gradient: the phases' patch GEMMs when the "
                                "cotangent is finite, else one GEMM per tap of each "

@@ -457,7 +457,10 @@ def _direct_kernel_grad(x, ct, chosen, w_dtype, params):
     batch, 2-D and 3-D with enough positions and channels) run
     :func:`~jaxconv.algorithms.dense.kernel_grad_tap_scan`: one 2-D GEMM per
     tap, where the transpose of any forward formulation's
-    tangent is a patch GEMM per row block or a sum of shifted products.
+    tangent is a patch GEMM per row block or a sum of shifted products;
+    with ``kernel_grad="hankel"`` (1-D, undilated, many taps on few
+    channels) :func:`~jaxconv.algorithms.dense.kernel_grad_hankel`: one
+    block-Hankel GEMM.
     Depthwise plans with ``kernel_grad="positions"`` (few output positions
     per example) run :func:`~jaxconv.algorithms.positions.kernel_grad`:
     one fused loop over the output positions.  Transposed (polyphase)
@@ -468,8 +471,8 @@ def _direct_kernel_grad(x, ct, chosen, w_dtype, params):
     :func:`~jaxconv.algorithms.polyphase.kernel_grad_by_taps`: one GEMM per
     tap of each phase, on the real inputs.
     """
-    if chosen.param("kernel_grad") not in ("tap-scan", "positions", "cotangent",
-                                           "taps"):
+    if chosen.param("kernel_grad") not in ("tap-scan", "hankel", "positions",
+                                           "cotangent", "taps"):
         return None
     record_plan(chosen)
     x = planned_input(x, chosen, padding=params["padding"],
@@ -486,6 +489,9 @@ def _direct_kernel_grad(x, ct, chosen, w_dtype, params):
     elif chosen.param("kernel_grad") == "taps":
         gw = polyphase.kernel_grad_by_taps(x, ct, w_dtype, chosen.problem,
                                            params["precision"], chosen.profile)
+    elif chosen.param("kernel_grad") == "hankel":
+        gw = dense.kernel_grad_hankel(x, ct, chosen, params["precision"],
+                                      chosen.param("hankel_block"))
     else:
         gw = dense.kernel_grad_tap_scan(x, ct, chosen, params["precision"])
     return gw.astype(w_dtype)

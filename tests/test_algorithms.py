@@ -25,6 +25,7 @@ from jaxconv import lax as jl
 from jaxconv.algorithms import dense, positions, tapgemm, toeplitz
 from jaxconv.algorithms import plan as planning
 from jaxconv.algorithms.problem import Problem
+from jaxconv.algorithms.profile import CPU_FAMILIES
 
 CPU = jaxconv.get_profile("cpu")
 
@@ -339,6 +340,111 @@ def test_tap_scan_kernel_grad_refuses_what_it_cannot_compute():
                                          r"\(3, 3, 3, 4\), stride \(2, 1\), 1 groups"):
         dense.kernel_grad_tap_scan(jnp.ones((2, 9, 9, 3)), jnp.ones((2, 4, 7, 4)),
                                    plan, None)
+
+
+# the block-Hankel kernel gradient: one GEMM over blocks of output positions
+AVX512 = CPU.replace(family="avx512", **CPU_FAMILIES["avx512"])
+HANKEL = CPU.replace(hankel_kernel_grad_min_taps=2, hankel_kernel_grad_min_i=1,
+                     hankel_kernel_grad_max_i=1 << 30)
+
+
+@pytest.mark.parametrize("shape, w_shape, dilation, want", [
+    ((8, 2048, 64), (7, 64, 64), 1, ("hankel", 8)),
+    ((8, 2048, 64), (11, 64, 64), 1, ("hankel", 8)),
+    (("b", 2048, 64), (7, 64, 64), 1, ("hankel", 8)),  # symbolic batch
+    ((1, 2048, 64), (7, 64, 64), 1, ("hankel", 8)),  # one long image
+    ((8, 2044, 64), (7, 64, 64), 1, ("hankel", 4)),  # 8 does not divide 2044
+    ((8, 2046, 64), (7, 64, 64), 1, ("tap-scan", None)),  # neither 8 nor 4
+    ((8, 2048, 64), (3, 64, 64), 1, ("tap-scan", None)),  # 3 taps
+    ((8, 4096, 32), (7, 32, 32), 1, ("tap-scan", None)),  # 32 channels
+    ((8, 1024, 128), (7, 128, 128), 1, ("tap-scan", None)),  # 128 channels
+    ((8, 2048, 64), (7, 64, 64), 3, ("tap-scan", None)),  # dilated
+    ((1, 64, 64), (7, 64, 64), 1, (None, None)),  # one short image: tap GEMMs
+])
+def test_hankel_kernel_grad_rule(shape, w_shape, dilation, want):
+    # On the avx512 table: 7+ taps, 64 input channels, undilated, a block of
+    # (8, 4) dividing the output length; the avx2 table and the accelerator
+    # profiles never.
+    if shape[0] == "b":
+        shape = (*jax.export.symbolic_shape("b"), *shape[1:])
+    reach = (w_shape[0] - 1) * dilation
+    p = Problem.of(jax.ShapeDtypeStruct(shape, jnp.float32),
+                   jax.ShapeDtypeStruct(w_shape, jnp.float32), stride=(1,),
+                   dilation=(dilation,), groups=1,
+                   pads=((reach // 2, reach - reach // 2),))
+    for name in ("alltaps", "taps", "im2col"):
+        plan = planning.make_plan(p, AVX512, name, "")
+        assert (plan.param("kernel_grad"), plan.param("hankel_block")) == want
+        no_hankel = AVX512.replace(hankel_kernel_grad_min_taps=1 << 62)
+        scan = planning.make_plan(p, no_hankel, name, "")
+        assert scan.param("kernel_grad") == (
+            "tap-scan" if want[0] == "hankel" else want[0])
+    avx2 = CPU.replace(family="avx2", **CPU_FAMILIES["avx2"])
+    assert planning.make_plan(p, avx2, "taps", "").param("kernel_grad") == (
+        None if want[0] is None else "tap-scan")
+    for prof in ("gpu", "tpu"):
+        plan = planning.make_plan(p, jaxconv.get_profile(prof), "taps", "")
+        assert plan.param("kernel_grad") is None
+
+
+@pytest.mark.parametrize("xs, ws, pad, blocks", [
+    ((3, 24, 6), (5, 6, 8), "SAME", (8,)),  # one neighbouring block
+    ((2, 24, 6), (7, 6, 8), [(2, 4)], (4,)),  # the reach spans two blocks
+    ((2, 20, 5), (11, 5, 9), [(3, 7)], (2,)),  # five
+    ((2, 21, 4), (4, 4, 8), [(0, 0)], (3,)),  # VALID, blocks of 3
+    ((1, 518, 4), (7, 4, 8), "VALID", (8,)),  # one image of 512 rows
+])
+def test_hankel_kernel_grad_equals_lax(xs, ws, pad, blocks, rng):
+    # Both gradients against lax's, and the kernel gradient against the tap
+    # scan's; the explain row names the form.
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    kw = dict(dimension_numbers=DN[1])
+
+    def grads(mod):
+        def loss(x, w):
+            return jnp.sum(jnp.sin(mod.conv_general_dilated(x, w, (1,), pad, **kw)))
+        return jax.grad(loss, (0, 1))
+
+    profile = HANKEL.replace(hankel_kernel_grad_blocks=blocks)
+    with jaxconv.use_profile(profile):
+        got = jax.jit(grads(jl))(x, w)
+        rows = [r for r in jaxconv.explain(grads(jl), x, w)
+                if r.op.endswith("(kernel grad)")]
+    assert [r.formulation for r in rows] == ["taps/hankel"]
+    assert rows[0].plan.param("hankel_block") == blocks[0]
+    assert f"blocks of {blocks[0]} positions" in rows[0].reason
+    want = grads(lax)(x, w)
+    for a, b in zip(got, want):
+        assert_close(a, b)
+    with jaxconv.use_profile(HANKEL.replace(hankel_kernel_grad_min_taps=1 << 62)):
+        scan = jax.jit(grads(jl))(x, w)
+    assert_close(got[1], scan[1])
+
+
+def test_hankel_kernel_grad_exports_with_a_symbolic_batch(rng):
+    x, w = rng.standard_normal((3, 24, 6)), rng.standard_normal((5, 6, 8))
+
+    def kernel_grad(x, w):
+        return jax.grad(lambda w: jnp.sum(jl.conv_general_dilated(
+            x, w, (1,), "SAME", dimension_numbers=DN[1]) ** 2))(w)
+
+    spec = jax.ShapeDtypeStruct((*jax.export.symbolic_shape("b"), 24, 6), x.dtype)
+    with jaxconv.use_profile(HANKEL.replace(hankel_kernel_grad_blocks=(4,))):
+        exported = jax.export.export(jax.jit(kernel_grad))(spec, w)
+    assert_close(exported.call(x, w), jax.grad(lambda w: jnp.sum(
+        lax.conv_general_dilated(x, w, (1,), "SAME", dimension_numbers=DN[1]) ** 2))(w))
+
+
+def test_hankel_kernel_grad_refuses_what_it_cannot_compute():
+    p = Problem.of(jax.ShapeDtypeStruct((2, 24, 4), jnp.float32),
+                   jax.ShapeDtypeStruct((5, 4, 8), jnp.float32), stride=(1,),
+                   dilation=(1,), groups=1, pads=((2, 2),))
+    plan = planning.make_plan(p, CPU, "taps", "")
+    with pytest.raises(ValueError, match=r"whose 24 output positions the block 5 "
+                                         r"divides, got kernel \(5, 4, 8\), stride "
+                                         r"\(1,\), dilation \(1,\), 1 groups"):
+        dense.kernel_grad_hankel(jnp.ones((2, 24, 4)), jnp.ones((2, 24, 8)), plan,
+                                 None, 5)
 
 
 @pytest.mark.parametrize("dtype, preferred", [

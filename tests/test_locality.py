@@ -279,6 +279,10 @@ GRAD_PROFILES = {
                            block_min_bytes=1, block_max_bytes=2000,
                            block_io_fraction=0, im2col_unblocked_max_bytes=0),
     "phase-taps": dict(phase_taps_kernel_grad_min_positions=1),
+    # 1-D kernel gradients as one block-Hankel GEMM (blocks of 2: the reach
+    # of 4-5 taps spans two blocks)
+    "hankel": dict(hankel_kernel_grad_min_taps=2, hankel_kernel_grad_min_i=1,
+                   hankel_kernel_grad_blocks=(2,), tap_scan_min_o=1),
     "gpu": "gpu",  # branch-free: no conditional, the poisoned transpose
 }
 DNS = {1: NWC, 2: NHWC, 3: ("NDHWC", "DHWIO", "NDHWC")}
@@ -392,6 +396,12 @@ def test_gradient_locality_cases_reach_the_shifted_sum_forms(monkeypatch):
     with jaxconv.use_profile(_grad_profile("phase-taps")):
         rows = jaxconv.explain(grads, *_grad_args("2d_transposed_k4"))
     assert any(r.plan and r.plan.param("kernel_grad") == "taps" for r in rows)
+    # and the 1-D block-Hankel kernel gradient
+    with jaxconv.use_profile(_grad_profile("hankel")):
+        for name in ("1d_valid", "1d_causal"):
+            grads, _ = _grad_fns(jl, name)
+            rows = jaxconv.explain(grads, *_grad_args(name))
+            assert any(r.formulation == "taps/hankel" for r in rows), name
 
     monkeypatch.setattr(_primitive, "kernel_grad_spreads", lambda plan: False)
     jax.clear_caches()

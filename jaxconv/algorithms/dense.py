@@ -326,6 +326,69 @@ def kernel_grad_tap_scan(x, ct, plan, precision):
     return gw.reshape(*kernel, i, o)
 
 
+def hankel_block(out_len, blocks):
+    """The first block length of ``blocks`` that divides ``out_len``, or None:
+    the block-Hankel kernel gradient's blocking."""
+    return next((b for b in blocks if b > 0 and out_len % b == 0), None)
+
+
+def kernel_grad_hankel(x, ct, plan, precision, block):
+    """The kernel gradient of a 1-D dense stride-1 undilated plan as one GEMM.
+
+    ``dw[t] = sum_l xp[l + t] (outer) ct[l]`` over every image's output
+    positions ``l``.  Cut the positions into blocks of ``B`` (``block``,
+    dividing ``L_out``): block ``r``'s cotangent rows ``ct[rB : rB + B]``
+    pair with the ``B + T - 1`` input rows ``xp[rB : rB + B + T - 1]``, so
+    ``G = X2^T @ C2`` with ``X2`` those input rows of every block side by
+    side (an ``(N * L_out / B, (B + T - 1) * I)`` block-Hankel matrix, one
+    copy of about ``(B + T - 1) / B`` times the input) and ``C2`` the
+    cotangent viewed as ``(N * L_out / B, B * O)`` (no copy) is one GEMM
+    of depth ``N * L_out / B``, and ``dw[t] = sum_j G[j + t, :, j, :]``.
+    ``G`` holds ``(B + T - 1) / T`` times the products the kernel needs
+    (those with ``m - j`` outside ``[0, T)`` are dropped), but as one GEMM
+    of ``(B + T - 1) * I`` by ``B * O`` it runs several times the rate of
+    the per-tap GEMMs ``(I, N * L) @ (N * L, O)`` of few channels, whose
+    small outputs XLA:CPU computes far below its GEMM rate (BENCHMARKS.md).
+    Every product that reaches ``dw`` is one lax forms (``B`` divides
+    ``L_out``: no cotangent row is padded), so NaN/Inf stay where lax puts
+    them.  ``x`` is the unpadded input; returns ``(T, I, O)`` in the plan's
+    accumulation dtype.  Run by the kernel gradient of the ``jaxconv_conv``
+    primitive for plans with ``kernel_grad="hankel"``.
+    """
+    p = plan.problem
+    (t,), (l_out,) = p.kernel, p.out_spatial
+    if (p.nd != 1 or not p.stride1 or p.dilation != (1,) or p.groups != 1
+            or p.transposed or l_out % block):
+        raise ValueError(f"a block-Hankel kernel gradient needs a 1-D dense "
+                         f"stride-1 undilated problem whose {l_out} output "
+                         f"positions the block {block} divides, got kernel "
+                         f"{p.w_shape}, stride {p.stride}, dilation {p.dilation}, "
+                         f"{p.groups} groups.")
+    xp = pad_spatial(x, p.pads)
+    i, o = xp.shape[-1], ct.shape[-1]
+    if ct.dtype != xp.dtype:
+        dt = jnp.promote_types(ct.dtype, xp.dtype)
+        xp, ct = xp.astype(dt), ct.astype(dt)
+    r, ext = l_out // block, -(-(t - 1) // block)
+    # The next ``ext`` blocks cover the reach; pad the input with zeros to
+    # ``R + ext`` whole blocks (the zeros pair only with dropped products).
+    xp = lax.pad(xp, jnp.zeros((), xp.dtype),
+                 ((0, 0, 0), (0, (r + ext) * block - xp.shape[1], 0), (0, 0, 0)))
+    xb = xp.reshape(-1, r + ext, block, i)
+    parts = [xb[:, e:e + r] for e in range(ext)]
+    parts.append(xb[:, ext:ext + r, :t - 1 - (ext - 1) * block])
+    x2 = lax.concatenate(parts, 2)  # (N, R, B + T - 1, I)
+    g = lax.dot_general(x2.reshape(-1, (block + t - 1) * i), ct.reshape(-1, block * o),
+                        (((0,), (0,)), ((), ())), precision=precision,
+                        preferred_element_type=p.acc_dtype)
+    g = g.reshape(block + t - 1, i, block, o)
+    gw = None
+    for j in range(block):
+        term = g[j:j + t, :, j, :]
+        gw = term if gw is None else gw + term
+    return gw
+
+
 def conv_rows(x, w, *, stride, dilation, groups, precision, acc_dtype):
     """Row taps: the last-axis taps concatenated along channels, one GEMM per row.
 

@@ -255,6 +255,20 @@ class Profile:
       tap_scan_transpose_min_i: from this many input channels the tap scan
         transposes the padded input once and runs each tap as a plain GEMM
         ``(I, N * L) @ (N * L, O)`` (``dense.kernel_grad_tap_scan``).
+      hankel_kernel_grad_min_taps: a 1-D kernel gradient the tap scan would
+        run, undilated, with at least this many taps ...
+      hankel_kernel_grad_min_i, hankel_kernel_grad_max_i: ... and between
+        these many input channels, is one block-Hankel GEMM instead
+        (``kernel_grad="hankel"``, ``dense.kernel_grad_hankel``): the output
+        positions cut into blocks of the first of ...
+      hankel_kernel_grad_blocks: ... these lengths that divides them.  The
+        per-tap GEMMs of few channels, ``(I, N * L) @ (N * L, O)``, ran at
+        40-50 GFLOP/s on the Intel Xeon host; the one GEMM, at
+        ``(B + T - 1) / T`` times their multiplies, took the kernel gradient
+        of HiFi-GAN's 7- and 11-tap layers of 32 and 64 channels at batch 8
+        1.5-2.5x faster with 64 channels (BENCHMARKS.md); with 32 channels
+        (0.94-1.25x), 128, or 3 taps it was no faster.  Off on the ``avx2``
+        table (not measured there).
       tap_scan_nd_min_rows: the kernel gradient of a 2-D/3-D dense stride-1
         conv is the same scan of per-tap GEMMs when it has at least this
         many output positions over the batch (``N * prod(out)``) ...
@@ -487,6 +501,10 @@ class Profile:
     tap_gemm_min_rows: int = 512
     tap_scan_min_o: int = 8
     tap_scan_transpose_min_i: int = 128
+    hankel_kernel_grad_min_taps: int = 1 << 62
+    hankel_kernel_grad_min_i: int = 64
+    hankel_kernel_grad_max_i: int = 64
+    hankel_kernel_grad_blocks: tuple[int, ...] = (8, 4)
     tap_scan_nd_min_rows: int = 512
     tap_scan_nd_min_i: int = 64
     tap_scan_2d_min_io: int = 8192
@@ -551,7 +569,8 @@ CPU_FAMILIES: dict[str, dict[str, object]] = {
                "alltaps_whole_scale": 8,
                "per_example_patches_cache_bytes": 2 * _MiB,
                "per_example_patches_total_bytes": 12 * _MiB,
-               "per_example_grouped_carry_bytes": 4 * _MiB},
+               "per_example_grouped_carry_bytes": 4 * _MiB,
+               "hankel_kernel_grad_min_taps": 7},
 }
 PRESETS: dict[str, Profile] = {
     "cpu": Profile(),
