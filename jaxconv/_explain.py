@@ -99,15 +99,21 @@ class ExplainRow:
             # one GEMM of the block-Hankel copy of the padded input with the
             # cotangent (viewed, not copied) and its (B + T - 1, I, B, O)
             # product
-            b, t = plan.param("hankel_block"), p.taps
-            rows = p.in_bytes // max(1, math.prod(p.x_shape[1:-1])) * math.prod(
-                p.out_spatial)
+            b, t, (d,), (l_out,) = (plan.param("hankel_block"), p.taps, p.dilation,
+                                    p.out_spatial)
+            rows = p.in_bytes // max(1, math.prod(p.x_shape[1:-1])) * l_out
             product = (np.dtype(p.acc_dtype).itemsize * (b + t - 1) * b
                        * p.in_per_group * p.out_channels)
+            guarded = bool(l_out % (d * b))
+            copied_ct = p.out_bytes if (guarded or d > 1) else 0
             label, steps = "taps/hankel", 0
-            temp = p.in_bytes + rows * (b + t - 1) // b + product
+            temp = p.in_bytes + rows * (b + t - 1) // b + copied_ct + product
             reason = (f"1-D kernel gradient: one block-Hankel GEMM (blocks of {b} "
-                      f"positions, {b + t - 1} input rows each)")
+                      f"positions{f' in {d} dilation phases' if d > 1 else ''}, "
+                      f"{b + t - 1} input rows each)")
+            if guarded:
+                reason += ("; where the input's last rows are not finite, a scan "
+                           "of 2-D GEMMs, one per tap")
         elif role == "rhs_t" and plan.param("kernel_grad") == "taps":
             reason = reason + ("; kernel gradient: the phases' patch GEMMs when the "
                                "cotangent is finite, else one GEMM per tap of each "

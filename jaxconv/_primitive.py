@@ -458,7 +458,7 @@ def _direct_kernel_grad(x, ct, chosen, w_dtype, params):
     :func:`~jaxconv.algorithms.dense.kernel_grad_tap_scan`: one 2-D GEMM per
     tap, where the transpose of any forward formulation's
     tangent is a patch GEMM per row block or a sum of shifted products;
-    with ``kernel_grad="hankel"`` (1-D, undilated, many taps on few
+    with ``kernel_grad="hankel"`` (1-D, many taps on few
     channels) :func:`~jaxconv.algorithms.dense.kernel_grad_hankel`: one
     block-Hankel GEMM.
     Depthwise plans with ``kernel_grad="positions"`` (few output positions

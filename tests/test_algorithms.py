@@ -354,17 +354,19 @@ HANKEL = CPU.replace(hankel_kernel_grad_min_taps=2, hankel_kernel_grad_min_i=1,
     (("b", 2048, 64), (7, 64, 64), 1, ("hankel", 8)),  # symbolic batch
     ((1, 2048, 64), (7, 64, 64), 1, ("hankel", 8)),  # one long image
     ((8, 2044, 64), (7, 64, 64), 1, ("hankel", 4)),  # 8 does not divide 2044
-    ((8, 2046, 64), (7, 64, 64), 1, ("tap-scan", None)),  # neither 8 nor 4
+    ((8, 2046, 64), (7, 64, 64), 1, ("hankel", 8)),  # neither: 8, guarded
+    ((8, 2040, 64), (7, 64, 64), 3, ("hankel", 8)),  # 3 phases of 680
+    ((8, 2052, 64), (7, 64, 64), 3, ("hankel", 4)),  # 3 phases of 684
+    ((8, 2048, 64), (11, 64, 64), 5, ("hankel", 8)),  # guarded
     ((8, 2048, 64), (3, 64, 64), 1, ("tap-scan", None)),  # 3 taps
     ((8, 4096, 32), (7, 32, 32), 1, ("tap-scan", None)),  # 32 channels
     ((8, 1024, 128), (7, 128, 128), 1, ("tap-scan", None)),  # 128 channels
-    ((8, 2048, 64), (7, 64, 64), 3, ("tap-scan", None)),  # dilated
     ((1, 64, 64), (7, 64, 64), 1, (None, None)),  # one short image: tap GEMMs
 ])
 def test_hankel_kernel_grad_rule(shape, w_shape, dilation, want):
-    # On the avx512 table: 7+ taps, 64 input channels, undilated, a block of
-    # (8, 4) dividing the output length; the avx2 table and the accelerator
-    # profiles never.
+    # On the avx512 table: 7+ taps, 64 input channels, the first block of
+    # (8, 4) cutting every dilation phase into whole blocks, else 8; the
+    # avx2 table and the accelerator profiles never.
     if shape[0] == "b":
         shape = (*jax.export.symbolic_shape("b"), *shape[1:])
     reach = (w_shape[0] - 1) * dilation
@@ -387,18 +389,24 @@ def test_hankel_kernel_grad_rule(shape, w_shape, dilation, want):
         assert plan.param("kernel_grad") is None
 
 
-@pytest.mark.parametrize("xs, ws, pad, blocks", [
-    ((3, 24, 6), (5, 6, 8), "SAME", (8,)),  # one neighbouring block
-    ((2, 24, 6), (7, 6, 8), [(2, 4)], (4,)),  # the reach spans two blocks
-    ((2, 20, 5), (11, 5, 9), [(3, 7)], (2,)),  # five
-    ((2, 21, 4), (4, 4, 8), [(0, 0)], (3,)),  # VALID, blocks of 3
-    ((1, 518, 4), (7, 4, 8), "VALID", (8,)),  # one image of 512 rows
+@pytest.mark.parametrize("xs, ws, pad, d, blocks", [
+    ((3, 24, 6), (5, 6, 8), "SAME", 1, (8,)),  # one neighbouring block
+    ((2, 24, 6), (7, 6, 8), [(2, 4)], 1, (4,)),  # the reach spans two blocks
+    ((2, 20, 5), (11, 5, 9), [(3, 7)], 1, (2,)),  # five
+    ((2, 21, 4), (4, 4, 8), [(0, 0)], 1, (3,)),  # VALID, blocks of 3
+    ((1, 518, 4), (7, 4, 8), "VALID", 1, (8,)),  # one image of 512 rows
+    ((2, 23, 4), (5, 4, 8), "SAME", 1, (4,)),  # padded cotangent rows, guarded
+    ((2, 24, 6), (7, 6, 8), "SAME", 3, (4,)),  # 3 phases of 8 rows: whole
+    ((3, 40, 6), (7, 6, 8), "SAME", 3, (4,)),  # phases of 14, 13, 13: guarded
+    ((2, 37, 4), (5, 4, 8), [(3, 9)], 5, (8,)),
 ])
-def test_hankel_kernel_grad_equals_lax(xs, ws, pad, blocks, rng):
+def test_hankel_kernel_grad_equals_lax(xs, ws, pad, d, blocks, rng):
     # Both gradients against lax's, and the kernel gradient against the tap
-    # scan's; the explain row names the form.
+    # scan's; the explain row names the form.  Guarded (padded cotangent
+    # rows): an Inf or NaN in the input's last rows takes the tap scan, and
+    # the kernel gradient is non-finite exactly where lax's is.
     x, w = rng.standard_normal(xs), rng.standard_normal(ws)
-    kw = dict(dimension_numbers=DN[1])
+    kw = dict(dimension_numbers=DN[1], rhs_dilation=(d,))
 
     def grads(mod):
         def loss(x, w):
@@ -419,6 +427,25 @@ def test_hankel_kernel_grad_equals_lax(xs, ws, pad, blocks, rng):
     with jaxconv.use_profile(HANKEL.replace(hankel_kernel_grad_min_taps=1 << 62)):
         scan = jax.jit(grads(jl))(x, w)
     assert_close(got[1], scan[1])
+    out = jax.eval_shape(lambda x, w: lax.conv_general_dilated(x, w, (1,), pad, **kw),
+                         x, w).shape[1]
+    guarded = bool(out % (d * blocks[0]))
+    assert ("not finite" in rows[0].reason) == guarded
+
+    def kernel_grad(mod, x):
+        return jax.grad(lambda w: jnp.sum(mod.conv_general_dilated(
+            x, w, (1,), pad, **kw) * ct))(w)
+
+    ct = rng.standard_normal((xs[0], out, ws[-1]))
+    with jaxconv.use_profile(profile):
+        ours = jax.jit(lambda x: kernel_grad(jl, x))
+        for pos in [(0, xs[1] - 1, 0), (xs[0] - 1, xs[1] - 2, xs[2] - 1), (0, 0, 1),
+                    (xs[0] - 1, xs[1] // 2, 0)]:
+            for bad in (np.inf, np.nan):
+                xb = x.copy()
+                xb[pos] = bad
+                want = np.isfinite(kernel_grad(lax, xb))
+                np.testing.assert_array_equal(np.isfinite(ours(xb)), want)
 
 
 def test_hankel_kernel_grad_exports_with_a_symbolic_batch(rng):
@@ -437,14 +464,15 @@ def test_hankel_kernel_grad_exports_with_a_symbolic_batch(rng):
 
 def test_hankel_kernel_grad_refuses_what_it_cannot_compute():
     p = Problem.of(jax.ShapeDtypeStruct((2, 24, 4), jnp.float32),
-                   jax.ShapeDtypeStruct((5, 4, 8), jnp.float32), stride=(1,),
+                   jax.ShapeDtypeStruct((5, 4, 8), jnp.float32), stride=(2,),
                    dilation=(1,), groups=1, pads=((2, 2),))
     plan = planning.make_plan(p, CPU, "taps", "")
-    with pytest.raises(ValueError, match=r"whose 24 output positions the block 5 "
-                                         r"divides, got kernel \(5, 4, 8\), stride "
-                                         r"\(1,\), dilation \(1,\), 1 groups"):
-        dense.kernel_grad_hankel(jnp.ones((2, 24, 4)), jnp.ones((2, 24, 8)), plan,
-                                 None, 5)
+    with pytest.raises(ValueError, match=r"stride-1 problem and a positive block, "
+                                         r"got kernel \(5, 4, 8\), stride \(2,\), "
+                                         r"1 groups, input dilation \(1,\) and "
+                                         r"block 4"):
+        dense.kernel_grad_hankel(jnp.ones((2, 24, 4)), jnp.ones((2, 12, 8)), plan,
+                                 None, 4)
 
 
 @pytest.mark.parametrize("dtype, preferred", [

@@ -249,6 +249,7 @@ GRAD_CASES = {
     "1d_same_dilated": ((2, 24, 6), (3, 6, 3), (1,), "SAME", (3,)),
     "1d_causal": ((2, 24, 6), (4, 6, 3), (1,), [(3, 0)], (1,)),
     "1d_cropped": ((1, 24, 6), (3, 6, 3), (1,), [(-2, 1)], (1,)),
+    "1d_dilated_tail": ((2, 25, 4), (5, 4, 8), (1,), "SAME", (3,)),
     "1d_k4_s2": ((1, 33, 8), (4, 8, 8), (2,), [(1, 2)], (1,)),  # space-to-depth
     "1d_k3_s2": ((1, 33, 8), (3, 8, 8), (2,), "VALID", (1,)),  # zero-padded taps
     "2d_same": ((2, 9, 8, 4), (3, 3, 4, 3), (1, 1), "SAME", (1, 1)),
@@ -280,7 +281,8 @@ GRAD_PROFILES = {
                            block_io_fraction=0, im2col_unblocked_max_bytes=0),
     "phase-taps": dict(phase_taps_kernel_grad_min_positions=1),
     # 1-D kernel gradients as one block-Hankel GEMM (blocks of 2: the reach
-    # of 4-5 taps spans two blocks)
+    # of 4-5 taps spans two blocks; "1d_dilated_tail" pads the cotangent,
+    # guarded)
     "hankel": dict(hankel_kernel_grad_min_taps=2, hankel_kernel_grad_min_i=1,
                    hankel_kernel_grad_blocks=(2,), tap_scan_min_o=1),
     "gpu": "gpu",  # branch-free: no conditional, the poisoned transpose
@@ -398,7 +400,7 @@ def test_gradient_locality_cases_reach_the_shifted_sum_forms(monkeypatch):
     assert any(r.plan and r.plan.param("kernel_grad") == "taps" for r in rows)
     # and the 1-D block-Hankel kernel gradient
     with jaxconv.use_profile(_grad_profile("hankel")):
-        for name in ("1d_valid", "1d_causal"):
+        for name in ("1d_valid", "1d_causal", "1d_dilated_tail"):
             grads, _ = _grad_fns(jl, name)
             rows = jaxconv.explain(grads, *_grad_args(name))
             assert any(r.formulation == "taps/hankel" for r in rows), name

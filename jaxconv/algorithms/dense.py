@@ -38,6 +38,7 @@ from ._common import (
     take,
 )
 from .blocks import row_blocks
+from .guards import finite_or
 
 BLOCKED = ("alltaps", "im2col", "rows", "wide", "shifted")
 NAMES = ("dot", "taps", *BLOCKED)
@@ -326,67 +327,94 @@ def kernel_grad_tap_scan(x, ct, plan, precision):
     return gw.reshape(*kernel, i, o)
 
 
-def hankel_block(out_len, blocks):
-    """The first block length of ``blocks`` that divides ``out_len``, or None:
-    the block-Hankel kernel gradient's blocking."""
-    return next((b for b in blocks if b > 0 and out_len % b == 0), None)
+def hankel_block(out_len, dilation, blocks):
+    """The block-Hankel kernel gradient's block length: the first of
+    ``blocks`` whose ``dilation`` phases it cuts into whole blocks
+    (``dilation * B`` divides ``out_len``: no cotangent row is padded),
+    else the first (the padded rows then need the guard of
+    :func:`kernel_grad_hankel`)."""
+    return next((b for b in blocks if out_len % (dilation * b) == 0), blocks[0])
 
 
 def kernel_grad_hankel(x, ct, plan, precision, block):
-    """The kernel gradient of a 1-D dense stride-1 undilated plan as one GEMM.
+    """The kernel gradient of a 1-D dense stride-1 plan as one GEMM.
 
-    ``dw[t] = sum_l xp[l + t] (outer) ct[l]`` over every image's output
-    positions ``l``.  Cut the positions into blocks of ``B`` (``block``,
-    dividing ``L_out``): block ``r``'s cotangent rows ``ct[rB : rB + B]``
-    pair with the ``B + T - 1`` input rows ``xp[rB : rB + B + T - 1]``, so
-    ``G = X2^T @ C2`` with ``X2`` those input rows of every block side by
-    side (an ``(N * L_out / B, (B + T - 1) * I)`` block-Hankel matrix, one
-    copy of about ``(B + T - 1) / B`` times the input) and ``C2`` the
-    cotangent viewed as ``(N * L_out / B, B * O)`` (no copy) is one GEMM
-    of depth ``N * L_out / B``, and ``dw[t] = sum_j G[j + t, :, j, :]``.
-    ``G`` holds ``(B + T - 1) / T`` times the products the kernel needs
-    (those with ``m - j`` outside ``[0, T)`` are dropped), but as one GEMM
-    of ``(B + T - 1) * I`` by ``B * O`` it runs several times the rate of
-    the per-tap GEMMs ``(I, N * L) @ (N * L, O)`` of few channels, whose
-    small outputs XLA:CPU computes far below its GEMM rate (BENCHMARKS.md).
-    Every product that reaches ``dw`` is one lax forms (``B`` divides
-    ``L_out``: no cotangent row is padded), so NaN/Inf stay where lax puts
-    them.  ``x`` is the unpadded input; returns ``(T, I, O)`` in the plan's
+    ``dw[t] = sum_l xp[l + t*d] (outer) ct[l]`` over every image's output
+    positions ``l``.  With dilation ``d`` the positions fall into ``d``
+    phases ``l = q*d + p`` that never meet (tap ``t`` pairs ``ct[q*d + p]``
+    with ``xp[(q + t)*d + p]``), so the cotangent and the input are read
+    phase-major, ``d`` undilated sequences per image.  Cut each sequence's
+    positions into blocks of ``B`` (``block``): block ``r``'s cotangent
+    rows ``c[rB : rB + B]`` pair with the ``B + T - 1`` input rows
+    ``a[rB : rB + B + T - 1]``, so ``G = X2^T @ C2`` with ``X2`` those
+    input rows of every block side by side (an ``(N * d * R, (B + T - 1) *
+    I)`` block-Hankel matrix, one copy of about ``(B + T - 1) / B`` times
+    the input) and ``C2`` the cotangent as ``(N * d * R, B * O)`` (a view
+    when ``d = 1``) is one GEMM of depth ``N * d * R``, and ``dw[t] =
+    sum_j G[j + t, :, j, :]``.  ``G`` holds ``(B + T - 1) / T`` times the
+    products the kernel needs (those with ``m - j`` outside ``[0, T)`` are
+    dropped), but as one GEMM of ``(B + T - 1) * I`` by ``B * O`` it runs
+    several times the rate of the per-tap GEMMs ``(I, N * L) @ (N * L,
+    O)`` of few channels, whose small outputs XLA:CPU computes far below
+    its GEMM rate (BENCHMARKS.md).
+
+    Every product that reaches ``dw`` is one lax forms, except where a
+    phase's length is not a whole number of blocks: its cotangent is
+    padded with zero rows, which meet the input rows from ``L_out`` on (a
+    zero times an Inf there would be a NaN that lax does not form), so then
+    the GEMM runs only when those ``(T - 1) * d`` rows of every image are
+    finite, and the tap scan (:func:`kernel_grad_tap_scan`) otherwise.
+    ``x`` is the unpadded input; returns ``(T, I, O)`` in the plan's
     accumulation dtype.  Run by the kernel gradient of the ``jaxconv_conv``
     primitive for plans with ``kernel_grad="hankel"``.
     """
     p = plan.problem
-    (t,), (l_out,) = p.kernel, p.out_spatial
-    if (p.nd != 1 or not p.stride1 or p.dilation != (1,) or p.groups != 1
-            or p.transposed or l_out % block):
+    (t,), (l_out,), (d,) = p.kernel, p.out_spatial, p.dilation
+    if (p.nd != 1 or not p.stride1 or p.groups != 1 or p.transposed
+            or not block > 0):
         raise ValueError(f"a block-Hankel kernel gradient needs a 1-D dense "
-                         f"stride-1 undilated problem whose {l_out} output "
-                         f"positions the block {block} divides, got kernel "
-                         f"{p.w_shape}, stride {p.stride}, dilation {p.dilation}, "
-                         f"{p.groups} groups.")
+                         f"stride-1 problem and a positive block, got kernel "
+                         f"{p.w_shape}, stride {p.stride}, {p.groups} groups, "
+                         f"input dilation {p.lhs_dilation} and block {block}.")
     xp = pad_spatial(x, p.pads)
-    i, o = xp.shape[-1], ct.shape[-1]
+    i, o, l_in = xp.shape[-1], ct.shape[-1], xp.shape[1]
     if ct.dtype != xp.dtype:
         dt = jnp.promote_types(ct.dtype, xp.dtype)
         xp, ct = xp.astype(dt), ct.astype(dt)
-    r, ext = l_out // block, -(-(t - 1) // block)
-    # The next ``ext`` blocks cover the reach; pad the input with zeros to
-    # ``R + ext`` whole blocks (the zeros pair only with dropped products).
-    xp = lax.pad(xp, jnp.zeros((), xp.dtype),
-                 ((0, 0, 0), (0, (r + ext) * block - xp.shape[1], 0), (0, 0, 0)))
-    xb = xp.reshape(-1, r + ext, block, i)
-    parts = [xb[:, e:e + r] for e in range(ext)]
-    parts.append(xb[:, ext:ext + r, :t - 1 - (ext - 1) * block])
-    x2 = lax.concatenate(parts, 2)  # (N, R, B + T - 1, I)
-    g = lax.dot_general(x2.reshape(-1, (block + t - 1) * i), ct.reshape(-1, block * o),
-                        (((0,), (0,)), ((), ())), precision=precision,
-                        preferred_element_type=p.acc_dtype)
-    g = g.reshape(block + t - 1, i, block, o)
-    gw = None
-    for j in range(block):
-        term = g[j:j + t, :, j, :]
-        gw = term if gw is None else gw + term
-    return gw
+    # per phase: R blocks of cotangent rows, and the next ``ext`` blocks of
+    # input rows cover the reach of the taps
+    r, ext = -(-l_out // (d * block)), -(-(t - 1) // block)
+    padded = r * block * d - l_out
+
+    def gemm():
+        zero = jnp.zeros((), xp.dtype)
+        # input zeros past the padded input pair only with dropped products
+        a = lax.pad(xp, zero, ((0, 0, 0), (0, (r + ext) * block * d - l_in, 0),
+                               (0, 0, 0)))
+        c = lax.pad(ct, zero, ((0, 0, 0), (0, padded, 0), (0, 0, 0)))
+        if d > 1:  # phase-major: (N, d, positions, C)
+            a = jnp.swapaxes(a.reshape(a.shape[0], -1, d, i), 1, 2)
+            c = jnp.swapaxes(c.reshape(c.shape[0], -1, d, o), 1, 2)
+        ab = a.reshape(-1, r + ext, block, i)
+        parts = [ab[:, e:e + r] for e in range(ext)]
+        parts.append(ab[:, ext:ext + r, :t - 1 - (ext - 1) * block])
+        x2 = lax.concatenate(parts, 2)  # (N * d, R, B + T - 1, I)
+        g = lax.dot_general(x2.reshape(-1, (block + t - 1) * i),
+                            c.reshape(-1, block * o), (((0,), (0,)), ((), ())),
+                            precision=precision, preferred_element_type=p.acc_dtype)
+        g = g.reshape(block + t - 1, i, block, o)
+        gw = None
+        for j in range(block):
+            term = g[j:j + t, :, j, :]
+            gw = term if gw is None else gw + term
+        return gw
+
+    if not padded:
+        return gemm()
+    # the padded cotangent rows meet the input rows from ``l_out`` on
+    return finite_or(xp[:, l_out:], gemm,
+                     lambda: kernel_grad_tap_scan(x, ct, plan, precision).reshape(
+                         t, i, o), plan.profile.branch_free)
 
 
 def conv_rows(x, w, *, stride, dilation, groups, precision, acc_dtype):

@@ -256,19 +256,22 @@ class Profile:
         transposes the padded input once and runs each tap as a plain GEMM
         ``(I, N * L) @ (N * L, O)`` (``dense.kernel_grad_tap_scan``).
       hankel_kernel_grad_min_taps: a 1-D kernel gradient the tap scan would
-        run, undilated, with at least this many taps ...
+        run, with at least this many taps ...
       hankel_kernel_grad_min_i, hankel_kernel_grad_max_i: ... and between
         these many input channels, is one block-Hankel GEMM instead
         (``kernel_grad="hankel"``, ``dense.kernel_grad_hankel``): the output
-        positions cut into blocks of the first of ...
-      hankel_kernel_grad_blocks: ... these lengths that divides them.  The
+        positions (of each dilation phase) cut into blocks of the first of
+        ...
+      hankel_kernel_grad_blocks: ... these lengths that cuts them into whole
+        blocks, else the first (the cotangent padded, under a guard).  The
         per-tap GEMMs of few channels, ``(I, N * L) @ (N * L, O)``, ran at
         40-50 GFLOP/s on the Intel Xeon host; the one GEMM, at
-        ``(B + T - 1) / T`` times their multiplies, took the kernel gradient
-        of HiFi-GAN's 7- and 11-tap layers of 32 and 64 channels at batch 8
-        1.5-2.5x faster with 64 channels (BENCHMARKS.md); with 32 channels
-        (0.94-1.25x), 128, or 3 taps it was no faster.  Off on the ``avx2``
-        table (not measured there).
+        ``(B + T - 1) / T`` times their multiplies, took the whole gradient
+        of HiFi-GAN's 7- and 11-tap layers of 64 channels 1.4-1.7x faster
+        at batch 8, 1.1-1.5x at batch 1, dilated or not (BENCHMARKS.md);
+        with 32 channels 0.9-1.2x, 128 channels 0.9-1.1x, 256 channels
+        0.8x, 3 taps no faster.  Off on the ``avx2`` table (not measured
+        there).
       tap_scan_nd_min_rows: the kernel gradient of a 2-D/3-D dense stride-1
         conv is the same scan of per-tap GEMMs when it has at least this
         many output positions over the batch (``N * prod(out)``) ...
