@@ -344,7 +344,7 @@ def test_tap_scan_kernel_grad_refuses_what_it_cannot_compute():
 
 # the block-Hankel kernel gradient: one GEMM over blocks of output positions
 AVX512 = CPU.replace(family="avx512", **CPU_FAMILIES["avx512"])
-HANKEL = CPU.replace(hankel_kernel_grad_min_taps=2, hankel_kernel_grad_min_i=1,
+HANKEL = CPU.replace(hankel_kernel_grad_min_tap_channels=1, hankel_kernel_grad_min_i=1,
                      hankel_kernel_grad_max_i=1 << 30)
 
 
@@ -359,12 +359,15 @@ HANKEL = CPU.replace(hankel_kernel_grad_min_taps=2, hankel_kernel_grad_min_i=1,
     ((8, 2052, 64), (7, 64, 64), 3, ("hankel", 4)),  # 3 phases of 684
     ((8, 2048, 64), (11, 64, 64), 5, ("hankel", 8)),  # guarded
     ((8, 2048, 64), (3, 64, 64), 1, ("tap-scan", None)),  # 3 taps
-    ((8, 4096, 32), (7, 32, 32), 1, ("tap-scan", None)),  # 32 channels
+    ((8, 4096, 32), (7, 32, 32), 1, ("tap-scan", None)),  # 7 x 32 < 352
+    ((8, 4096, 32), (11, 32, 32), 3, ("hankel", 8)),  # 11 x 32
+    ((8, 4096, 16), (31, 16, 32), 1, ("tap-scan", None)),  # 16 channels
     ((8, 1024, 128), (7, 128, 128), 1, ("tap-scan", None)),  # 128 channels
     ((1, 64, 64), (7, 64, 64), 1, (None, None)),  # one short image: tap GEMMs
 ])
 def test_hankel_kernel_grad_rule(shape, w_shape, dilation, want):
-    # On the avx512 table: 7+ taps, 64 input channels, the first block of
+    # On the avx512 table: 32-64 input channels, taps x channels >= 352
+    # (7 taps on 64, 11 on 32), the first block of
     # (8, 4) cutting every dilation phase into whole blocks, else 8; the
     # avx2 table and the accelerator profiles never.
     if shape[0] == "b":
@@ -377,7 +380,7 @@ def test_hankel_kernel_grad_rule(shape, w_shape, dilation, want):
     for name in ("alltaps", "taps", "im2col"):
         plan = planning.make_plan(p, AVX512, name, "")
         assert (plan.param("kernel_grad"), plan.param("hankel_block")) == want
-        no_hankel = AVX512.replace(hankel_kernel_grad_min_taps=1 << 62)
+        no_hankel = AVX512.replace(hankel_kernel_grad_min_tap_channels=1 << 62)
         scan = planning.make_plan(p, no_hankel, name, "")
         assert scan.param("kernel_grad") == (
             "tap-scan" if want[0] == "hankel" else want[0])
@@ -424,7 +427,8 @@ def test_hankel_kernel_grad_equals_lax(xs, ws, pad, d, blocks, rng):
     want = grads(lax)(x, w)
     for a, b in zip(got, want):
         assert_close(a, b)
-    with jaxconv.use_profile(HANKEL.replace(hankel_kernel_grad_min_taps=1 << 62)):
+    no_hankel = HANKEL.replace(hankel_kernel_grad_min_tap_channels=1 << 62)
+    with jaxconv.use_profile(no_hankel):
         scan = jax.jit(grads(jl))(x, w)
     assert_close(got[1], scan[1])
     out = jax.eval_shape(lambda x, w: lax.conv_general_dilated(x, w, (1,), pad, **kw),

@@ -283,7 +283,7 @@ GRAD_PROFILES = {
     # 1-D kernel gradients as one block-Hankel GEMM (blocks of 2: the reach
     # of 4-5 taps spans two blocks; "1d_dilated_tail" pads the cotangent,
     # guarded)
-    "hankel": dict(hankel_kernel_grad_min_taps=2, hankel_kernel_grad_min_i=1,
+    "hankel": dict(hankel_kernel_grad_min_tap_channels=1, hankel_kernel_grad_min_i=1,
                    hankel_kernel_grad_blocks=(2,), tap_scan_min_o=1),
     "gpu": "gpu",  # branch-free: no conditional, the poisoned transpose
 }

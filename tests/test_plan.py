@@ -392,7 +392,7 @@ PROFILE_VARIANTS = {
     "tap-scan-nd": dict(tap_scan_nd_min_rows=1, tap_scan_nd_min_i=1,
                         tap_scan_2d_min_io=1, tap_scan_min_o=1),
     # 1-D kernel gradients as one block-Hankel GEMM, blocks of 2, 3 or 5
-    "hankel": dict(hankel_kernel_grad_min_taps=2, hankel_kernel_grad_min_i=1,
+    "hankel": dict(hankel_kernel_grad_min_tap_channels=1, hankel_kernel_grad_min_i=1,
                    hankel_kernel_grad_blocks=(2, 3, 5), tap_scan_min_o=1),
     # the depthwise/grouped kernel-gradient row scan one column per step
     "row-chunks": dict(rowscan_carry_bytes=1),

@@ -635,19 +635,22 @@ def _hankel_kernel_grad_block(p: Problem, prof: Profile) -> int | None:
     """The block length of a 1-D kernel gradient run as one block-Hankel
     GEMM (``dense.kernel_grad_hankel``), or None for the tap scan.
 
-    For layers of ``hankel_kernel_grad_min_taps`` taps or more and
-    ``hankel_kernel_grad_min_i`` to ``hankel_kernel_grad_max_i`` input
-    channels: the tap scan's per-tap GEMMs ``(I, N * L) @ (N * L, O)`` have
+    For layers of ``hankel_kernel_grad_min_i`` to
+    ``hankel_kernel_grad_max_i`` input channels and at least
+    ``hankel_kernel_grad_min_tap_channels`` taps times input channels: the
+    tap scan's per-tap GEMMs ``(I, N * L) @ (N * L, O)`` have
     outputs of a few thousand values, which XLA:CPU computes far below its
     GEMM rate; the one GEMM of ``(B + T - 1) * I`` by ``B * O`` outputs
     does ``(B + T - 1) / T`` times their multiplies and ran the whole
     gradient of HiFi-GAN's 7- and 11-tap layers of 64 channels 1.4-1.7x
-    faster at batch 8, dilated or not (32 or 128 channels: 0.9-1.2x; 3
+    faster at batch 8 and its 11-tap layers of 32 channels 1.1-1.3x,
+    dilated or not (7 taps on 32 channels, or 128 channels: 0.9-1.1x; 3
     taps: no faster).  The block: the first of ``hankel_kernel_grad_blocks`` that
     cuts every dilation phase into whole blocks, else the first (the
     guarded form).
     """
-    if p.nd != 1 or p.taps < prof.hankel_kernel_grad_min_taps \
+    depth = p.taps * p.in_per_group
+    if p.nd != 1 or depth < prof.hankel_kernel_grad_min_tap_channels \
             or not (prof.hankel_kernel_grad_min_i <= p.in_per_group
                     <= prof.hankel_kernel_grad_max_i):
         return None

@@ -255,8 +255,9 @@ class Profile:
       tap_scan_transpose_min_i: from this many input channels the tap scan
         transposes the padded input once and runs each tap as a plain GEMM
         ``(I, N * L) @ (N * L, O)`` (``dense.kernel_grad_tap_scan``).
-      hankel_kernel_grad_min_taps: a 1-D kernel gradient the tap scan would
-        run, with at least this many taps ...
+      hankel_kernel_grad_min_tap_channels: a 1-D kernel gradient the tap
+        scan would run, with at least this many taps times input channels
+        (``T * I``) ...
       hankel_kernel_grad_min_i, hankel_kernel_grad_max_i: ... and between
         these many input channels, is one block-Hankel GEMM instead
         (``kernel_grad="hankel"``, ``dense.kernel_grad_hankel``): the output
@@ -266,12 +267,13 @@ class Profile:
         blocks, else the first (the cotangent padded, under a guard).  The
         per-tap GEMMs of few channels, ``(I, N * L) @ (N * L, O)``, ran at
         40-50 GFLOP/s on the Intel Xeon host; the one GEMM, at
-        ``(B + T - 1) / T`` times their multiplies, took the whole gradient
-        of HiFi-GAN's 7- and 11-tap layers of 64 channels 1.4-1.7x faster
-        at batch 8, 1.1-1.5x at batch 1, dilated or not (BENCHMARKS.md);
-        with 32 channels 0.9-1.2x, 128 channels 0.9-1.1x, 256 channels
-        0.8x, 3 taps no faster.  Off on the ``avx2`` table (not measured
-        there).
+        ``(B + T - 1) / T`` times their multiplies (fewer taps, more
+        waste), took the whole gradient of HiFi-GAN's layers of 64
+        channels and 7 or 11 taps 1.4-1.7x faster at batch 8 (1.1-1.5x at
+        batch 1), of 32 channels and 11 taps 1.1-1.3x, dilated or not
+        (BENCHMARKS.md); 32 channels and 7 taps 0.9-1.1x, 128 channels
+        0.9-1.1x, 256 channels 0.8x, 3 taps no faster.  Off on the ``avx2``
+        table (not measured there).
       tap_scan_nd_min_rows: the kernel gradient of a 2-D/3-D dense stride-1
         conv is the same scan of per-tap GEMMs when it has at least this
         many output positions over the batch (``N * prod(out)``) ...
@@ -504,8 +506,8 @@ class Profile:
     tap_gemm_min_rows: int = 512
     tap_scan_min_o: int = 8
     tap_scan_transpose_min_i: int = 128
-    hankel_kernel_grad_min_taps: int = 1 << 62
-    hankel_kernel_grad_min_i: int = 64
+    hankel_kernel_grad_min_tap_channels: int = 1 << 62
+    hankel_kernel_grad_min_i: int = 32
     hankel_kernel_grad_max_i: int = 64
     hankel_kernel_grad_blocks: tuple[int, ...] = (8, 4)
     tap_scan_nd_min_rows: int = 512
@@ -573,7 +575,7 @@ CPU_FAMILIES: dict[str, dict[str, object]] = {
                "per_example_patches_cache_bytes": 2 * _MiB,
                "per_example_patches_total_bytes": 12 * _MiB,
                "per_example_grouped_carry_bytes": 4 * _MiB,
-               "hankel_kernel_grad_min_taps": 7},
+               "hankel_kernel_grad_min_tap_channels": 352},
 }
 PRESETS: dict[str, Profile] = {
     "cpu": Profile(),
