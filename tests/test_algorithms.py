@@ -466,6 +466,16 @@ def test_hankel_kernel_grad_exports_with_a_symbolic_batch(rng):
         lax.conv_general_dilated(x, w, (1,), "SAME", dimension_numbers=DN[1]) ** 2))(w))
 
 
+def test_hankel_kernel_grad_needs_a_positive_block():
+    p = Problem.of(jax.ShapeDtypeStruct((8, 2048, 64), jnp.float32),
+                   jax.ShapeDtypeStruct((7, 64, 64), jnp.float32), stride=(1,),
+                   dilation=(1,), groups=1, pads=((3, 3),))
+    for blocks, want in (((0, -4), "tap-scan"), ((), "tap-scan"), ((0, 16), "hankel")):
+        plan = planning.make_plan(p, AVX512.replace(hankel_kernel_grad_blocks=blocks),
+                                  "taps", "")
+        assert plan.param("kernel_grad") == want
+
+
 def test_hankel_kernel_grad_refuses_what_it_cannot_compute():
     p = Problem.of(jax.ShapeDtypeStruct((2, 24, 4), jnp.float32),
                    jax.ShapeDtypeStruct((5, 4, 8), jnp.float32), stride=(2,),
@@ -481,9 +491,11 @@ def test_hankel_kernel_grad_refuses_what_it_cannot_compute():
 
 @pytest.mark.parametrize("dtype, preferred", [
     (jnp.bfloat16, None), (jnp.bfloat16, jnp.float32), (jnp.float32, None)])
-def test_tap_scan_kernel_grad_dtypes(dtype, preferred, rng):
+@pytest.mark.parametrize("form", ["tap-scan", "hankel"])
+def test_tap_scan_kernel_grad_dtypes(dtype, preferred, form, rng):
     """The kernel gradient has the kernel's dtype and lax's values (summed in
-    float32 for 16-bit inputs, as lax does)."""
+    float32 for 16-bit inputs, as lax does); also by the block-Hankel GEMM
+    (38 output positions in 2 phases, blocks of 4: guarded)."""
     x = jnp.asarray(rng.standard_normal((3, 40, 8)), dtype)
     w = jnp.asarray(rng.standard_normal((5, 8, 8)), dtype)
 
@@ -495,10 +507,14 @@ def test_tap_scan_kernel_grad_dtypes(dtype, preferred, rng):
             return jnp.sum(jnp.sin(y.astype(jnp.float32)))
         return f
 
-    (row,) = [r for r in jaxconv.explain(jax.grad(loss(jl)), w)
-              if r.op.endswith("(kernel grad)")]
-    assert row.formulation == "taps/tap-scan"
-    got, want = jax.jit(jax.grad(loss(jl)))(w), jax.jit(jax.grad(loss(lax)))(w)
+    profile = CPU if form == "tap-scan" else HANKEL.replace(
+        hankel_kernel_grad_blocks=(4,))
+    with jaxconv.use_profile(profile):
+        (row,) = [r for r in jaxconv.explain(jax.grad(loss(jl)), w)
+                  if r.op.endswith("(kernel grad)")]
+        got = jax.jit(jax.grad(loss(jl)))(w)
+    assert row.formulation == f"taps/{form}"
+    want = jax.jit(jax.grad(loss(lax)))(w)
     assert got.dtype == want.dtype == dtype
     tol = 1e-5 if dtype == jnp.float32 else 2e-2
     got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)

@@ -328,12 +328,14 @@ def kernel_grad_tap_scan(x, ct, plan, precision):
 
 
 def hankel_block(out_len, dilation, blocks):
-    """The block-Hankel kernel gradient's block length: the first of
-    ``blocks`` whose ``dilation`` phases it cuts into whole blocks
+    """The block-Hankel kernel gradient's block length: the first of the
+    positive ``blocks`` whose ``dilation`` phases it cuts into whole blocks
     (``dilation * B`` divides ``out_len``: no cotangent row is padded),
     else the first (the padded rows then need the guard of
-    :func:`kernel_grad_hankel`)."""
-    return next((b for b in blocks if out_len % (dilation * b) == 0), blocks[0])
+    :func:`kernel_grad_hankel`); None where there is no positive block."""
+    usable = [b for b in blocks if b > 0]
+    return next((b for b in usable if out_len % (dilation * b) == 0),
+                usable[0] if usable else None)
 
 
 def kernel_grad_hankel(x, ct, plan, precision, block):

@@ -645,9 +645,9 @@ def _hankel_kernel_grad_block(p: Problem, prof: Profile) -> int | None:
     gradient of HiFi-GAN's 7- and 11-tap layers of 64 channels 1.4-1.7x
     faster at batch 8 and its 11-tap layers of 32 channels 1.1-1.3x,
     dilated or not (7 taps on 32 channels, or 128 channels: 0.9-1.1x; 3
-    taps: no faster).  The block: the first of ``hankel_kernel_grad_blocks`` that
-    cuts every dilation phase into whole blocks, else the first (the
-    guarded form).
+    taps: no faster).  The block: the first of ``hankel_kernel_grad_blocks``
+    that cuts every dilation phase into whole blocks, else the first (the
+    guarded form); no positive block, the tap scan.
     """
     depth = p.taps * p.in_per_group
     if p.nd != 1 or depth < prof.hankel_kernel_grad_min_tap_channels \
