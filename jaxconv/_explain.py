@@ -89,8 +89,7 @@ class ExplainRow:
             # computed directly, not as the transpose of the forward's form:
             # a scan over the taps holding the padded input (and its
             # channels-first copy) and one tap's window
-            window = p.in_bytes // max(1, math.prod(p.x_shape[1:-1])) * math.prod(
-                p.out_spatial)
+            window = _window_bytes(p)
             copies = 2 if p.in_per_group >= plan.profile.tap_scan_transpose_min_i else 1
             label, steps = "taps/tap-scan", p.taps
             temp = copies * p.in_bytes + window
@@ -101,7 +100,7 @@ class ExplainRow:
             # product
             b, t, (d,), (l_out,) = (plan.param("hankel_block"), p.taps, p.dilation,
                                     p.out_spatial)
-            rows = p.in_bytes // max(1, math.prod(p.x_shape[1:-1])) * l_out
+            rows = _window_bytes(p)
             product = (np.dtype(p.acc_dtype).itemsize * (b + t - 1) * b
                        * p.in_per_group * p.out_channels)
             guarded = bool(l_out % (d * b))
@@ -123,6 +122,12 @@ class ExplainRow:
                                "on the real inputs")
         return cls(op + ROLE_NAMES[role], p.x_shape, p.w_shape, p.out_shape, p.dtype,
                    plan.profile.label, label, steps, temp, reason, plan)
+
+
+def _window_bytes(p) -> int:
+    """The bytes of the input's values at the output positions: one tap's
+    window of every image (the kernel-gradient rows' copies)."""
+    return p.in_bytes // max(1, math.prod(p.x_shape[1:-1])) * math.prod(p.out_spatial)
 
 
 class Explanation(tuple):

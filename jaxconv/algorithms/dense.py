@@ -30,6 +30,7 @@ from jax import lax
 from .._taps import tap_offsets, tap_slice
 from ._common import (
     batch_zeros,
+    common_dtype,
     contract_tap,
     flat_taps,
     matmul,
@@ -298,10 +299,7 @@ def kernel_grad_tap_scan(x, ct, plan, precision):
     kernel, out = p.kernel, p.out_spatial
     xp = pad_spatial(x, p.pads)
     n, i, o = xp.shape[0], xp.shape[-1], ct.shape[-1]
-    rows_ct = ct.reshape(-1, o)
-    if rows_ct.dtype != xp.dtype:
-        dt = jnp.promote_types(rows_ct.dtype, xp.dtype)
-        xp, rows_ct = xp.astype(dt), rows_ct.astype(dt)
+    xp, rows_ct = common_dtype(xp, ct.reshape(-1, o))
     offsets = jnp.asarray(np.array(list(tap_offsets(kernel)), np.int32).reshape(
         -1, p.nd) * np.array(p.dilation, np.int32))
     zero = jnp.zeros((), jnp.int32)
@@ -380,9 +378,7 @@ def kernel_grad_hankel(x, ct, plan, precision, block):
                          f"input dilation {p.lhs_dilation} and block {block}.")
     xp = pad_spatial(x, p.pads)
     i, o, l_in = xp.shape[-1], ct.shape[-1], xp.shape[1]
-    if ct.dtype != xp.dtype:
-        dt = jnp.promote_types(ct.dtype, xp.dtype)
-        xp, ct = xp.astype(dt), ct.astype(dt)
+    xp, ct = common_dtype(xp, ct)
     # per phase: R blocks of cotangent rows, and the next ``ext`` blocks of
     # input rows cover the reach of the taps
     r, ext = -(-l_out // (d * block)), -(-(t - 1) // block)
@@ -415,8 +411,8 @@ def kernel_grad_hankel(x, ct, plan, precision, block):
         return gemm()
     # the padded cotangent rows meet the input rows from ``l_out`` on
     return finite_or(xp[:, l_out:], gemm,
-                     lambda: kernel_grad_tap_scan(x, ct, plan, precision).reshape(
-                         t, i, o), plan.profile.branch_free)
+                     lambda: kernel_grad_tap_scan(x, ct, plan, precision),
+                     plan.profile.branch_free)
 
 
 def conv_rows(x, w, *, stride, dilation, groups, precision, acc_dtype):

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .._taps import tap_offsets, tap_slice
-from ._common import out_spatial
+from ._common import common_dtype, out_spatial
 from .blocks import row_blocks
 
 
@@ -59,9 +59,7 @@ def run(x, w, plan, precision):
 def _groups_first(x, w, groups):
     """``x (N, *S, G*I) -> (G, N, *S, I)`` and ``w (*K, I, G*M) -> (G, T, I, M)``,
     in a common dtype."""
-    if x.dtype != w.dtype:
-        dt = jnp.promote_types(x.dtype, w.dtype)
-        x, w = x.astype(dt), w.astype(dt)
+    x, w = common_dtype(x, w)
     i, o = w.shape[-2:]
     t = math.prod(w.shape[:-2])
     # Split the channels, then move the group axis: one axis at a time, as
