@@ -18,9 +18,10 @@ input positions; grouped layers: one GEMM per group, groups a batch axis).
 
 from __future__ import annotations
 
+import argparse
+import fnmatch
 import math
 import statistics
-import sys
 import time
 
 import jax
@@ -30,7 +31,11 @@ from jaxconv import _zoo
 
 
 def floor(case_id: str, reps: int = 20) -> dict:
-    case = {c.id: c for c in _zoo.zoo_cases()}[case_id]
+    cases = {c.id: c for c in _zoo.zoo_cases()}
+    if case_id not in cases:
+        raise ValueError(f"`case` (={case_id!r}) must be a zoo case id, "
+                         "zoo/<arch>/<layer>/b<n> (`jaxconv bench --zoo` lists them).")
+    case = cases[case_id]
     layer, b = case.layer, case.n
     g = layer.groups
     i, o = layer.c_in // g, layer.c_out // g
@@ -68,9 +73,21 @@ def floor(case_id: str, reps: int = 20) -> dict:
                 gflop=2 * b * g * k * q * o / 1e9)
 
 
-def main(argv: list[str]) -> None:
-    for case_id in argv:
-        r = floor(case_id)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="The bare GEMMs of per-example kernel gradients against the "
+                    "batched kernel gradient's one GEMM, per zoo layer.")
+    parser.add_argument("cases", nargs="+", metavar="CASE",
+                        help="zoo case ids or glob patterns (zoo/<arch>/<layer>/b<n>)")
+    parser.add_argument("--reps", type=int, default=20,
+                        help="timed calls of each (default 20)")
+    args = parser.parse_args(argv)
+    ids = [c.id for c in _zoo.zoo_cases()]
+    chosen = [i for i in ids if any(fnmatch.fnmatch(i, p) for p in args.cases)]
+    if not chosen:
+        parser.error(f"no zoo case matches {' '.join(args.cases)!r}")
+    for case_id in chosen:
+        r = floor(case_id, args.reps)
         print(f"{r['case']:42s} T*I={r['k']} Q={r['q']} O={r['o']} G={r['groups']}  "
               f"kernels {r['kernels_mb']:.1f} MB  per-example GEMMs "
               f"{r['per_example_ms']:.3f} ms  batched GEMM {r['batched_ms']:.3f} ms",
@@ -78,4 +95,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -560,15 +560,19 @@ def test_models_ids_and_real_shapes():
     assert math.prod(x.shape[1:3]) == _zoo.IMAGE ** 2
 
 
-def _gemm_floor_module():
+def _benchmark_script(name="gemm_floor"):
     import importlib.util
     import pathlib
 
-    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "gemm_floor.py"
-    spec = importlib.util.spec_from_file_location("gemm_floor", path)
-    floor = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(floor)
-    return floor
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _gemm_floor_module():
+    return _benchmark_script("gemm_floor")
 
 
 def _zoo_case(case_id):
@@ -647,3 +651,21 @@ def test_gemm_floor_script(capsys, _fake_timer, tmp_path):
     out = capsys.readouterr().out
     assert "2 records" in out and "at the GEMM floor" in out
     assert len(json.loads((tmp_path / "o.json").read_text())["results"]) == 2
+
+
+def test_per_example_floor_script(capsys):
+    # benchmarks/per_example_floor.py: per-example GEMMs against the batched one
+    script = _benchmark_script("per_example_floor")
+    r = script.floor("zoo/resnet18/layer4.0.conv2/b8", reps=1)  # 3x3, 512 -> 512, 2x2
+    assert (r["k"], r["q"], r["o"], r["groups"]) == (9 * 512, 4, 512, 1)
+    assert r["kernels_mb"] == pytest.approx(8 * 9 * 512 * 512 * 4 / 1e6)
+    assert r["per_example_ms"] > 0 and r["batched_ms"] > 0
+    script.main(["zoo/resnext50_32x4d/layer4.0.conv2/b8", "--reps", "1"])
+    out = capsys.readouterr().out
+    assert out.count("zoo/") == 1 and "G=32" in out
+    message = r"`case` \(='zoo/none/b8'\) must be a zoo case id"
+    with pytest.raises(ValueError, match=message):
+        script.floor("zoo/none/b8")
+    with pytest.raises(SystemExit):
+        script.main(["zoo/none/*"])
+    assert "no zoo case matches" in capsys.readouterr().err

@@ -79,7 +79,8 @@ class Profile:
         (``plan._alltaps_tap_groups``), and 2-D layers ``"wide"`` in a loop
         over the kernel rows where one row's do (``plan._wide_row_loop``).
         Those bytes come out of the memory rule's workspace.  1 on
-        ``avx2`` (unmeasured there).
+        ``avx2``: on a 2-core AMD EPYC, 42 of those HiFi-GAN records ran
+        0.95-1.11x as fast with 8 (geomean 1.003).
       wide_min_width: beyond ``alltaps_max_bytes``, 2-D stride-1 kernels
         with at least this many output columns ...
       wide_2d_max_i: ... or on at most this many input channels run one
@@ -169,8 +170,9 @@ class Profile:
         MiB), the 9 zoo and suite layers it changes (forward / gradient):
         RGB stems at batch 8 1.48-1.58x / 1.26-1.33x faster, at batch 1
         1.03-1.09x / 1.39-1.43x, ``stem`` 1.49-1.56x / 1.24-1.26x, two
-        ResNet 3x3 layers 0.96-1.04x / 0.98-1.15x; unmeasured on ``avx2``
-        hosts (0: off).
+        ResNet 3x3 layers 0.96-1.04x / 0.98-1.15x.  0 (off) on ``avx2``:
+        with ``im2col_2d_whole_min_o``, no faster on a 2-core AMD EPYC
+        (below).
       im2col_2d_whole_min_o: dense 2-D layers (one group, 2 to
         ``unroll_limit`` taps; strided, or stride 1 on more than
         ``outer_max_i`` input channels, not kernel-bound and past the
@@ -191,8 +193,9 @@ class Profile:
         ResNet's 64-channel layers at batch 8 1.50-1.54x, ``dense3`` 1.20x,
         ``atrous`` 1.26x), gradients 0.98-1.33x (1.08); train steps:
         ResNet-18 1.17x, MobileNetV2 1.03x, ConvNeXt-T 1.02x, the Flax U-Net
-        0.94-1.09x over five runs, the Equinox U-Net 1.07x.  Unmeasured on
-        ``avx2`` hosts (``1 << 62``: off).
+        0.94-1.09x over five runs, the Equinox U-Net 1.07x.  Off (``1 <<
+        62``) on ``avx2``: on a 2-core AMD EPYC the two fields ran 29 zoo
+        and suite records 0.90-1.09x as fast (geomean 0.986).
       grouped_max_i: grouped kernels with at most this many input channels per
         group run as fused broadcast multiply-adds (``"grouped"``) ...
       grouped_max_terms: ... when they also have at most this many terms
@@ -273,7 +276,8 @@ class Profile:
         batch 1), of 32 channels and 11 taps 1.1-1.3x, dilated or not
         (BENCHMARKS.md); 32 channels and 7 taps 0.9-1.1x, 128 channels
         0.9-1.1x, 256 channels 0.8x, 3 taps no faster.  Off on the ``avx2``
-        table (not measured there).
+        table: on a 2-core AMD EPYC the 15 records it would take ran
+        0.94-1.09x as fast (geomean 1.005).
       tap_scan_nd_min_rows: the kernel gradient of a 2-D/3-D dense stride-1
         conv is the same scan of per-tap GEMMs when it has at least this
         many output positions over the batch (``N * prod(out)``) ...
@@ -295,7 +299,8 @@ class Profile:
         row blocks, their outputs shifted and summed (``"shifted"``),
         before the tap loop and ``"wide"`` are considered, where the
         blocks' products of every tap fit the memory rule's room
-        (``plan._shifted_2d``).  Off on the ``avx2`` family; on ``avx512``
+        (``plan._shifted_2d``).  Off on the ``avx2`` family (12 records
+        0.91-1.01x on a 2-core AMD EPYC, geomean 0.97); on ``avx512``
         hosts, whose GEMMs run 2-3x faster against the same memory
         passes, it ran the 9 forward and 10 gradient zoo and suite records
         it changes 1.08x and 1.04x faster (geometric means, none slower
@@ -389,7 +394,8 @@ class Profile:
         together (12 examples of 16^3) as often slower as faster, 18-21 MB
         (32 examples of 12^3, 16 of 16^3) 0.63-0.66x, 24^3-32^3 volumes
         (4.5-10.6 MB each) 0.7-0.85x of the loop, so those keep it.  0
-        (off) on the ``avx2`` family (unmeasured) and on accelerators.
+        (off) on the ``avx2`` family (3-D U-Net ``down0`` layers at batch 8
+        0.96-0.98x on a 2-core AMD EPYC) and on accelerators.
       per_example_cotangent_ratio: per-example kernel gradients of dense
         stride-1 kernels with several taps whose ``T * O`` is at most this
         many times ``I`` (times ``prod(s)`` for a transposed layer of stride
@@ -436,7 +442,8 @@ class Profile:
         2-core Intel Xeon at batch 8: group32 0.75 -> 0.99 of the batched
         gradient's speed (looped), ResNeXt-50 ``layer1.0.conv2`` 0.82 ->
         1.01 (side by side).  ``avx512`` hosts (4 MiB); 0 (fold) on
-        ``avx2`` hosts, unmeasured there, and on accelerators.
+        ``avx2`` hosts (on a 2-core AMD EPYC ``group32`` and four ResNeXt-50
+        layers 0.93-1.04x, geomean 0.97) and on accelerators.
       per_example_loop_min_bytes: ... and so do depthwise row scans whose
         examples' outputs together reach this many bytes (dw3, 112 x 112 x
         96 at batch 8: 55.6 -> 22.9 ms, temporaries 81.6 -> 15.0 MB; the
@@ -567,6 +574,9 @@ _ACCELERATOR = Profile(
 # costs the Xeon relatively more (BENCHMARKS.md).  ``avx2`` holds the
 # constants fitted on the AVX2 hosts and is used for every CPU without
 # AVX-512 (ARM included); ``avx512`` changes what was measured to win there.
+# Each of those changes, A/B-timed on an AMD EPYC (AVX2) host, ran no faster
+# there (geomeans 0.97-1.005 over the records it changes): the split is
+# measured both ways.
 CPU_FAMILIES: dict[str, dict[str, object]] = {
     "avx2": {},
     "avx512": {"shifted_2d_min_i": 64, "im2col_2d_unblocked_max_bytes": 16 * _MiB,
