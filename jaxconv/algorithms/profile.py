@@ -171,8 +171,8 @@ class Profile:
         RGB stems at batch 8 1.48-1.58x / 1.26-1.33x faster, at batch 1
         1.03-1.09x / 1.39-1.43x, ``stem`` 1.49-1.56x / 1.24-1.26x, two
         ResNet 3x3 layers 0.96-1.04x / 0.98-1.15x.  0 (off) on ``avx2``:
-        with ``im2col_2d_whole_min_o``, no faster on a 2-core AMD EPYC
-        (below).
+        on a 2-core AMD EPYC the stems' 14 records ran 0.94-1.04x
+        (geomean 0.988), and with ``im2col_2d_whole_min_o`` see below.
       im2col_2d_whole_min_o: dense 2-D layers (one group, 2 to
         ``unroll_limit`` taps; strided, or stride 1 on more than
         ``outer_max_i`` input channels, not kernel-bound and past the
