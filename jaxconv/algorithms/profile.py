@@ -394,8 +394,9 @@ class Profile:
         together (12 examples of 16^3) as often slower as faster, 18-21 MB
         (32 examples of 12^3, 16 of 16^3) 0.63-0.66x, 24^3-32^3 volumes
         (4.5-10.6 MB each) 0.7-0.85x of the loop, so those keep it.  0
-        (off) on the ``avx2`` family (3-D U-Net ``down0`` layers at batch 8
-        0.96-0.98x on a 2-core AMD EPYC) and on accelerators.
+        (off) on the ``avx2`` family (ResNet stems and 3-D U-Net
+        ``down0.conv1`` at batch 8 0.99-1.01x on a 2-core AMD EPYC) and on
+        accelerators.
       per_example_cotangent_ratio: per-example kernel gradients of dense
         stride-1 kernels with several taps whose ``T * O`` is at most this
         many times ``I`` (times ``prod(s)`` for a transposed layer of stride
