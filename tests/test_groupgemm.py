@@ -191,12 +191,17 @@ RESNEXT = [c for c in _zoo.zoo_cases()
 def test_resnext_grouped_layers(case, profile):
     # Stages 1 and 2 (4 and 8 channels per group, 36 and 72 products per
     # output): fused multiply-adds; stages 3 and 4 (16 and 32, 144 and 288):
-    # GEMMs batched over groups, unblocked at the zoo's resolution.
+    # GEMMs batched over groups, unblocked at the zoo's resolution.  On cpu
+    # the 72-product sums of stage 2 at stride 1 scan over the three kernel
+    # rows (tests/test_grouped.py).
     row = _zoo_plan(case, profile)
     i = case.layer.c_in // case.layer.groups
     want = "grouped" if 9 * i <= CPU.grouped_max_terms else "groupgemm"
     assert row.formulation == "taps/" + want
-    assert row.plan.loop_steps == 0
+    rows = row.plan.param("form") == "rows-scan"
+    assert rows == (want == "grouped" and profile == "cpu" and 9 * i >= 64
+                    and case.layer.stride[0] == 1)
+    assert row.plan.loop_steps == (3 if rows else 0)
 
 
 @pytest.mark.parametrize("shape, want", [

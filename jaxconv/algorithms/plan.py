@@ -502,6 +502,11 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
         steps = math.prod(nb for _, _, nb in levels) if levels else 0
     elif name == "grouped":
         rule = grouped.rule_applies(p, prof)
+        if grouped.rows_applies(p, prof):
+            params["form"] = "rows-scan"
+            steps = p.kernel[0]
+        else:
+            params["form"] = "unrolled"
         params["kernel_grad"] = "rowscan" if rule else "autodiff"
         if rule:
             params["row_width"] = _row_width(p, prof)
