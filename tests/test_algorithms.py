@@ -366,10 +366,10 @@ HANKEL = CPU.replace(hankel_kernel_grad_min_tap_channels=1, hankel_kernel_grad_m
     ((1, 64, 64), (7, 64, 64), 1, (None, None)),  # one short image: tap GEMMs
 ])
 def test_hankel_kernel_grad_rule(shape, w_shape, dilation, want):
-    # On the avx512 table: 32-64 input channels, taps x channels >= 352
-    # (7 taps on 64, 11 on 32), the first block of
-    # (8, 4) cutting every dilation phase into whole blocks, else 8; the
-    # avx2 table and the accelerator profiles never.
+    # On the cpu profile (both families): 32-64 input channels, taps x
+    # channels >= 352 (7 taps on 64, 11 on 32), the first block of (8, 4)
+    # cutting every dilation phase into whole blocks, else 8; the
+    # accelerator profiles never.
     if shape[0] == "b":
         shape = (*jax.export.symbolic_shape("b"), *shape[1:])
     reach = (w_shape[0] - 1) * dilation
@@ -385,8 +385,7 @@ def test_hankel_kernel_grad_rule(shape, w_shape, dilation, want):
         assert scan.param("kernel_grad") == (
             "tap-scan" if want[0] == "hankel" else want[0])
     avx2 = CPU.replace(family="avx2", **CPU_FAMILIES["avx2"])
-    assert planning.make_plan(p, avx2, "taps", "").param("kernel_grad") == (
-        None if want[0] is None else "tap-scan")
+    assert planning.make_plan(p, avx2, "taps", "").param("kernel_grad") == want[0]
     for prof in ("gpu", "tpu"):
         plan = planning.make_plan(p, jaxconv.get_profile(prof), "taps", "")
         assert plan.param("kernel_grad") is None
@@ -1079,7 +1078,8 @@ def test_row_blocks_match_lax(case, budget, rng):
             else dict(wide_max_i=4096))
     profile = CPU.replace(block_min_bytes=budget, block_max_bytes=budget,
                           block_io_fraction=0, alltaps_max_bytes=0,
-                          im2col_unblocked_max_bytes=0, **keep)
+                          im2col_unblocked_max_bytes=0,
+                          im2col_2d_unblocked_max_bytes=0, **keep)
     with jaxconv.use_profile(profile):
         _row_blocks_match_lax(case, rng)
 

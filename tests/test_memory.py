@@ -95,7 +95,7 @@ def _allowance(f, *args):
     """What the bound grants beyond ``2 x (input + output bytes)``: the
     profile's workspace on the accelerator profiles (whose plans trade loops
     for temporaries, the memory rule allowing it).  The cpu profile is held
-    to 2x I/O, except the all-tap GEMM products its ``avx512`` table runs
+    to 2x I/O, except the all-tap GEMM products it runs
     unblocked past ``alltaps_max_bytes`` (up to ``alltaps_whole_scale``
     times that, 16 MiB, a part of the workspace): whole, one group of taps
     at a time, or one kernel row's at a time (the largest), and the 2-D
@@ -256,12 +256,13 @@ def test_avx512_shifted_layers_within_2x_io(shape, c_out, monkeypatch):
     ((2, 56, 56, 64), (3, 3, 64, 64), 1, ((1, 1), (1, 1)), "im2col"),  # 14.5 MB patches
     ((8, 32, 32, 64), (5, 5, 64, 32), 2, ((2, 2), (2, 2)), "im2col"),  # strided 3.3 MB
 ])
-def test_avx512_unblocked_products_within_the_allowance(x_shape, w_shape, stride, pads,
-                                                        formulation, monkeypatch):
-    """The ``avx512`` table's unblocked all-tap GEMMs (whole, in groups of
-    taps, or a kernel row at a time) and whole 2-D patch matrices stay
-    within 2x I/O plus their bytes, forward and with the gradients."""
-    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx512")
+@FAMILIES
+def test_unblocked_products_within_the_allowance(x_shape, w_shape, stride, pads,
+                                                 formulation, family, monkeypatch):
+    """The cpu profile's unblocked all-tap GEMMs (whole, in groups of taps,
+    or a kernel row at a time) and whole 2-D patch matrices stay within 2x
+    I/O plus their bytes, forward and with the gradients (both families)."""
+    monkeypatch.setenv("JAXCONV_CPU_FAMILY", family)
     nd = len(x_shape) - 2
     x = jax.ShapeDtypeStruct(x_shape, jnp.float32)
     w = jax.ShapeDtypeStruct(w_shape, jnp.float32)

@@ -41,16 +41,16 @@ def _dn(nd):
 GRID = [
     ("dense 16x16 b1", (1, 16, 16, 64), (3, 3, 64, 64), 1, "SAME", 1, 1, "alltaps"),
     ("dense 64x64 b8", (8, 64, 64, 64), (3, 3, 64, 64), 1, "SAME", 1, 1, "wide"),
-    ("dense 16x16 b8", (8, 16, 16, 64), (3, 3, 64, 64), 1, "SAME", 1, 1, "wide"),
+    ("dense 16x16 b8", (8, 16, 16, 64), (3, 3, 64, 64), 1, "SAME", 1, 1, "im2col"),
     ("64 columns 128ch", (1, 64, 64, 128), (3, 3, 128, 64), 1, "SAME", 1, 1, "taps"),
     ("32 columns 128ch", (1, 32, 32, 128), (3, 3, 128, 128), 1, "SAME", 1, 1,
-     "taps"),
-    ("5x5 32->64", (1, 32, 32, 32), (5, 5, 32, 64), 1, "SAME", 1, 1, "wide"),
+     "im2col"),
+    ("5x5 32->64", (1, 32, 32, 32), (5, 5, 32, 64), 1, "SAME", 1, 1, "im2col"),
     ("strided 3x3", (1, 112, 112, 16), (3, 3, 16, 32), 2, "SAME", 1, 1, "im2col"),
     ("4x4x512 b8", (8, 4, 4, 512), (3, 3, 512, 512), 1, "SAME", 1, 1, "taps"),
     ("2x2x512 b8", (8, 2, 2, 512), (3, 3, 512, 512), 1, "SAME", 1, 1, "im2col"),
     ("4x4x256 b1", (1, 4, 4, 256), (3, 3, 256, 256), 1, "SAME", 1, 1, "im2col"),
-    ("1-D 32ch 4096", (8, 4096, 32), (7, 32, 32), 1, "SAME", 3, 1, "wide"),
+    ("1-D 32ch 4096", (8, 4096, 32), (7, 32, 32), 1, "SAME", 3, 1, "alltaps"),
     ("1-D 256ch 1024", (8, 1024, 256), (11, 256, 256), 1, "SAME", 5, 1, "taps"),
     ("2 wide groups s2", (1, 28, 28, 256), (3, 3, 128, 256), 2, "SAME", 1, 2,
      "groupgemm"),
@@ -80,7 +80,7 @@ ON_ACCELERATORS = {"1-D s2 64ch": "taps", "1-D 32ch 4096": "shifted",
                    "1-channel input": "im2col", "1-channel 3-D": "im2col",
                    "5x5 32->64": "alltaps"}
 SUITE = {  # the benchmark suite's cases
-    "dense3": "wide", "dense3_b8": "taps", "point": "dot", "stem": "im2col",
+    "dense3": "im2col", "dense3_b8": "wide", "point": "dot", "stem": "im2col",
     "dw3": "depthwise", "dw3_s2": "depthwise", "dw7": "depthwise",
     "dw31": "depthwise", "group32": "grouped", "atrous": "im2col",
     "causal1d": "depthwise", "long1d": "spectral", "wav1d": "taps",
@@ -88,6 +88,13 @@ SUITE = {  # the benchmark suite's cases
 }
 SUITE_ON_ACCELERATORS = {"dense3": "alltaps", "dense3_b8": "im2col", "vol3d": "im2col",
                          "long1d": "toeplitz"}
+
+
+# The cpu profile without its whole-matrix forms (2-D patch matrices built
+# whole, the 1-D all-tap GEMM unblocked past ``alltaps_max_bytes``): the
+# row-blocked and per-tap rules that those forms take precedence over.
+BLOCKED = dict(im2col_2d_unblocked_max_bytes=0, im2col_2d_whole_min_o=1 << 62,
+               alltaps_whole_scale=1)
 
 
 def _formulations(f, *args):
@@ -133,9 +140,9 @@ def _problem(xs, ws, stride, groups=1, pads=None, dilation=None, dtype=F32):
 
 
 def test_plan_record_carries_blocks_steps_and_reason():
-    # dense3_b8 without the blocked tap loop: im2col in row blocks; the steps
-    # are the blocks.
-    cpu = jaxconv.get_profile("cpu").replace(tap_block_bytes=0)
+    # dense3_b8 without the blocked tap loop and the whole-matrix forms:
+    # im2col in row blocks; the steps are the blocks.
+    cpu = jaxconv.get_profile("cpu").replace(tap_block_bytes=0, **BLOCKED)
     p = planning.plan(_problem((8, 28, 28, 128), (3, 3, 128, 128), (1, 1),
                                pads=((1, 1), (1, 1))), cpu)
     assert p.formulation == "im2col" and p.label == "taps/im2col"
@@ -186,7 +193,9 @@ def test_plan_record_carries_blocks_steps_and_reason():
 
 
 def test_small_patch_matrix_is_built_whole():
-    cpu = jaxconv.get_profile("cpu")
+    # (im2col_unblocked_max_bytes, for any rank; the 2-D patch matrices
+    # built whole up to 16 MiB are test_dense_2d_layers_run_whole_patch_gemms)
+    cpu = jaxconv.get_profile("cpu").replace(**BLOCKED)
     # An RGB stem at batch 8: 8 * 32 * 32 rows of 27 taps = 864 KiB of
     # patches, under the 2 MiB unblocked size: one patch matrix, no loop.
     stem = _problem((8, 64, 64, 3), (3, 3, 3, 32), (2, 2), pads=((1, 1), (1, 1)))
@@ -209,8 +218,12 @@ def test_small_patch_matrix_is_built_whole():
 
 
 def test_profile_thresholds_steer_the_plan():
-    cpu = jaxconv.get_profile("cpu")
     dense = _problem((1, 16, 16, 64), (3, 3, 64, 64), (1, 1))
+    # past the all-tap size, the cpu profile builds the patch matrix whole
+    full = jaxconv.get_profile("cpu")
+    whole = planning.plan(dense, full.replace(alltaps_max_bytes=0))
+    assert whole.formulation == "im2col"
+    cpu = full.replace(**BLOCKED)
     assert planning.plan(dense, cpu).formulation == "alltaps"
     assert planning.plan(dense, cpu.replace(alltaps_max_bytes=0,
                                             wide_2d_max_i=0)).formulation == "im2col"
@@ -273,9 +286,11 @@ def test_blocked_tap_loop():
     assert q.loop_steps == 27 * 4
     assert "row blocks of 2 MiB" in q.reason
     assert planning.plan(up, cpu).param("kernel_grad") == "tap-scan"
-    # exactly 512 KiB of output: one block
+    # exactly 512 KiB of output: one block (its 2.4 MB patch matrix is built
+    # whole instead when the profile allows, one GEMM)
     first = _problem((4, 16, 16, 64), (3, 3, 64, 128), (1, 1), pads=((1, 1),) * 2)
-    q = planning.plan(first, cpu)
+    assert planning.plan(first, cpu).formulation == "im2col"
+    q = planning.plan(first, cpu.replace(**BLOCKED))
     assert (q.formulation, q.param("blocks"), q.loop_steps) == ("taps", (), 9)
     # not: a smaller output, 64 x 64 per-tap products in 2-D (ResNet's first
     # stage), fewer input channels, a stride, a grouped or
@@ -321,11 +336,15 @@ def test_reshaped_result_changes_only_the_depthwise_border():
 
 
 def test_one_dimensional_dense_rules():
-    cpu = jaxconv.get_profile("cpu")
     # Deep, many-tap 1-D layers beyond the all-tap size: per-tap GEMMs in a
-    # loop over the taps (one step per tap), not the one-GEMM forms.
+    # loop over the taps (one step per tap), not the one-GEMM forms; the cpu
+    # profile runs the all-tap GEMM in groups of taps first (up to 16 MiB
+    # of products each).
     deep = _problem((8, 1024, 128), (11, 128, 128), (1,), pads=((25, 25),),
                     dilation=(5,))
+    q = planning.plan(deep, jaxconv.get_profile("cpu"))
+    assert (q.formulation, q.param("tap_groups")) == ("alltaps", 3)
+    cpu = jaxconv.get_profile("cpu").replace(**BLOCKED)
     q = planning.plan(deep, cpu)
     assert (q.formulation, q.param("scan"), q.loop_steps) == ("taps", True, 11)
     assert "in a loop over taps" in q.reason
@@ -546,11 +565,12 @@ def test_avx512_family_runs_wide_2d_layers_as_shifted_per_tap_gemms(monkeypatch,
     assert q.formulation == "shifted" and q.param("blocks")
     assert "I = 128 >= 64" in q.reason
     # (at 28 x 28 one kernel row's all-tap products fit the whole size:
-    # "wide" in a loop over kernel rows)
+    # "wide" in a loop over kernel rows,
+    # on both families)
     b8 = _problem((8, 28, 28, 128), (3, 3, 128, 128), (1, 1), pads=((1, 1),) * 2)
-    q = planning.plan(b8, avx512)
-    assert q.formulation == "wide" and q.param("row_loop") and not q.param("blocks")
-    assert planning.plan(b8, avx2).formulation == "taps"
+    for prof in (avx512, avx2):
+        q = planning.plan(b8, prof)
+        assert q.formulation == "wide" and q.param("row_loop") and not q.param("blocks")
     # (fewer than 32 outputs, kernel-bound, small: the avx2 rule)
     narrow = _problem((1, 56, 56, 32), (3, 3, 32, 16), (1, 1), pads=((1, 1),) * 2)
     deep = _problem((8, 4, 4, 512), (3, 3, 512, 512), (1, 1), pads=((1, 1),) * 2)
@@ -579,25 +599,25 @@ def test_avx512_family_runs_wide_2d_layers_as_shifted_per_tap_gemms(monkeypatch,
         assert_close(a, b)
 
 
-def test_avx512_family_builds_2d_patch_matrices_whole_within_the_memory_room(
-        monkeypatch, rng):
-    """On AVX-512 hosts a 2-D patch matrix larger than the conv's input,
-    kernel and output together but within twice that (an RGB stem) is built
-    whole; beyond twice, and on avx2 hosts, it is built in row blocks."""
-    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx2")
-    avx2 = jaxconv.get_profile("cpu")
-    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx512")
-    avx512 = jaxconv.get_profile("cpu")
+@pytest.mark.parametrize("family", ["avx2", "avx512"])
+def test_2d_patch_matrices_built_whole_within_the_memory_room(family, monkeypatch, rng):
+    """On the cpu profile (both families) a 2-D patch matrix larger than the
+    conv's input, kernel and output together but within twice that (an RGB
+    stem) is built whole; beyond twice on fewer than 32 outputs, and
+    without ``im2col_2d_unblocked_max_bytes``, it is built in row blocks."""
+    monkeypatch.setenv("JAXCONV_CPU_FAMILY", family)
+    cpu = jaxconv.get_profile("cpu")
+    blocked = cpu.replace(im2col_2d_unblocked_max_bytes=0)
     stem = _problem((8, 64, 64, 3), (7, 7, 3, 64), (2, 2), pads=((3, 3),) * 2)
     assert stem.io_bytes + stem.w_bytes < stem.patch_bytes
     assert stem.patch_bytes <= 2 * (stem.io_bytes + stem.w_bytes)
-    a, b = planning.plan(stem, avx2), planning.plan(stem, avx512)
+    a, b = planning.plan(stem, blocked), planning.plan(stem, cpu)
     assert a.formulation == b.formulation == "im2col"
     assert a.param("blocks") and not b.param("blocks")
     # (beyond twice, on fewer than 32 outputs: row blocks)
     wide = _problem((8, 16, 16, 128), (3, 3, 128, 8), (2, 2), pads=((1, 1),) * 2)
     assert wide.patch_bytes > 2 * (wide.io_bytes + wide.w_bytes)
-    q = planning.plan(wide, avx512)
+    q = planning.plan(wide, cpu)
     assert q.formulation == "im2col" and q.param("blocks")
     # the whole patch matrix through the public API, forward and gradients
     x = rng.standard_normal((2, 20, 18, 3)).astype(np.float32)
@@ -616,32 +636,33 @@ def test_avx512_family_builds_2d_patch_matrices_whole_within_the_memory_room(
         assert_close(a, b)
 
 
-def test_avx512_family_runs_dense_2d_layers_as_whole_patch_gemms(monkeypatch, rng):
-    """On AVX-512 hosts a dense 2-D layer on 32+ output channels whose patch
-    matrix takes at most 16 MiB builds it whole, beyond the memory room, and
-    runs one GEMM of depth T*I (``im2col``); fewer outputs, larger patch
-    matrices, kernel-bound layers, grouped ones and avx2 hosts do not."""
-    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx2")
-    avx2 = jaxconv.get_profile("cpu")
-    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx512")
-    avx512 = jaxconv.get_profile("cpu")
-    assert avx512.im2col_2d_whole_min_o == 32
+@pytest.mark.parametrize("family", ["avx2", "avx512"])
+def test_dense_2d_layers_run_whole_patch_gemms(family, monkeypatch, rng):
+    """On the cpu profile (both families) a dense 2-D layer on 32+ output
+    channels whose patch matrix takes at most 16 MiB builds it whole, beyond
+    the memory room, and runs one GEMM of depth T*I (``im2col``); fewer
+    outputs, larger patch matrices, kernel-bound layers, grouped ones and
+    a profile without the fields do not."""
+    monkeypatch.setenv("JAXCONV_CPU_FAMILY", family)
+    cpu = jaxconv.get_profile("cpu")
+    blocked = cpu.replace(**BLOCKED)
+    assert cpu.im2col_2d_whole_min_o == 32
     pads = ((1, 1),) * 2
     # ResNet's 3x3 64 -> 64 layer at batch 8 on 16 x 16: a 4.7 MB patch
     # matrix, twice the room
     layer = _problem((8, 16, 16, 64), (3, 3, 64, 64), (1, 1), pads=pads)
     assert layer.patch_bytes > 2 * (layer.io_bytes + layer.w_bytes)
-    q = planning.plan(layer, avx512)
+    q = planning.plan(layer, cpu)
     assert (q.formulation, q.param("blocks")) == ("im2col", ())
     assert "O = 64 >= 32" in q.reason and "built whole" in q.reason
     assert q.temp_bytes >= layer.patch_bytes
-    assert planning.plan(layer, avx2).formulation != "im2col"
-    # strided: built whole too (in blocks on avx2)
+    assert planning.plan(layer, blocked).formulation != "im2col"
+    # strided: built whole too (in blocks without the fields)
     strided = _problem((8, 16, 16, 64), (5, 5, 64, 32), (2, 2), pads=((2, 2),) * 2)
     assert strided.patch_bytes > 2 * (strided.io_bytes + strided.w_bytes)
-    q = planning.plan(strided, avx512)
+    q = planning.plan(strided, cpu)
     assert (q.formulation, q.param("blocks")) == ("im2col", ())
-    assert planning.plan(strided, avx2).param("blocks")
+    assert planning.plan(strided, blocked).param("blocks")
     # 31 outputs; a 28.9 MB patch matrix; kernel-bound; grouped; all-tap
     # output within 2 MiB (one GEMM already): other rules
     for p in (_problem((8, 16, 16, 64), (3, 3, 64, 31), (1, 1), pads=pads),
@@ -650,7 +671,7 @@ def test_avx512_family_runs_dense_2d_layers_as_whole_patch_gemms(monkeypatch, rn
               _problem((8, 4, 4, 512), (3, 3, 512, 512), (1, 1), pads=pads),
               _problem((8, 16, 16, 64), (3, 3, 16, 64), (1, 1), pads=pads,
                        groups=4)):
-        assert "built whole" not in planning.plan(p, avx512).reason
+        assert "built whole" not in planning.plan(p, cpu).reason
     # through the public API (all-tap size 0, so that a small layer takes
     # the rule), forward and gradients, against lax (the input gradient,
     # 32 -> 16 channels, is not built whole)
@@ -663,7 +684,7 @@ def test_avx512_family_runs_dense_2d_layers_as_whole_patch_gemms(monkeypatch, rn
         return lx.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_dn(2))
 
     loss = lambda lx: lambda x, w: jnp.sum(jnp.sin(conv(lx, x, w)))  # noqa: E731
-    with jaxconv.use_profile(avx512.replace(alltaps_max_bytes=0)):
+    with jaxconv.use_profile(cpu.replace(alltaps_max_bytes=0)):
         rows = jaxconv.explain(jax.grad(loss(jl), (0, 1)), x, w)
         got = jax.jit(functools.partial(conv, jl))(x, w)
         grads = jax.jit(jax.grad(loss(jl), (0, 1)))(x, w)
@@ -675,40 +696,40 @@ def test_avx512_family_runs_dense_2d_layers_as_whole_patch_gemms(monkeypatch, rn
         assert_close(a, b)
 
 
-def test_avx512_family_runs_all_tap_gemms_whole_up_to_its_scale(monkeypatch, rng):
-    """On AVX-512 hosts a 1-D dense stride-1 layer whose all-tap GEMM output
-    is within ``alltaps_whole_scale`` x ``alltaps_max_bytes`` (16 MiB) runs
-    it unblocked, one GEMM, and past that in a loop over groups of taps; on
-    avx2 it does not."""
-    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx2")
-    avx2 = jaxconv.get_profile("cpu")
-    monkeypatch.setenv("JAXCONV_CPU_FAMILY", "avx512")
-    avx512 = jaxconv.get_profile("cpu")
-    assert avx512.alltaps_max_bytes * avx512.alltaps_whole_scale == 16 * 2**20
+@pytest.mark.parametrize("family", ["avx2", "avx512"])
+def test_all_tap_gemms_whole_up_to_the_scale(family, monkeypatch, rng):
+    """On the cpu profile (both families) a 1-D dense stride-1 layer whose
+    all-tap GEMM output is within ``alltaps_whole_scale`` x
+    ``alltaps_max_bytes`` (16 MiB) runs it unblocked, one GEMM, and past
+    that in a loop over groups of taps; with a scale of 1 it does not."""
+    monkeypatch.setenv("JAXCONV_CPU_FAMILY", family)
+    cpu = jaxconv.get_profile("cpu")
+    blocked = cpu.replace(**BLOCKED)
+    assert cpu.alltaps_max_bytes * cpu.alltaps_whole_scale == 16 * 2**20
     # HiFi-GAN residual-block layers: 12.6 MB of all-tap output; 46 MB
     mid = _problem((8, 4096, 32), (3, 32, 32), (1,), pads=((1, 1),))
     big = _problem((8, 4096, 32), (11, 32, 32), (1,), pads=((5, 5),))
     assert 2 * 2**20 < planning._alltaps_bytes(mid) <= 16 * 2**20
     assert planning._alltaps_bytes(big) > 16 * 2**20
-    a, b = planning.plan(mid, avx2), planning.plan(mid, avx512)
+    a, b = planning.plan(mid, blocked), planning.plan(mid, cpu)
     assert a.formulation == "wide" and a.param("blocks")
     assert b.formulation == "alltaps" and not b.param("blocks")
     # (past the size: a loop over groups of the 3 taps whose products fit)
-    q = planning.plan(big, avx512)
+    q = planning.plan(big, cpu)
     assert (q.formulation, q.param("tap_groups"), q.loop_steps) == ("alltaps", 3, 3)
-    assert planning.plan(big, avx2).formulation == "wide"
+    assert planning.plan(big, blocked).formulation == "wide"
     # 2-D keeps the 2 MiB size (ResNet's 56 x 56 x 64 3x3 layer, 7.4 MB of
     # all-tap output, builds its patch matrix whole instead); past 16 MiB,
     # where one kernel row's products fit, "wide" runs a kernel row at a time
     dense3 = _problem((1, 56, 56, 64), (3, 3, 64, 64), (1, 1), pads=((1, 1),) * 2)
     assert 2 * 2**20 < planning._alltaps_bytes(dense3) <= 16 * 2**20
-    q = planning.plan(dense3, avx512)
+    q = planning.plan(dense3, cpu)
     assert q.formulation == "im2col" and not q.param("blocks")
     wide = _problem((1, 64, 64, 128), (3, 3, 128, 128), (1, 1), pads=((1, 1),) * 2)
     assert planning._alltaps_bytes(wide) > 16 * 2**20
-    q = planning.plan(wide, avx512)
+    q = planning.plan(wide, cpu)
     assert q.formulation == "wide" and q.param("row_loop")
-    assert not planning.plan(wide, avx2).param("row_loop")
+    assert not planning.plan(wide, blocked).param("row_loop")
     # through the public API, forward and gradients, dilated, against lax
     x = rng.standard_normal((2, 300, 16)).astype(np.float32)
     w = rng.standard_normal((5, 16, 12)).astype(np.float32)
@@ -719,7 +740,7 @@ def test_avx512_family_runs_all_tap_gemms_whole_up_to_its_scale(monkeypatch, rng
 
     # (its all-tap output, 150 KB, between a 64 KiB limit and 8x it)
     small = _problem(x.shape, w.shape, (1,), pads=((6, 6),), dilation=(3,))
-    scaled = avx512.replace(alltaps_max_bytes=2**16)
+    scaled = cpu.replace(alltaps_max_bytes=2**16)
     assert 2**16 < planning._alltaps_bytes(small) <= 8 * 2**16
     unscaled = scaled.replace(alltaps_whole_scale=1)
     assert planning.plan(small, unscaled).formulation == "wide"

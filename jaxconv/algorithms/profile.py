@@ -78,9 +78,10 @@ class Profile:
         in a loop over groups of taps whose products fit the size
         (``plan._alltaps_tap_groups``), and 2-D layers ``"wide"`` in a loop
         over the kernel rows where one row's do (``plan._wide_row_loop``).
-        Those bytes come out of the memory rule's workspace.  1 on
-        ``avx2``: on a 2-core AMD EPYC, 42 of those HiFi-GAN records ran
-        0.95-1.11x as fast with 8 (geomean 1.003).
+        Those bytes come out of the memory rule's workspace.  8 on both
+        CPU families (first on ``avx512`` only; on a 2-core AMD EPYC the
+        HiFi-GAN forwards it changes ran 1.04-1.10x as fast, geomeans over
+        54 records in two A/B runs); 1 on accelerators.
       wide_min_width: beyond ``alltaps_max_bytes``, 2-D stride-1 kernels
         with at least this many output columns ...
       wide_2d_max_i: ... or on at most this many input channels run one
@@ -170,9 +171,9 @@ class Profile:
         MiB), the 9 zoo and suite layers it changes (forward / gradient):
         RGB stems at batch 8 1.48-1.58x / 1.26-1.33x faster, at batch 1
         1.03-1.09x / 1.39-1.43x, ``stem`` 1.49-1.56x / 1.24-1.26x, two
-        ResNet 3x3 layers 0.96-1.04x / 0.98-1.15x.  0 (off) on ``avx2``:
-        on a 2-core AMD EPYC the stems' 14 records ran 0.94-1.04x
-        (geomean 0.988), and with ``im2col_2d_whole_min_o`` see below.
+        ResNet 3x3 layers 0.96-1.04x / 0.98-1.15x.  The same on both CPU
+        families (0, off, on accelerators); with ``im2col_2d_whole_min_o``
+        see below.
       im2col_2d_whole_min_o: dense 2-D layers (one group, 2 to
         ``unroll_limit`` taps; strided, or stride 1 on more than
         ``outer_max_i`` input channels, not kernel-bound and past the
@@ -193,9 +194,11 @@ class Profile:
         ResNet's 64-channel layers at batch 8 1.50-1.54x, ``dense3`` 1.20x,
         ``atrous`` 1.26x), gradients 0.98-1.33x (1.08); train steps:
         ResNet-18 1.17x, MobileNetV2 1.03x, ConvNeXt-T 1.02x, the Flax U-Net
-        0.94-1.09x over five runs, the Equinox U-Net 1.07x.  Off (``1 <<
-        62``) on ``avx2``: on a 2-core AMD EPYC the two fields ran 29 zoo
-        and suite records 0.90-1.09x as fast (geomean 0.986).
+        0.94-1.09x over five runs, the Equinox U-Net 1.07x.  32 on both CPU
+        families (first on ``avx512`` only; on a 2-core AMD EPYC the 2-D
+        records the two fields change ran 1.04-1.17x as fast, geomeans by
+        form and direction in two A/B runs); off (``1 << 62``) on
+        accelerators.
       grouped_max_i: grouped kernels with at most this many input channels per
         group run as fused broadcast multiply-adds (``"grouped"``) ...
       grouped_max_terms: ... when they also have at most this many terms
@@ -285,9 +288,10 @@ class Profile:
         channels and 7 or 11 taps 1.4-1.7x faster at batch 8 (1.1-1.5x at
         batch 1), of 32 channels and 11 taps 1.1-1.3x, dilated or not
         (BENCHMARKS.md); 32 channels and 7 taps 0.9-1.1x, 128 channels
-        0.9-1.1x, 256 channels 0.8x, 3 taps no faster.  Off on the ``avx2``
-        table: on a 2-core AMD EPYC the 15 records it would take ran
-        0.94-1.09x as fast (geomean 1.005).
+        0.9-1.1x, 256 channels 0.8x, 3 taps no faster.  352 on both CPU
+        families (first on ``avx512`` only; on a 2-core AMD EPYC the 18
+        HiFi-GAN gradients it takes ran 1.11-1.12x as fast, geomeans of
+        two A/B runs); off on accelerators.
       tap_scan_nd_min_rows: the kernel gradient of a 2-D/3-D dense stride-1
         conv is the same scan of per-tap GEMMs when it has at least this
         many output positions over the batch (``N * prod(out)``) ...
@@ -309,8 +313,9 @@ class Profile:
         row blocks, their outputs shifted and summed (``"shifted"``),
         before the tap loop and ``"wide"`` are considered, where the
         blocks' products of every tap fit the memory rule's room
-        (``plan._shifted_2d``).  Off on the ``avx2`` family (12 records
-        0.91-1.01x on a 2-core AMD EPYC, geomean 0.97); on ``avx512``
+        (``plan._shifted_2d``).  Off on the ``avx2`` family (on a 2-core
+        AMD EPYC the 5 U-Net records it took ran 0.75-1.01x as fast in an
+        A/B run of the whole ``avx512`` table); on ``avx512``
         hosts, whose GEMMs run 2-3x faster against the same memory
         passes, it ran the 9 forward and 10 gradient zoo and suite records
         it changes 1.08x and 1.04x faster (geometric means, none slower
@@ -403,10 +408,11 @@ class Profile:
         in four A/B runs), 0.84-0.95x in the host's slow spells; 16 MB
         together (12 examples of 16^3) as often slower as faster, 18-21 MB
         (32 examples of 12^3, 16 of 16^3) 0.63-0.66x, 24^3-32^3 volumes
-        (4.5-10.6 MB each) 0.7-0.85x of the loop, so those keep it.  0
-        (off) on the ``avx2`` family (ResNet stems and 3-D U-Net
-        ``down0.conv1`` at batch 8 0.99-1.01x on a 2-core AMD EPYC) and on
-        accelerators.
+        (4.5-10.6 MB each) 0.7-0.85x of the loop, so those keep it.  The
+        same on both CPU families (first on ``avx512`` only; on a 2-core
+        AMD EPYC 3-D U-Net ``down0.conv1``'s per-example gradients at batch
+        8 ran 1.21x and 1.36x as fast in two A/B runs, 0.65-0.66 -> 0.79-0.90
+        of the batched gradient's speed); 0 (off) on accelerators.
       per_example_cotangent_ratio: per-example kernel gradients of dense
         stride-1 kernels with several taps whose ``T * O`` is at most this
         many times ``I`` (times ``prod(s)`` for a transposed layer of stride
@@ -453,8 +459,9 @@ class Profile:
         2-core Intel Xeon at batch 8: group32 0.75 -> 0.99 of the batched
         gradient's speed (looped), ResNeXt-50 ``layer1.0.conv2`` 0.82 ->
         1.01 (side by side).  ``avx512`` hosts (4 MiB); 0 (fold) on
-        ``avx2`` hosts (on a 2-core AMD EPYC ``group32`` and four ResNeXt-50
-        layers 0.93-1.04x, geomean 0.97) and on accelerators.
+        ``avx2`` hosts (on a 2-core AMD EPYC ``layer1.0.conv2`` side by side
+        ran 0.91-0.93x as fast as folded and looped 0.79x, ``group32``
+        looped 1.09-1.15x: no one setting wins there) and on accelerators.
       per_example_loop_min_bytes: ... and so do depthwise row scans whose
         examples' outputs together reach this many bytes (dw3, 112 x 112 x
         96 at batch 8: 55.6 -> 22.9 ms, temporaries 81.6 -> 15.0 MB; the
@@ -472,7 +479,7 @@ class Profile:
     outer_max_i: int = 1
     im2col_max_i: int = 4
     alltaps_max_bytes: int = 2 * _MiB
-    alltaps_whole_scale: int = 1
+    alltaps_whole_scale: int = 8
     wide_min_width: int = 64
     wide_2d_max_i: int = 64
     alltaps_max_i: int = 0
@@ -489,8 +496,8 @@ class Profile:
     block_min_bytes: int = _MiB // 2
     block_max_bytes: int = 4 * _MiB
     im2col_unblocked_max_bytes: int = 2 * _MiB
-    im2col_2d_unblocked_max_bytes: int = 0
-    im2col_2d_whole_min_o: int = 1 << 62
+    im2col_2d_unblocked_max_bytes: int = 16 * _MiB
+    im2col_2d_whole_min_o: int = 32
     grouped_max_i: int = 16
     grouped_max_terms: int = 100
     grouped_rule_max_terms: int = 128
@@ -517,15 +524,15 @@ class Profile:
     per_example_cotangent_ratio: float = 1.0
     cotangent_box_min_taps: int = 4
     per_example_patches_min_bytes: int = 16 * _MiB
-    per_example_patches_cache_bytes: int = 0
-    per_example_patches_total_bytes: int = 0
+    per_example_patches_cache_bytes: int = 2 * _MiB
+    per_example_patches_total_bytes: int = 12 * _MiB
     per_example_grouped_patch_bytes: int = _MiB
     per_example_grouped_carry_bytes: int = 0
     tap_gemm_kernel_tangent: bool = True
     tap_gemm_min_rows: int = 512
     tap_scan_min_o: int = 8
     tap_scan_transpose_min_i: int = 128
-    hankel_kernel_grad_min_tap_channels: int = 1 << 62
+    hankel_kernel_grad_min_tap_channels: int = 352
     hankel_kernel_grad_min_i: int = 32
     hankel_kernel_grad_max_i: int = 64
     hankel_kernel_grad_blocks: tuple[int, ...] = (8, 4)
@@ -568,6 +575,9 @@ _ACCELERATOR = Profile(
     block_max_bytes=256 * _MiB, im2col_unblocked_max_bytes=0, pad_in_loop_max_taps=0,
     hankel_min_taps=1 << 62, fft_min_taps=1 << 62,
     s2d_max_i=0, grouped_rows_min_terms=1 << 62, phase_gemm_max_taps=64,
+    alltaps_whole_scale=1, im2col_2d_unblocked_max_bytes=0,
+    im2col_2d_whole_min_o=1 << 62, hankel_kernel_grad_min_tap_channels=1 << 62,
+    per_example_patches_cache_bytes=0, per_example_patches_total_bytes=0,
     branch_free=True, kernel_bound_scan=False,
     custom_kernel_grads=False, tap_gemm_kernel_tangent=False, wide_max_i=0,
     taps_min_i=1 << 62, tap_loop_min_i=1 << 62, tap_scan_min_o=1 << 62, outer_max_i=0,
@@ -582,23 +592,21 @@ _ACCELERATOR = Profile(
 # width of the host's vector unit while copies, pads and elementwise sums
 # run at its memory bandwidth, so the balance between a formulation's GEMMs
 # and its passes over memory shifts with the vector width: measured on
-# 2-core hosts, a 1024^3 float32 GEMM ran 105-173 GFLOP/s on an AMD EPYC
+# 2-core hosts, a 1024^3 float32 GEMM ran 105-176 GFLOP/s on an AMD EPYC
 # (AVX2) and 300-314 on an Intel Xeon (AVX-512), so a pass over memory
-# costs the Xeon relatively more (BENCHMARKS.md).  ``avx2`` holds the
-# constants fitted on the AVX2 hosts and is used for every CPU without
-# AVX-512 (ARM included); ``avx512`` changes what was measured to win there.
-# Each of those changes, A/B-timed on an AMD EPYC (AVX2) host, ran no faster
-# there (geomeans 0.97-1.005 over the records it changes): the split is
-# measured both ways.
+# costs the Xeon relatively more (BENCHMARKS.md).  ``avx2`` is used for
+# every CPU without AVX-512 (ARM included).  The forms first measured to
+# win on the Xeon that also won on the AMD EPYC in interleaved A/B runs of
+# every zoo and suite record they change (whole 2-D patch matrices, the
+# unblocked all-tap GEMM, the block-Hankel kernel gradient: 219-223
+# records, geomean new / old 1.045 and 1.051 in two runs, records below
+# 0.8 of lax 78 -> 52 and 75 -> 59; per-example patch GEMMs) are the
+# preset's own values; ``avx2``
+# is the preset as it is, ``avx512`` adds what was measured to win there
+# only.
 CPU_FAMILIES: dict[str, dict[str, object]] = {
     "avx2": {},
-    "avx512": {"shifted_2d_min_i": 64, "im2col_2d_unblocked_max_bytes": 16 * _MiB,
-               "im2col_2d_whole_min_o": 32,
-               "alltaps_whole_scale": 8,
-               "per_example_patches_cache_bytes": 2 * _MiB,
-               "per_example_patches_total_bytes": 12 * _MiB,
-               "per_example_grouped_carry_bytes": 4 * _MiB,
-               "hankel_kernel_grad_min_tap_channels": 352},
+    "avx512": {"shifted_2d_min_i": 64, "per_example_grouped_carry_bytes": 4 * _MiB},
 }
 PRESETS: dict[str, Profile] = {
     "cpu": Profile(),
