@@ -724,7 +724,8 @@ def test_per_example_kernel_gradients_of_grouped_row_scans(rng):
     # gradients run each example's row scan, side by side while all
     # examples' accumulator rows take at most per_example_grouped_carry_bytes,
     # one example after another beyond, and fold into B * G feature groups
-    # with the field at 0 (and on accelerators).
+    # with the field at 0 (and on accelerators) unless the accumulators
+    # reach per_example_grouped_loop_min_bytes.
     b, groups = 4, 4
     x = jnp.asarray(rng.standard_normal((b, 1, 9, 8, 16)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 3, 4, 16)), jnp.float32)
@@ -750,6 +751,12 @@ def test_per_example_kernel_gradients_of_grouped_row_scans(rng):
         (base, "side by side"),
         (base.replace(per_example_grouped_carry_bytes=b * carry - 1), "looped"),
         (base.replace(per_example_grouped_carry_bytes=0), "folded"),
+        # with that field 0: one after another from
+        # per_example_grouped_loop_min_bytes of accumulators, folded below
+        (base.replace(per_example_grouped_carry_bytes=0,
+                      per_example_grouped_loop_min_bytes=b * carry), "looped"),
+        (base.replace(per_example_grouped_carry_bytes=0,
+                      per_example_grouped_loop_min_bytes=b * carry + 1), "folded"),
     ]
     bad = x.at[1, 0, 0, 4, 5].set(jnp.nan).at[3, 0, 5, 5, 2].set(jnp.inf)
     for profile, how in cases:

@@ -867,7 +867,10 @@ def per_example_grouped_rows(one: Plan, examples, prof: Profile) -> str | None:
     side by side, while every example's accumulator rows together take at
     most ``prof.per_example_grouped_carry_bytes``; ``"loop"``, one example
     after another, beyond; ``None``: folded into ``B * G`` feature groups
-    (the field 0, a symbolic example count, or another plan).
+    (the field 0, a symbolic example count, or another plan).  With that
+    field 0, examples whose accumulators together reach
+    ``prof.per_example_grouped_loop_min_bytes`` run ``"loop"`` and smaller
+    ones fold.
 
     Folding transposes the input and the cotangent so that the examples
     join the channels; each example's own row scan reads both in place.
@@ -878,14 +881,18 @@ def per_example_grouped_rows(one: Plan, examples, prof: Profile) -> str | None:
     0.80.
     """
     p = one.problem
-    if (prof.per_example_grouped_carry_bytes <= 0 or one.formulation != "grouped"
-            or one.param("kernel_grad") != "rowscan" or p.nd < 2
-            or not isinstance(examples, int)):
+    if (one.formulation != "grouped" or one.param("kernel_grad") != "rowscan"
+            or p.nd < 2 or not isinstance(examples, int)):
         return None
     width = one.param("row_width") or p.out_spatial[1]
-    carry = width * rowscan.column_bytes(p.out_spatial, p.taps, p.in_per_group,
-                                         p.out_channels, p.acc_itemsize)
-    if examples * carry <= prof.per_example_grouped_carry_bytes:
+    carry = examples * width * rowscan.column_bytes(
+        p.out_spatial, p.taps, p.in_per_group, p.out_channels, p.acc_itemsize)
+    if prof.per_example_grouped_carry_bytes <= 0:
+        # (on a 2-core AMD EPYC folding beat both other forms on ResNeXt-50
+        # ``layer1.0.conv2``, 2.4 MB, and lost to the loop on group32)
+        big = carry >= prof.per_example_grouped_loop_min_bytes
+        return "loop" if big and prof.per_example_loop else None
+    if carry <= prof.per_example_grouped_carry_bytes:
         return "vmap"
     return "loop" if prof.per_example_loop else None
 

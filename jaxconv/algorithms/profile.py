@@ -461,7 +461,16 @@ class Profile:
         1.01 (side by side).  ``avx512`` hosts (4 MiB); 0 (fold) on
         ``avx2`` hosts (on a 2-core AMD EPYC ``layer1.0.conv2`` side by side
         ran 0.91-0.93x as fast as folded and looped 0.79x, ``group32``
-        looped 1.09-1.15x: no one setting wins there) and on accelerators.
+        looped 1.09-1.15x, so side by side loses there) and on accelerators.
+      per_example_grouped_loop_min_bytes: with
+        ``per_example_grouped_carry_bytes`` 0, those per-example gradients
+        run one example after another where every example's accumulator
+        rows together take at least this many bytes, and fold below.  8
+        MiB on ``avx2`` hosts (a 2-core AMD EPYC at batch 8: ``group32``,
+        16.5 MB, looped 1.09-1.21x as fast as folded, 0.79 -> 0.95 of the
+        batched gradient's speed; ResNeXt-50 ``layer1.0.conv2``, 2.4 MB,
+        folds: looped it ran 0.79x); unused on ``avx512`` hosts (their
+        carry field decides) and accelerators (no loops).
       per_example_loop_min_bytes: ... and so do depthwise row scans whose
         examples' outputs together reach this many bytes (dw3, 112 x 112 x
         96 at batch 8: 55.6 -> 22.9 ms, temporaries 81.6 -> 15.0 MB; the
@@ -528,6 +537,7 @@ class Profile:
     per_example_patches_total_bytes: int = 12 * _MiB
     per_example_grouped_patch_bytes: int = _MiB
     per_example_grouped_carry_bytes: int = 0
+    per_example_grouped_loop_min_bytes: int = 8 * _MiB
     tap_gemm_kernel_tangent: bool = True
     tap_gemm_min_rows: int = 512
     tap_scan_min_o: int = 8
