@@ -3,7 +3,8 @@
 ``out[..., g, m] = sum_{t, i} x_t[..., g, i] * w[t, i, g, m]``: every term
 is a broadcast product, so XLA fuses the whole sum into one loop over the
 output instead of ``T`` batched ``I x M`` GEMMs (which have no arithmetic
-intensity to speak of).
+intensity to speak of); long sums (``Profile.grouped_rows_min_terms``) as
+a scan over kernel rows, one such loop per row (:func:`conv_grouped`).
 
 Derivatives (:func:`grouped_with_fast_kernel_grad`, a ``jax.custom_jvp``):
 the kernel tangent is ``rowscan`` (whose transpose accumulates elementwise
@@ -67,7 +68,8 @@ def conv_grouped(x, w, stride, dilation, groups, precision, acc_dtype, rows=Fals
     whose body broadcasts an input and multiply-adds a weight vector per
     term; past a few dozen terms that loop runs several times slower per
     term than a short one (the 72 terms of a 3x3 kernel with 8 channels per
-    group: 1.4 ms unrolled, 0.7 ms as three rows of 24 on a 2-core AMD EPYC).
+    group: 1.3-1.6 ms unrolled, 0.7-1.2 ms as three rows of 24 on a 2-core
+    AMD EPYC).
     """
     del precision
     kernel = w.shape[:-2]

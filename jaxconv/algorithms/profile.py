@@ -217,7 +217,8 @@ class Profile:
         its gradient 1.04-1.09x in three A/B runs).  Shorter sums stay one
         loop: the carry's extra pass over the output cost more (36 terms of
         a 56 x 56 ResNeXt layer ran 3-4x slower as rows), as did depthwise
-        kernels as rows (ConvNeXt's 7 x 7: 2-6x slower).
+        kernels as rows (ConvNeXt's 7 x 7: 2-6x slower).  The same on both
+        CPU families (not yet measured on an AVX-512 host).
       pad_in_loop_max_taps: depthwise kernels of at most this many taps apply
         the zero padding inside the fused loop; larger ones pad once.
       toeplitz_min_taps: 1-D depthwise kernels with at least this many taps
