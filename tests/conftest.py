@@ -72,6 +72,25 @@ def assert_close(actual, expected, dtype=None, scale=None):
     )
 
 
+def assert_non_finite_local(ours, theirs, x, w):
+    """A NaN or Inf in the input or the kernel (at its first element and at
+    its middle one) makes ``ours(x, w)`` non-finite exactly where
+    ``theirs(x, w)`` is (the reference's windows), and nowhere else.
+
+    ``ours`` is traced on its first call here: call this inside the
+    ``use_profile`` block whose plan it checks."""
+    for where, bad in [("input", np.nan), ("input", np.inf), ("kernel", -np.inf),
+                       ("kernel", np.nan)]:
+        target = x if where == "input" else w
+        for pos in [(0,) * target.ndim, tuple(n // 2 for n in target.shape)]:
+            xb, wb = x.copy(), w.copy()
+            (xb if where == "input" else wb)[pos] = bad
+            got = np.isfinite(np.asarray(ours(xb, wb)))
+            want = np.isfinite(np.asarray(theirs(xb, wb)))
+            assert not want.all()
+            np.testing.assert_array_equal(got, want, err_msg=f"{bad} at {pos}")
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_close, second_order
+from conftest import assert_close, assert_non_finite_local, second_order
 from jax import lax
 
 import jaxconv
@@ -159,17 +159,7 @@ def test_non_finite_values_stay_local(case, blocks, rng):
     x, w = _args(case, rng, np.float32)
     profile = CPU if blocks == "unblocked" else TINY_BLOCKS
     with jaxconv.use_profile(profile):
-        ours = jax.jit(_conv(jl, case))
-        for where, bad in [("input", np.nan), ("input", np.inf), ("kernel", -np.inf),
-                           ("kernel", np.nan)]:
-            target = x if where == "input" else w
-            for pos in [(0,) * target.ndim, tuple(s // 2 for s in target.shape)]:
-                xb, wb = x.copy(), w.copy()
-                (xb if where == "input" else wb)[pos] = bad
-                got = np.isfinite(np.asarray(ours(xb, wb)))
-                want = np.isfinite(np.asarray(_f(lax, case)(xb, wb)))
-                assert not want.all()
-                np.testing.assert_array_equal(got, want, err_msg=f"{bad} at {pos}")
+        assert_non_finite_local(jax.jit(_conv(jl, case)), _f(lax, case), x, w)
 
 
 # --- the plan on real layers ------------------------------------------------------

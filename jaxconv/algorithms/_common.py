@@ -31,6 +31,35 @@ def batch_zeros(x, shape, dtype, batch_axis=0):
     return z
 
 
+def kernel_row_scan(x, w, out, stride, dilation, acc_dtype, row_sum):
+    """``sum_r row_sum(rows_r, w[r])`` as a ``lax.scan`` over the first kernel
+    axis: each step one fused loop over the output, the carry the output.
+
+    ``x``: padded, ``(N, *S, C)``; ``rows_r`` is ``x`` with its first
+    spatial axis reduced to the positions kernel row ``r`` reads, every
+    ``stride[0]``-th from ``r * dilation[0]``; ``w[r]``: that row's
+    ``(*kernel[1:], I, O)`` weights; ``row_sum`` sums the row's taps over
+    the remaining spatial axes (from axis 2).  Compile time stays bounded
+    (one row of taps is traced).
+    """
+    k0, s0, d0 = w.shape[0], stride[0], dilation[0]
+    ext0 = (out[0] - 1) * s0 + 1
+
+    # Rematerialised: otherwise every step's input rows are stacked as
+    # residuals (many times the 2x I/O bound).
+    @jax.checkpoint
+    def row_term(x, w, r):
+        rows = lax.dynamic_slice_in_dim(x, r * d0, ext0, axis=1)[:, ::s0]
+        return row_sum(rows, lax.dynamic_index_in_dim(w, r, axis=0, keepdims=False))
+
+    def step(acc, r):
+        return acc + row_term(x, w, r), None
+
+    init = batch_zeros(x, (x.shape[0], *out, w.shape[-1]), acc_dtype)
+    acc, _ = lax.scan(step, init, jnp.arange(k0))
+    return acc
+
+
 def batch_mesh_axes(x):
     """The mesh axes ``x``'s type shards its batch axis over (Explicit mesh
     axes), or None when its batch is not sharded in its type."""

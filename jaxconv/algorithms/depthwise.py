@@ -20,7 +20,14 @@ import numpy as np
 from jax import lax
 
 from .._taps import inside_outputs, padded_tap_slice, tap_offsets, tap_slice
-from ._common import batch_zeros, flat_taps, out_spatial, pad_spatial, padded_shape
+from ._common import (
+    batch_zeros,
+    flat_taps,
+    kernel_row_scan,
+    out_spatial,
+    pad_spatial,
+    padded_shape,
+)
 from .rowscan import rowscan
 
 
@@ -264,32 +271,16 @@ def _depthwise_rows(x, w, kernel, out, stride, dilation, groups, acc_dtype):
     Compile time stays bounded (one row of taps is traced) while each scan
     step still fuses ``prod(kernel[1:])`` products into one loop.
     """
-    k0, s0, d0 = kernel[0], stride[0], dilation[0]
-    n, c = x.shape[0], x.shape[-1]
-    ext0 = (out[0] - 1) * s0 + 1
-    rest = kernel[1:]
-
-    # Rematerialised, like ``_depthwise_scan``: otherwise every step's rows
-    # are stacked as residuals (many times the 2x I/O bound).
-    @jax.checkpoint
-    def row_term(x, w, i):
-        rows = lax.dynamic_slice_in_dim(x, i * d0, ext0, axis=1)[:, ::s0]
-        wi = lax.dynamic_index_in_dim(w, i, axis=0, keepdims=False)  # (*rest, 1, O)
+    def row_sum(rows, wi):  # wi: (*kernel[1:], 1, O)
         wr = wi.reshape(-1, 1, wi.shape[-1])
         acc = None
-        for j, tap in enumerate(tap_offsets(rest)):
+        for j, tap in enumerate(tap_offsets(kernel[1:])):
             xs = tap_slice(rows, tap, out[1:], stride[1:], dilation[1:], first_axis=2)
             term = _depthwise_term(xs, wr[j], groups, acc_dtype)
             acc = term if acc is None else acc + term
         return acc
 
-    def step(acc, i):
-        return acc + row_term(x, w, i), None
-
-    del n, c
-    init = batch_zeros(x, (x.shape[0], *out, w.shape[-1]), acc_dtype)
-    acc, _ = lax.scan(step, init, jnp.arange(k0))
-    return acc
+    return kernel_row_scan(x, w, out, stride, dilation, acc_dtype, row_sum)
 
 
 def _depthwise_scan(x, w, kernel, out, stride, dilation, groups, acc_dtype):

@@ -20,11 +20,9 @@ from __future__ import annotations
 from functools import partial
 
 import jax
-import jax.numpy as jnp
-from jax import lax
 
 from .._taps import tap_offsets, tap_slice
-from ._common import batch_zeros, flat_taps, out_spatial, pad_spatial
+from ._common import flat_taps, kernel_row_scan, out_spatial, pad_spatial
 from .dense import conv_per_tap
 from .rowscan import rowscan
 
@@ -99,25 +97,11 @@ def _grouped_sum(x, wt, kernel, out, stride, dilation, groups, acc_dtype, first_
 
 def _grouped_rows(x, w, kernel, out, stride, dilation, groups, acc_dtype):
     """The sum as a scan over the first kernel axis (see :func:`conv_grouped`)."""
-    k0, s0, d0 = kernel[0], stride[0], dilation[0]
-    ext0 = (out[0] - 1) * s0 + 1
+    def row_sum(rows, wr):
+        return _grouped_sum(rows, wr.reshape(-1, *wr.shape[-2:]), kernel[1:], out[1:],
+                            stride[1:], dilation[1:], groups, acc_dtype, first_axis=2)
 
-    # Rematerialised under autodiff: otherwise every step's input rows are
-    # stacked as residuals (like the depthwise row scan).
-    @jax.checkpoint
-    def row_term(x, w, r):
-        rows = lax.dynamic_slice_in_dim(x, r * d0, ext0, axis=1)[:, ::s0]
-        wr = lax.dynamic_index_in_dim(w, r, axis=0, keepdims=False)
-        wr = wr.reshape(-1, *wr.shape[-2:])
-        return _grouped_sum(rows, wr, kernel[1:], out[1:], stride[1:], dilation[1:],
-                            groups, acc_dtype, first_axis=2)
-
-    def step(acc, r):
-        return acc + row_term(x, w, r), None
-
-    init = batch_zeros(x, (x.shape[0], *out, w.shape[-1]), acc_dtype)
-    acc, _ = lax.scan(step, init, jnp.arange(k0))
-    return acc
+    return kernel_row_scan(x, w, out, stride, dilation, acc_dtype, row_sum)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7, 8))
