@@ -347,8 +347,14 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
             return _kernel_grad(a, b, operand_shape, operand_dtype, params)
         zero = jnp.zeros(operand_shape, operand_dtype)
         w = b
-        _, vjp = jax.vjp(lambda x: conv_canonical(x, w, **params), zero)
         chosen = canonical_plan(zero, w, **params)
+        if chosen.param("one_gemm"):
+            # The transpose of a transposed conv's one GEMM against every tap
+            # gathers a cotangent T times the input's size first; the
+            # phases' own transposes gather none (measured faster).
+            params = {**params, "profile": chosen.profile.replace(
+                phase_one_gemm_max_bytes=0)}
+        _, vjp = jax.vjp(lambda x: conv_canonical(x, w, **params), zero)
         if chosen.formulation == "s2d" and chosen.param("guard") is not None:
             # The zero-padded taps of space-to-depth would meet a non-finite
             # cotangent (its forward guard looks at the input only): the

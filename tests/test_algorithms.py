@@ -22,7 +22,7 @@ from jax import lax
 
 import jaxconv
 from jaxconv import lax as jl
-from jaxconv.algorithms import dense, positions, tapgemm, toeplitz
+from jaxconv.algorithms import dense, polyphase, positions, tapgemm, toeplitz
 from jaxconv.algorithms import plan as planning
 from jaxconv.algorithms.problem import Problem
 from jaxconv.algorithms.profile import CPU_FAMILIES
@@ -984,6 +984,118 @@ def test_transposed_kernel_gradient_by_phase_taps_builds_no_patches(rng):
                 phase_taps_kernel_grad_min_positions=1)):
             row = jaxconv.explain(kernel_grad, w)[-1]
             assert row.plan.param("kernel_grad") != "taps"
+
+
+# One GEMM against every tap of a transposed conv whose phases would build
+# patches (more than ``phase_gemm_max_taps`` taps in some phase).
+ONE_GEMM = [c for c in POLYPHASE if c not in DEPTH_TO_SPACE and c[-1] == 1
+            and np.prod(c[1][:-2]) <= CPU.unroll_limit]
+PER_PHASE = CPU.replace(phase_one_gemm_max_bytes=0)
+
+
+def _transposed_plan(xs, ws, ld, p, rd=None, g=1, profile=CPU):
+    nd = len(xs) - 2
+    f = functools.partial(jl.conv_general_dilated, window_strides=(1,) * nd,
+                          padding=p, lhs_dilation=ld, rhs_dilation=rd,
+                          dimension_numbers=DN[nd], feature_group_count=g)
+    with jaxconv.use_profile(profile):
+        (row,) = jaxconv.explain(f, jax.ShapeDtypeStruct(xs, jnp.float32),
+                                 jax.ShapeDtypeStruct(ws, jnp.float32))
+    return row
+
+
+def test_one_gemm_rule():
+    # Applies to the dense geometries whose phases have more than 2 taps
+    # (4x4 stride 2: four phases of four; 1-D 5 taps stride 2: 3 and 2; the
+    # 3-D case: 3 per phase) ...
+    assert len(ONE_GEMM) == 3
+    for case in ONE_GEMM:
+        row = _transposed_plan(*case)
+        assert row.plan.param("one_gemm") is True, case
+        assert "in one GEMM" in row.reason
+        assert row.plan.loop_steps == 0
+        # the product is part of the plan's temporaries
+        assert row.plan.temp_bytes >= polyphase.one_gemm_bytes(row.plan.problem)
+        assert _transposed_plan(*case, profile=PER_PHASE).plan.param("one_gemm") is None
+    # ... not where every phase is at most 2 taps (k4 stride 2 in 1-D: each
+    # phase already one GEMM over the whole input), nor grouped, nor one
+    # input channel, nor a kernel over 8x the input's bytes, nor a product
+    # over the profile's bytes, nor on gpu/tpu.
+    dense = ((2, 8, 8, 8), (4, 4, 8, 8), (2, 2), [(2, 2), (2, 2)])
+    product = 2 * 8 * 8 * 16 * 8 * 4
+    assert polyphase.one_gemm_bytes(_transposed_plan(*dense).plan.problem) == product
+    others = [
+        ((2, 16, 8), (4, 8, 8), (2,), [(2, 2)], None, 1),
+        ((2, 8, 8, 8), (4, 4, 4, 8), (2, 2), [(2, 2), (2, 2)], None, 2),
+        ((2, 8, 8, 1), (4, 4, 1, 8), (2, 2), [(2, 2), (2, 2)], None, 1),
+        ((1, 2, 2, 64), (4, 4, 64, 64), (2, 2), [(2, 2), (2, 2)], None, 1),
+    ]
+    for case in others:
+        assert _transposed_plan(*case).plan.param("one_gemm") is None, case
+    small = CPU.replace(phase_one_gemm_max_bytes=product - 1)
+    assert _transposed_plan(*dense).plan.param("one_gemm") is True
+    assert _transposed_plan(*dense, profile=small).plan.param("one_gemm") is None
+    for name in ("gpu", "tpu"):
+        row = _transposed_plan(*dense, profile=jaxconv.get_profile(name))
+        assert row.plan.param("one_gemm") is None
+
+
+@pytest.mark.parametrize("case", ONE_GEMM, ids=str)
+def test_one_gemm_equals_per_phase_forms(case, rng):
+    # The fast path and the per-phase path against each other (and lax):
+    # forward, both gradients, jvp and second order.
+    xs, ws, ld, p, rd, _ = case
+    nd = len(xs) - 2
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    kw = dict(lhs_dilation=ld, rhs_dilation=rd, dimension_numbers=DN[nd])
+
+    def conv(mod):
+        return lambda x, w: mod.conv_general_dilated(x, w, (1,) * nd, p, **kw)
+
+    def run(profile):
+        with jaxconv.use_profile(profile):
+            f = conv(jl)
+            y = jax.jit(f)(x, w)
+            loss = lambda x, w: jnp.sum(jnp.sin(f(x, w)))  # noqa: E731
+            grads = jax.jit(jax.grad(loss, (0, 1)))(x, w)
+            tangent = jax.jit(lambda x, w: jax.jvp(f, (x, w), (x, w))[1])(x, w)
+            second = second_order(f, x, w)(x, w)
+            return y, grads, tangent, second
+
+    fast, slow = run(CPU), run(PER_PHASE)
+    assert_close(fast[0], jax.jit(conv(lax))(x, w))
+    assert_close(fast[0], slow[0])
+    for a, b in zip(fast[1], slow[1]):
+        assert_close(a, b)
+    assert_close(fast[2], slow[2])
+    for a, b in zip(fast[3], slow[3]):
+        assert_close(a, b)
+
+
+def test_one_gemm_nonfinite_locality(rng):
+    # Every product is of a real input, the cropped ones dropped: a NaN
+    # weight and an Inf input (at the border and inside) reach exactly the
+    # outputs lax's have them in; with the autodiff kernel gradient (a
+    # profile without the custom kernel gradients) the input's Inf reaches
+    # the taps lax's gradient has it in.
+    xs, ws = (1, 6, 6, 3), (4, 4, 3, 2)
+    for where in [(0, 0, 0, 1), (0, 2, 3, 1), (0, 5, 0, 2)]:
+        x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+        x[where] = np.inf
+        w[1, 2, 0, 1] = np.nan
+        f = lambda m: (lambda x, w: m.conv_transpose(x, w, (2, 2), "SAME"))  # noqa: E731
+        for profile in (CPU, CPU.replace(custom_kernel_grads=False)):
+            with jaxconv.use_profile(profile):
+                row = jaxconv.explain(f(jl), x, w)[0]
+                assert row.plan.param("one_gemm") is True
+                got = jax.jit(f(jl))(x, w)
+                w2 = np.where(np.isnan(w), 0.0, w)
+                ct = np.ones(jax.eval_shape(f(lax), x, w).shape)
+                vjp = lambda x, w: jax.vjp(lambda w: f(jl)(x, w), w)[1](ct)[0]  # noqa: E731
+                gw = jax.jit(vjp)(x, w2)
+            np.testing.assert_array_equal(np.isfinite(got), np.isfinite(f(lax)(x, w)))
+            want = jax.vjp(lambda w: f(lax)(x, w), w2)[1](ct)[0]
+            np.testing.assert_array_equal(np.isfinite(gw), np.isfinite(want))
 
 
 def test_polyphase_conv_transpose_never_multiplies_inserted_zeros(rng):

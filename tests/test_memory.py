@@ -17,6 +17,7 @@ import pytest
 import jaxconv
 from jaxconv import lax as jl
 from jaxconv.algorithms import plan as planning
+from jaxconv.algorithms import polyphase
 
 NHWC = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"),
         3: ("NDHWC", "DHWIO", "NDHWC")}
@@ -100,7 +101,9 @@ def _allowance(f, *args):
     times that, 16 MiB, a part of the workspace): whole, one group of taps
     at a time, or one kernel row's at a time (the largest), and the 2-D
     patch matrices it builds whole out of the workspace (up to 16 MiB each;
-    their sum); those bytes, for the plans that run them."""
+    their sum), and a transposed conv's one GEMM against every tap (its
+    product, up to ``phase_one_gemm_max_bytes``); those bytes, for the
+    plans that run them."""
     profile = jaxconv.current_profile()
     if profile.name != "cpu":
         return profile.workspace_bytes
@@ -117,6 +120,12 @@ def _allowance(f, *args):
             n, h = p.padded_shape[:2]
             stage = n * h * p.out_spatial[1] * p.kernel[1] * p.padded_shape[-1]
             patches += p.patch_bytes + stage * p.acc_itemsize
+            continue
+        if row.formulation == "taps/polyphase" and plan.param("one_gemm"):
+            # A transposed conv's one GEMM against every tap: its product.
+            products = polyphase.one_gemm_bytes(p)
+            assert products <= profile.phase_one_gemm_max_bytes
+            extra = max(extra, products)
             continue
         if row.formulation != "taps/alltaps" and not plan.param("row_loop"):
             continue

@@ -226,6 +226,10 @@ def choose(p: Problem, prof: Profile, exact: bool = False) -> tuple[str, str]:
         if polyphase.depth_to_space_applies(p, prof):
             return "polyphase", why + (f"kernel = stride, {phases} one-tap phases: "
                                        "one GEMM, then depth-to-space")
+        if polyphase.one_gemm_applies(p, prof):
+            return "polyphase", why + (f"{phases} sub-pixel phases, every tap's "
+                                       "product with the real inputs in one GEMM, "
+                                       "then each phase's shifted sums")
         return "polyphase", why + f"{phases} sub-pixel phases on the real inputs"
     if p.depthwise and (p.groups > 1 or p.out_channels == 1):
         # (One input channel feeding many outputs is a dense conv of depth
@@ -565,12 +569,17 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
         counts = polyphase.phase_taps(p)
         forms = [polyphase.phase_form(t, p.groups, p.in_per_group, p.inexact, prof)
                  for t in counts]
+        one = polyphase.one_gemm_applies(p, prof)
         params["phases"] = math.prod(p.lhs_dilation)
         params["phase_forms"] = tuple(sorted(set(forms)))
-        steps = sum(t for t, f in zip(counts, forms) if f == "scan")
+        params["one_gemm"] = one or None
+        steps = 0 if one else sum(t for t, f in zip(counts, forms) if f == "scan")
         flops = (2 * math.prod(p.out_shape) * p.in_per_group * sum(counts)
                  // max(1, math.prod(p.lhs_dilation)))
-        if "im2col|gemm" in forms:
+        if one:  # every tap times every real input, cropped products included
+            flops = (2 * p.batch * math.prod(p.x_shape[1:-1]) * p.in_per_group * p.taps
+                     * p.out_channels)
+        if "im2col|gemm" in forms and not one:
             params["guard"] = _guard("finite weights", prof)
         if "gemm" in forms and p.inexact and _has_border(p):
             # The transpose of a "gemm" phase meets border elements with
@@ -584,6 +593,8 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
             # positions, the patches when the cotangent is finite).
             params["kernel_grad"] = "taps"
         temp = 2 * p.out_bytes
+        if one:
+            temp += polyphase.one_gemm_bytes(p)
     if name in (*dense.BLOCKED, "taps") and _tap_scan_kernel_grad(p, prof):
         params["kernel_grad"] = "tap-scan"
         block = _hankel_kernel_grad_block(p, prof)
@@ -1019,7 +1030,8 @@ def kernel_grad_spreads(chosen: Plan) -> bool:
         # A "gemm" phase multiplies every real input by all the phase's taps
         # and sums shifted slices of the product (a shifted-sum form); the
         # plan's own kernel gradient ("cotangent") pairs real windows only.
-        return ("gemm" in chosen.param("phase_forms", ()) and chosen.problem.inexact
+        gemm = chosen.param("one_gemm") or "gemm" in chosen.param("phase_forms", ())
+        return (gemm and chosen.problem.inexact
                 and _has_border(chosen.problem) and chosen.param("kernel_grad") is None)
     return (chosen.formulation in SHIFTED_SUM_FORMS and chosen.problem.groups == 1
             and chosen.problem.inexact

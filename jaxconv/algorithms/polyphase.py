@@ -110,6 +110,38 @@ def depth_to_space_applies(problem, profile) -> bool:
     return True
 
 
+def one_gemm_applies(problem, profile) -> bool:
+    """Whether every phase's taps run as one GEMM over the undilated input.
+
+    A dense (one group, more than one input channel) transposed conv whose
+    kernel is no more than ``profile.kernel_bound_ratio`` times the input's
+    bytes, at most ``profile.unroll_limit`` taps (each tap's product is a
+    slice of the GEMM's output, summed unrolled), and whose product
+    ``x @ [w_0 ... w_T]`` (``N * prod(n) * T * O`` values) is at most
+    ``profile.phase_one_gemm_max_bytes``, where some phase has more than
+    ``profile.phase_gemm_max_taps`` taps: such phases build patches (a
+    copy of ``T_r`` input slices each) for a GEMM of only ``O`` columns;
+    one GEMM of ``T * O`` columns reads the input once and copies nothing
+    before it (the column-to-image form of a transposed conv).
+    """
+    p = problem
+    if p.groups != 1 or p.in_per_group < 2 or p.taps > profile.unroll_limit:
+        return False
+    if max(phase_taps(p), default=0) <= profile.phase_gemm_max_taps:
+        return False  # every phase is already one GEMM over the whole input
+    if p.w_bytes > profile.kernel_bound_ratio * p.in_bytes:
+        return False
+    return one_gemm_bytes(p) <= profile.phase_one_gemm_max_bytes
+
+
+def one_gemm_bytes(problem) -> int:
+    """Bytes of every tap's product with the real inputs, ``(N, *n, T, O)``
+    in the accumulation dtype (:func:`one_gemm_applies`)."""
+    p = problem
+    return (p.batch * math.prod(p.x_shape[1:-1]) * p.taps * p.out_channels
+            * p.acc_itemsize)
+
+
 def phase_taps(problem):
     """The number of taps of every non-empty phase, in phase order."""
     _, per_axis, _ = phase_specs(problem)
@@ -142,24 +174,34 @@ def run(x, w, plan, precision):
         if 0 not in lo_out:
             return _depth_to_space(x, w, per_axis, p.lhs_dilation, precision,
                                    p.acc_dtype)
-    return _phases(x, w, p, precision, plan.profile)
+    return _phases(x, w, p, precision, plan.profile,
+                   one_gemm=bool(plan.param("one_gemm")))
 
 
-def _phases(x, w, p, precision, profile, patch_form=None):
+def _phases(x, w, p, precision, profile, patch_form=None, one_gemm=False):
     """Every sub-pixel phase of problem ``p`` (:func:`_phase_taps`, in the
     form :func:`phase_form` names; ``patch_form``, if given, in place of
-    ``"im2col|gemm"``), interleaved."""
+    ``"im2col|gemm"``; with ``one_gemm``, slices of one GEMM against every
+    tap, :func:`_phase_sums`), interleaved."""
     nd = p.nd
     acc_dtype = p.acc_dtype
     lo_out, per_axis, qmax = phase_specs(p)
     n_b, o = x.shape[0], w.shape[-1]
     if 0 in lo_out:
         return jnp.zeros((n_b, *lo_out, o), acc_dtype)
+    if one_gemm:
+        # Every real input times every tap: (N, *n, T, O), in tap order.
+        t_all, i = math.prod(w.shape[:-2]), w.shape[-2]
+        w_all = jnp.moveaxis(w.reshape(t_all, i, o), 0, 1).reshape(i, t_all * o)
+        products = matmul(x, w_all, precision, acc_dtype)
+        products = products.reshape(*products.shape[:-1], t_all, o)
     ys = []
     for combo in np.ndindex(*p.lhs_dilation):
         specs = [per_axis[a][r] for a, r in enumerate(combo)]
         if any(sp[0] is None for sp in specs):
             y = jnp.zeros((n_b, *(sp[-1] for sp in specs), o), acc_dtype)
+        elif one_gemm:
+            y = _phase_sums(products, specs, p.kernel, n_b, o, acc_dtype)
         else:
             sub = w[tuple(slice(*sp[0]) for sp in specs)]
             y = _phase_taps(x, sub, specs, p.groups, precision, acc_dtype, profile,
@@ -367,17 +409,41 @@ def _phase_gemm(x, wt, kernel, e0, d2, q, precision, acc_dtype):
     ``profile.phase_gemm_max_taps`` taps (and as the exact fallback of
     ``_phase_im2col``).
     """
-    n_sp = x.shape[1:-1]
     t, i, o = wt.shape
     y = matmul(x, jnp.moveaxis(wt, 0, 1).reshape(i, t * o), precision, acc_dtype)
     y = y.reshape(*y.shape[:-1], t, o)
+    taps = range(t)
+    return _shifted_sum(y, taps, kernel, e0, d2, q, x.shape[0], o, acc_dtype)
+
+
+def _phase_sums(products, specs, kernel, n_b, o, acc_dtype):
+    """One phase from the products of every real input with every tap of
+    the whole ``kernel`` (``(N, *n, T, O)``, :func:`_phases`' ``one_gemm``):
+    the phase's taps picked out of the tap axis, then shifted sums."""
+    starts = [sp[0][0] for sp in specs]
+    steps = [sp[0][2] for sp in specs]
+    sub = tuple(len(range(*sp[0])) for sp in specs)
+    taps = [int(np.ravel_multi_index(tuple(s + t * st for s, t, st in
+                                           zip(starts, tap, steps)), kernel))
+            for tap in tap_offsets(sub)]
+    return _shifted_sum(products, taps, sub, [-sp[1][0] for sp in specs],
+                        [sp[2] for sp in specs], [sp[3] for sp in specs], n_b, o,
+                        acc_dtype)
+
+
+def _shifted_sum(y, taps, kernel, e0, d2, q, n_b, o, acc_dtype):
+    """``sum_k pad(y[real range of k, taps[k]])`` over the phase's taps
+    (``kernel``, in :func:`tap_offsets` order) whose outputs meet a real
+    input: ``y`` holds every real input's product with each tap."""
+    n_sp = y.shape[1:-2]
     acc = None
     for k, ranges, pads in _tap_ranges(kernel, e0, d2, q, n_sp):
-        term = lax.slice(y, (0, *(lo for lo, _ in ranges), k, 0),
-                         (x.shape[0], *(hi for _, hi in ranges), k + 1, o))
+        c = taps[k]
+        term = lax.slice(y, (0, *(lo for lo, _ in ranges), c, 0),
+                         (n_b, *(hi for _, hi in ranges), c + 1, o))
         acc = _add_padded(acc, term.reshape(*term.shape[:-2], o), pads)
     if acc is None:
-        return jnp.zeros((x.shape[0], *q, o), acc_dtype)
+        return jnp.zeros((n_b, *q, o), acc_dtype)
     return acc
 
 

@@ -237,6 +237,10 @@ class Profile:
         stride-2 upsampling) and is at most ``kernel_bound_ratio`` times
         the input's bytes is one GEMM against every phase's tap, then a
         transpose interleaving the phases, instead of one GEMM per phase.
+      phase_one_gemm_max_bytes: a dense transposed conv whose every tap's
+        product with the real inputs (``N * prod(n) * T * O`` values) is at
+        most this many bytes computes them in one GEMM, each phase then a
+        sum of slices of it (``polyphase.one_gemm_applies``); 0 never.
       phase_taps_kernel_grad_min_positions: the kernel gradient of a
         transposed conv whose phases build patches (float weights,
         ``"im2col|gemm"``: 4x4 stride 2) over at least this many input
@@ -519,6 +523,7 @@ class Profile:
     fft_min_taps: int = 512
     phase_gemm_max_taps: int = 2
     phase_depth_to_space: bool = True
+    phase_one_gemm_max_bytes: int = 16 * _MiB
     phase_taps_kernel_grad_min_positions: int = 1024
     workspace_bytes: int = 64 * _MiB
     branch_free: bool = False
@@ -586,6 +591,7 @@ _ACCELERATOR = Profile(
     block_max_bytes=256 * _MiB, im2col_unblocked_max_bytes=0, pad_in_loop_max_taps=0,
     hankel_min_taps=1 << 62, fft_min_taps=1 << 62,
     s2d_max_i=0, grouped_rows_min_terms=1 << 62, phase_gemm_max_taps=64,
+    phase_one_gemm_max_bytes=0,
     alltaps_whole_scale=1, im2col_2d_unblocked_max_bytes=0,
     im2col_2d_whole_min_o=1 << 62, hankel_kernel_grad_min_tap_channels=1 << 62,
     per_example_patches_cache_bytes=0, per_example_patches_total_bytes=0,
