@@ -11,7 +11,12 @@ import numpy as np
 from jax.extend.core import jaxprs_in_params
 
 from ._canonical import RECORDER, canonical_plan
-from ._primitive import flipped_kernel, lhs_t_conv_params, per_example_plan
+from ._primitive import (
+    flipped_kernel,
+    lhs_t_conv_params,
+    per_example_plan,
+    transposed_forward_params,
+)
 from .algorithms import polyphase
 from .algorithms.plan import Plan
 
@@ -206,6 +211,8 @@ def _row(eqn) -> ExplainRow:
         return dataclasses.replace(row, op=row.op.replace("grads)", f"grads, {label})"),
                                    reason=f"{row.reason}; {how_run}")
     x, w = {"fwd": (a, b), "lhs_t": (operand, b), "rhs_t": (a, operand)}[role]
+    if role == "lhs_t":  # the transpose of this forward (see _primitive)
+        params = transposed_forward_params(canonical_plan(x, w, **params), params)
     return ExplainRow.of(canonical_plan(x, w, **params), role)
 
 

@@ -347,13 +347,8 @@ def _impl(a, b, *, role, operand_shape, operand_dtype, **params):
             return _kernel_grad(a, b, operand_shape, operand_dtype, params)
         zero = jnp.zeros(operand_shape, operand_dtype)
         w = b
+        params = transposed_forward_params(canonical_plan(zero, w, **params), params)
         chosen = canonical_plan(zero, w, **params)
-        if chosen.param("one_gemm"):
-            # The transpose of a transposed conv's one GEMM against every tap
-            # gathers a cotangent T times the input's size first; the
-            # phases' own transposes gather none (measured faster).
-            params = {**params, "profile": chosen.profile.replace(
-                phase_one_gemm_max_bytes=0)}
         _, vjp = jax.vjp(lambda x: conv_canonical(x, w, **params), zero)
         if chosen.formulation == "s2d" and chosen.param("guard") is not None:
             # The zero-padded taps of space-to-depth would meet a non-finite
@@ -529,6 +524,18 @@ def lhs_t_conv_params(ct, w, x_shape, x_dtype, params) -> dict | None:
     pads = tuple((d * (k - 1) - lo, d * (k - 1) - hi) for k, d, (lo, hi)
                  in zip(kernel, params["rhs_dilation"], params["padding"]))
     return {**params, "padding": pads, "preferred_element_type": None}
+
+
+def transposed_forward_params(chosen, params) -> dict:
+    """The parameters of the forward whose transpose is ``lhs_t`` (where it
+    is not planned as a convolution, :func:`lhs_t_conv_params`): the
+    forward's own, except for a transposed conv planned as one GEMM against
+    every tap (``one_gemm``), whose transpose would gather a cotangent ``T``
+    times the input first: its phases' own forms then (the input gradient
+    programs of ``tconv2d`` were identical to those before the one GEMM)."""
+    if chosen.param("one_gemm"):
+        return {**params, "profile": chosen.profile.replace(phase_one_gemm_max_bytes=0)}
+    return params
 
 
 def flipped_kernel(w, groups: int):

@@ -1040,6 +1040,31 @@ def test_one_gemm_rule():
         assert row.plan.param("one_gemm") is None
 
 
+def test_one_gemm_input_gradient_transposes_the_phases(rng):
+    # The input gradient of a one-GEMM plan is the transpose of the phases'
+    # own forms (the one GEMM's would gather a cotangent T times the input):
+    # the same program as without the one GEMM, and explain says so.
+    x, w = rng.standard_normal((1, 8, 8, 4)), rng.standard_normal((4, 4, 4, 6))
+    ct = rng.standard_normal((1, 16, 16, 6))
+
+    def f(x, w):
+        return jl.conv_transpose(x, w, (2, 2), "SAME")
+
+    def input_grad(x):
+        return jax.vjp(lambda x: f(x, w), x)[1](ct)[0]
+
+    with jaxconv.use_profile(CPU):
+        rows = jaxconv.explain(lambda x: (f(x, w), input_grad(x)), x)
+        fwd, grad = rows[0], rows[-1]
+        text = jax.jit(lambda x: input_grad(x)).lower(x).as_text(debug_info=False)
+    assert fwd.plan.param("one_gemm") is True
+    assert "input grad" in grad.op and grad.plan.param("one_gemm") is None
+    assert "in one GEMM" not in grad.reason
+    with jaxconv.use_profile(PER_PHASE):
+        want = jax.jit(lambda x: input_grad(x)).lower(x).as_text(debug_info=False)
+    assert text == want
+
+
 @pytest.mark.parametrize("case", ONE_GEMM, ids=str)
 def test_one_gemm_equals_per_phase_forms(case, rng):
     # The fast path and the per-phase path against each other (and lax):
