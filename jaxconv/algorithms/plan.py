@@ -1017,7 +1017,8 @@ def kernel_grad_spreads(chosen: Plan) -> bool:
     plan whose kernel gradient is computed directly (``kernel_grad``); a
     space-to-depth plan spreads where its stride-1 inner plan does, and a
     transposed (polyphase) plan where one of its phases is one GEMM against
-    all the phase's taps (the ``"gemm"`` phase form) unless the plan
+    all the phase's taps (the ``"gemm"`` phase form), or every phase is a
+    sum of slices of one GEMM against every tap (``one_gemm``), unless the plan
     computes its kernel gradient itself (``kernel_grad="cotangent"``, which
     pairs real windows only).  The
     kernel gradient of such a plan runs on the input with its non-finite
