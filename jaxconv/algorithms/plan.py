@@ -574,11 +574,11 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
         params["phase_forms"] = tuple(sorted(set(forms)))
         params["one_gemm"] = one or None
         steps = 0 if one else sum(t for t, f in zip(counts, forms) if f == "scan")
-        flops = (2 * math.prod(p.out_shape) * p.in_per_group * sum(counts)
-                 // max(1, math.prod(p.lhs_dilation)))
         if one:  # every tap times every real input, cropped products included
-            flops = (2 * p.batch * math.prod(p.x_shape[1:-1]) * p.in_per_group * p.taps
-                     * p.out_channels)
+            flops = 2 * p.in_per_group * polyphase.one_gemm_values(p)
+        else:
+            flops = (2 * math.prod(p.out_shape) * p.in_per_group * sum(counts)
+                     // max(1, math.prod(p.lhs_dilation)))
         if "im2col|gemm" in forms and not one:
             params["guard"] = _guard("finite weights", prof)
         if "gemm" in forms and p.inexact and _has_border(p):

@@ -134,12 +134,16 @@ def one_gemm_applies(problem, profile) -> bool:
     return one_gemm_bytes(p) <= profile.phase_one_gemm_max_bytes
 
 
-def one_gemm_bytes(problem) -> int:
-    """Bytes of every tap's product with the real inputs, ``(N, *n, T, O)``
-    in the accumulation dtype (:func:`one_gemm_applies`)."""
+def one_gemm_values(problem) -> int:
+    """How many products of every tap with the real inputs there are:
+    ``N * prod(n) * T * O`` (:func:`one_gemm_applies`)."""
     p = problem
-    return (p.batch * math.prod(p.x_shape[1:-1]) * p.taps * p.out_channels
-            * p.acc_itemsize)
+    return p.batch * math.prod(p.x_shape[1:-1]) * p.taps * p.out_channels
+
+
+def one_gemm_bytes(problem) -> int:
+    """Bytes of those products, in the accumulation dtype."""
+    return one_gemm_values(problem) * problem.acc_itemsize
 
 
 def phase_taps(problem):
@@ -189,12 +193,8 @@ def _phases(x, w, p, precision, profile, patch_form=None, one_gemm=False):
     n_b, o = x.shape[0], w.shape[-1]
     if 0 in lo_out:
         return jnp.zeros((n_b, *lo_out, o), acc_dtype)
-    if one_gemm:
-        # Every real input times every tap: (N, *n, T, O), in tap order.
-        t_all, i = math.prod(w.shape[:-2]), w.shape[-2]
-        w_all = jnp.moveaxis(w.reshape(t_all, i, o), 0, 1).reshape(i, t_all * o)
-        products = matmul(x, w_all, precision, acc_dtype)
-        products = products.reshape(*products.shape[:-1], t_all, o)
+    if one_gemm:  # every real input times every tap of the whole kernel
+        products = _tap_products(x, w.reshape(-1, *w.shape[-2:]), precision, acc_dtype)
     ys = []
     for combo in np.ndindex(*p.lhs_dilation):
         specs = [per_axis[a][r] for a, r in enumerate(combo)]
@@ -409,11 +409,17 @@ def _phase_gemm(x, wt, kernel, e0, d2, q, precision, acc_dtype):
     ``profile.phase_gemm_max_taps`` taps (and as the exact fallback of
     ``_phase_im2col``).
     """
+    y = _tap_products(x, wt, precision, acc_dtype)
+    return _shifted_sum(y, range(wt.shape[0]), kernel, e0, d2, q, x.shape[0],
+                        wt.shape[-1], acc_dtype)
+
+
+def _tap_products(x, wt, precision, acc_dtype):
+    """``x (N, *n, I)`` times every tap of ``wt (T, I, O)`` in one GEMM of
+    ``T * O`` columns: ``(N, *n, T, O)``."""
     t, i, o = wt.shape
     y = matmul(x, jnp.moveaxis(wt, 0, 1).reshape(i, t * o), precision, acc_dtype)
-    y = y.reshape(*y.shape[:-1], t, o)
-    taps = range(t)
-    return _shifted_sum(y, taps, kernel, e0, d2, q, x.shape[0], o, acc_dtype)
+    return y.reshape(*y.shape[:-1], t, o)
 
 
 def _phase_sums(products, specs, kernel, n_b, o, acc_dtype):
