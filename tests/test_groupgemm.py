@@ -11,6 +11,7 @@ NaN/Inf locality, and the plan's choice on the ResNeXt layers.
 from __future__ import annotations
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -283,3 +284,141 @@ def test_temporaries_within_the_memory_rule(shape):
             temp = jax.jit(fn).lower(*args).compile().memory_analysis()
             bound = 2 * (_nbytes(*args) + _nbytes(*out)) + CPU.block_max_bytes
             assert temp.temp_size_in_bytes <= min(bound, 32 << 20)
+
+
+# --- the multiply-reduce form (kernel >> patch matrix) -----------------------------
+
+# Few output positions against wide groups: the kernel has at least
+# ``groupgemm_reduce_min_ratio`` (8) times the patch matrix's bytes, so the
+# forward is one fused multiply-reduce reading the kernel in place.
+REDUCE_CASES = [
+    # ResNeXt's last stage in miniature: stride 2 to 2x2 outputs, and stride 1.
+    ((1, 4, 4, 256), (3, 3, 32, 256), (2, 2), [(1, 1), (1, 1)], None, 8),
+    ((1, 2, 2, 256), (3, 3, 32, 256), (1, 1), "SAME", None, 8),
+    # Dilated, asymmetric padding, a rectangular kernel.
+    ((1, 2, 4, 128), (2, 3, 32, 128), (1, 2), [(1, 0), (2, 1)], (1, 2), 4),
+    # 1-D, two groups.
+    ((1, 2, 64), (3, 32, 128), (1,), "SAME", None, 2),
+]
+NO_REDUCE = CPU.replace(groupgemm_reduce_min_ratio=1 << 62)
+
+
+@pytest.mark.parametrize("case", REDUCE_CASES, ids=_ids)
+def test_reduce_form_is_planned_where_the_kernel_dominates(case):
+    (row,) = jaxconv.explain(_conv(jl, case), *_structs(case))
+    assert row.formulation == "taps/groupgemm"
+    assert row.plan.param("form") == "reduce" and row.plan.loop_steps == 0
+    assert "multiply-reduce" in row.reason
+    p = row.plan.problem
+    assert p.w_bytes >= CPU.groupgemm_reduce_min_ratio * p.patch_bytes
+    # Not with the threshold off, nor on the accelerator profiles.
+    for profile in (NO_REDUCE, "gpu", "tpu"):
+        with jaxconv.use_profile(profile):
+            (row,) = jaxconv.explain(_conv(jl, case), *_structs(case))
+        assert row.formulation == "taps/groupgemm"
+        assert row.plan.param("form") is None
+
+
+def test_reduce_form_needs_the_kernel_ratio():
+    # The same layer at batch 8: the patch matrix is as large as the kernel.
+    xs, ws, s, p, rd, g = REDUCE_CASES[0]
+    case = ((8, *xs[1:]), ws, s, p, rd, g)
+    (row,) = jaxconv.explain(_conv(jl, case), *_structs(case))
+    assert row.formulation == "taps/groupgemm" and row.plan.param("form") is None
+    assert "batched over groups" in row.reason
+    # On the zoo: ResNeXt-50's last stage at batch 1 only.
+    reduced = {c.id for c in RESNEXT if _zoo_plan(c).plan.param("form") == "reduce"}
+    assert reduced == {"zoo/resnext50_32x4d/layer4.0.conv2/b1",
+                       "zoo/resnext50_32x4d/layer4.1.conv2/b1"}
+
+
+@pytest.mark.parametrize("case", REDUCE_CASES, ids=_ids)
+def test_reduce_form_values_and_gradients_match_lax(case, rng):
+    x, w = _args(case, rng)
+    ours = jax.jit(_conv(jl, case))
+    assert_close(ours(x, w), _f(lax, case)(x, w))
+    grads = jax.jit(jax.grad(_loss(ours), (0, 1)))(x, w)
+    want = jax.jit(jax.grad(_loss(_f(lax, case)), (0, 1)))(x, w)
+    for a, b in zip(grads, want):
+        assert_close(a, b)
+    # And against the GEMM form it replaces.
+    with jaxconv.use_profile(NO_REDUCE):
+        gemm = jax.jit(_conv(jl, case))(x, w)
+    assert_close(ours(x, w), gemm)
+
+
+@pytest.mark.parametrize("case", REDUCE_CASES[:3], ids=_ids)
+def test_reduce_form_second_order_and_jvp(case, rng):
+    x, w = _args(case, rng)
+    tx, tw = _args(case, rng)
+    got = second_order(_conv(jl, case), tx, tw)(x, w)
+    for a, b in zip(got, second_order(_f(lax, case), tx, tw)(x, w)):
+        assert_close(a, b)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.int32])
+@pytest.mark.parametrize("case", REDUCE_CASES[:2], ids=_ids)
+def test_reduce_form_dtypes(case, dtype, rng):
+    x, w = _args(case, rng, np.float32)
+    if np.issubdtype(dtype, np.integer):
+        x, w = np.round(4 * x), np.round(4 * w)
+    xd, wd = jnp.asarray(x, dtype), jnp.asarray(w, dtype)
+    # (The ratio compares the kernel's bytes with the patch matrix's in the
+    # accumulation dtype: a bfloat16 kernel counts half, so a lower ratio
+    # makes sure the form runs.)
+    with jaxconv.use_profile(CPU.replace(groupgemm_reduce_min_ratio=2)):
+        (row,) = jaxconv.explain(_conv(jl, case), xd, wd)
+        assert row.plan.param("form") == "reduce"
+        got = jax.jit(_conv(jl, case))(xd, wd)
+    assert got.dtype == jnp.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):  # exact
+        want = jax.jit(_conv(lax, case))(xd, wd)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    else:
+        ref = _f(lax, case)(xd.astype(np.float32), wd.astype(np.float32))
+        assert_close(got.astype(np.float32), ref, dtype=dtype)
+
+
+@pytest.mark.parametrize("case", REDUCE_CASES[:3], ids=_ids)
+def test_reduce_form_non_finite_values_stay_local(case, rng):
+    x, w = _args(case, rng, np.float32)
+    assert_non_finite_local(jax.jit(_conv(jl, case)), _f(lax, case), x, w)
+
+
+def _program(fn, *args):
+    text = jax.jit(fn).lower(*args).compile().as_text()
+    text = re.sub(r"metadata=\{[^}]*\}|stack_frame_id=\d+", "", text)
+    return re.sub(r"%[\w.\-]+", "%v", text)
+
+
+def test_reduce_form_gradient_is_the_gemm_forms():
+    # The derivatives are the batched GEMMs' (the transpose of the
+    # reduction would hold every product): where no transposed role is
+    # planned as a convolution of its own (stride 2), the gradient program
+    # is the GEMM form's, compared as text.
+    case = REDUCE_CASES[0]
+    x, w = _structs(case)
+    y = jax.eval_shape(_conv(lax, case), x, w)
+
+    def grads(x, w, dy):
+        return jax.vjp(_conv(jl, case), x, w)[1](dy)
+
+    programs = []
+    for profile in (CPU, NO_REDUCE):
+        with jaxconv.use_profile(profile):
+            programs.append(_program(grads, x, w, y))
+            forward = _program(_conv(jl, case), x, w)
+        assert ("reduce(" in forward) == (profile is CPU)
+    assert programs[0] == programs[1]
+
+
+@pytest.mark.parametrize("case", REDUCE_CASES[:2], ids=_ids)
+def test_reduce_form_temporaries(case):
+    # The patch matrix twice (as stacked and contraction-major) and the
+    # output; no product is materialised.  Compile only.
+    x, w = _structs(case)
+    y = jax.eval_shape(_conv(lax, case), x, w)
+    temp = jax.jit(_conv(jl, case)).lower(x, w).compile().memory_analysis()
+    (row,) = jaxconv.explain(_conv(jl, case), x, w)
+    assert temp.temp_size_in_bytes <= row.plan.temp_bytes
+    assert temp.temp_size_in_bytes <= 2 * _nbytes(x, y) + _nbytes(w)
