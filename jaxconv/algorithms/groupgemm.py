@@ -22,15 +22,6 @@ patch matrix of a block stays cache-sized: unblocked, patches of more than a
 few MiB made the form 2-4x slower than the per-tap GEMMs; blocked, it ran
 1.2-1.9x lax on 14x14 and 28x28 ResNeXt layers.
 
-Where the kernel outweighs the patch matrix many times over (a few output
-positions against wide groups: ResNeXt's last stage at batch 1, 2x2
-outputs against a 1.2 MB kernel) copying the kernel groups-first costs
-more than the GEMMs; there (``form="reduce"``, ``reduce_applies``) the
-forward is one fused multiply-reduce ``sum_k cols[r, k, g] * w[k, g, m]``
-reading the kernel in its own layout, and its derivatives are the batched
-GEMMs' (a ``jax.custom_jvp`` whose tangents are the GEMM form: the
-transpose of the reduction would materialise every product).
-
 Exact per window: every product pairs an input of the output's own window
 with its weight (no structural zeros beyond the conv's own padding), so NaN
 and Inf stay local.  Derivatives: plain autodiff (a batched GEMM and the
@@ -42,23 +33,13 @@ form and the kernel tangent the blocked patch form (``blocks.row_blocks``).
 from __future__ import annotations
 
 import math
-from functools import partial
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
 from .._taps import tap_offsets, tap_slice
-from ._common import common_dtype, out_spatial, pad_spatial
+from ._common import common_dtype, out_spatial
 from .blocks import row_blocks
-
-
-def reduce_applies(problem, profile) -> bool:
-    """Whether a ``"groupgemm"`` problem runs ``form="reduce"``: its kernel
-    has at least ``profile.groupgemm_reduce_min_ratio`` times the bytes of
-    its patch matrix."""
-    p = problem
-    return p.w_bytes >= profile.groupgemm_reduce_min_ratio * max(p.patch_bytes, 1)
 
 
 def run(x, w, plan, precision):
@@ -66,9 +47,6 @@ def run(x, w, plan, precision):
     p = plan.problem
     kw = dict(stride=p.stride, dilation=p.dilation, groups=p.groups,
               precision=precision, acc_dtype=p.acc_dtype)
-    if plan.param("form") == "reduce":
-        return conv_group_reduce(pad_spatial(x, p.pads), w, p.stride, p.dilation,
-                                 p.groups, precision, p.acc_dtype)
 
     def tangent(x, w):
         return conv_group_taps(x, w, **kw)
@@ -139,46 +117,3 @@ def conv_group_taps(x, w, *, stride, dilation, groups, precision, acc_dtype):
         term = _batched(xs, wg[:, k], precision, acc_dtype)
         acc = term if acc is None else acc + term
     return _groups_last(acc, w.shape[-1])
-
-
-@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
-def conv_group_reduce(x, w, stride, dilation, groups, precision, acc_dtype):
-    """The patch form on a padded ``x`` as one fused multiply-reduce.
-
-    ``y[r, g, m] = sum_k cols[r, k, g] * w[k, g, m]`` with ``w`` reshaped in
-    place to ``(T*I, G, M)`` (no copy) and the patch matrix ``cols`` (small:
-    the form applies where the kernel outweighs it) laid out contraction-
-    major; XLA fuses the broadcast product into the reduction.  Tangents
-    (and so gradients) are the batched GEMMs' (:func:`conv_groupgemm`).
-    """
-    del precision  # elementwise products in acc_dtype, as the grouped loop
-    kernel = w.shape[:-2]
-    out = out_spatial(x.shape, kernel, stride, dilation)
-    x, w = common_dtype(x, w)
-    i, o = w.shape[-2:]
-    t, m = math.prod(kernel), o // groups
-    cols = jnp.stack([tap_slice(x, tap, out, stride, dilation)
-                      for tap in tap_offsets(kernel)], axis=-2)  # (N, *P, T, G*I)
-    cols = cols.reshape(-1, t, groups, i)
-    cols = jnp.swapaxes(cols, -1, -2).reshape(-1, t * i, groups).astype(acc_dtype)
-    wk = w.reshape(t * i, groups, m).astype(acc_dtype)
-    y = jnp.sum(cols[..., None] * wk[None], axis=1)  # (N*P, G, M)
-    return y.reshape(x.shape[0], *out, o)
-
-
-def _conv_group_reduce_jvp(stride, dilation, groups, precision, acc_dtype, primals,
-                           tangents):
-    x, w = primals
-    kw = dict(stride=stride, dilation=dilation, groups=groups, precision=precision,
-              acc_dtype=acc_dtype)
-    y = conv_group_reduce(x, w, stride, dilation, groups, precision, acc_dtype)
-    zero = jax.custom_derivatives.SymbolicZero
-    terms = [conv_groupgemm(*args, **kw) for args, t in
-             (((tangents[0], w), tangents[0]), ((x, tangents[1]), tangents[1]))
-             if not isinstance(t, zero)]
-    if not terms:
-        return y, jnp.zeros_like(y)
-    return y, sum(terms[1:], terms[0]).astype(y.dtype)
-
-
-conv_group_reduce.defjvp(_conv_group_reduce_jvp, symbolic_zeros=True)

@@ -252,12 +252,6 @@ def choose(p: Problem, prof: Profile, exact: bool = False) -> tuple[str, str]:
                            f"T*I = {t * i} <= {prof.grouped_max_terms}: fused "
                            "broadcast multiply-adds")
     if g > 1 and t <= prof.unroll_limit:
-        if groupgemm.reduce_applies(p, prof):
-            return "groupgemm", (
-                f"{g} groups of I = {i}, kernel >= "
-                f"{prof.groupgemm_reduce_min_ratio}x the patch matrix: one fused "
-                "multiply-reduce reading the kernel in place (gradients: the "
-                "batched GEMMs)")
         return "groupgemm", (f"{g} groups of I = {i}, T*I = {t * i}: one patch GEMM "
                              "per group, batched over groups")
     if g > 1:
@@ -492,31 +486,24 @@ def make_plan(p: Problem, prof: Profile, name: str, reason: str) -> Plan:
             params["guard"] = _guard("finite inputs", prof)
         temp, steps = inner[0].temp_bytes + sub.in_bytes, inner[0].loop_steps
     elif name == "groupgemm":
-        if groupgemm.reduce_applies(p, prof):
-            # The patch matrix, its contraction-major copy and the output;
-            # the products are fused into the reduction.
-            params["form"] = "reduce"
-            params["blocks"] = ()
-            temp = 2 * p.patch_bytes + p.out_bytes
-        else:
-            # Per output position: the patches (T*C values), the GEMM output
-            # and its groups-last copy; plus the groups-first copy of the
-            # input.  The patches are T times the input (stride 1): blocks of
-            # the largest size (cache-sized on cpu) rather than a fraction of
-            # the memory bound, whose loop steps slowed the stage-4 ResNeXt
-            # layers at batch 8 1.4-2.2x (docs/auto.md).
-            temp_channels = p.taps * p.channels + 2 * p.out_channels
-            levels = blocking(
-                (p.batch, *p.x_shape[1:]), p.pads, p.kernel, p.stride, p.dilation,
-                itemsize=itemsize, temp_channels=temp_channels,
-                room=prof.block_max_bytes, min_bytes=prof.block_max_bytes,
-                max_bytes=prof.block_max_bytes, block_last=True)
-            params["blocks"] = levels
-            rows = math.prod(p.out_spatial)
-            for axis, r, _ in levels:
-                rows = rows // p.out_spatial[axis] * r
-            temp = p.batch * rows * temp_channels * itemsize + p.in_bytes
-            steps = math.prod(nb for _, _, nb in levels) if levels else 0
+        # Per output position: the patches (T*C values), the GEMM output and
+        # its groups-last copy; plus the groups-first copy of the input.  The
+        # patches are T times the input (stride 1): blocks of the largest
+        # size (cache-sized on cpu) rather than a fraction of the memory
+        # bound, whose loop steps slowed the stage-4 ResNeXt layers at batch
+        # 8 1.4-2.2x (docs/auto.md).
+        temp_channels = p.taps * p.channels + 2 * p.out_channels
+        levels = blocking(
+            (p.batch, *p.x_shape[1:]), p.pads, p.kernel, p.stride, p.dilation,
+            itemsize=itemsize, temp_channels=temp_channels,
+            room=prof.block_max_bytes, min_bytes=prof.block_max_bytes,
+            max_bytes=prof.block_max_bytes, block_last=True)
+        params["blocks"] = levels
+        rows = math.prod(p.out_spatial)
+        for axis, r, _ in levels:
+            rows = rows // p.out_spatial[axis] * r
+        temp = p.batch * rows * temp_channels * itemsize + p.in_bytes
+        steps = math.prod(nb for _, _, nb in levels) if levels else 0
     elif name == "grouped":
         rule = grouped.rule_applies(p, prof)
         if grouped.rows_applies(p, prof):

@@ -206,17 +206,6 @@ class Profile:
         slower: 3x3 kernels ran 1.3x lax at 12 channels per group, 0.4x at
         14, 0.1x at 16); other grouped kernels are GEMMs batched over groups
         (``"groupgemm"``).
-      groupgemm_reduce_min_ratio: a ``"groupgemm"`` problem whose kernel has
-        at least this many times the bytes of its patch matrix (few output
-        positions against wide groups, e.g. ResNeXt's last stage at batch 1)
-        runs its forward as one fused multiply-reduce that reads the kernel
-        in place (``form="reduce"``), its derivatives as the batched GEMMs':
-        the GEMMs would first copy the whole kernel groups-first.  ResNeXt-50
-        ``layer4.0.conv2`` / ``layer4.1.conv2`` at batch 1 (2x2 outputs, a
-        1.2 MB kernel, ratio 8) ran 0.89-0.92 / 1.23-1.29 of lax's forward
-        speed as GEMMs, 1.12-1.20 / 1.67-1.73 reduced on a 2-core AMD EPYC;
-        at ratio 1 (batch 8, stage 3) the reduce lost (0.72-0.89 against
-        1.02-1.40).  Off (``1 << 62``) on accelerators.
       grouped_rule_max_terms: the grouped kernel-gradient rule keeps one scan
         carry per tap and input channel; beyond this many, plain autodiff.
       grouped_rows_min_terms: grouped sums of at least this many terms
@@ -526,7 +515,6 @@ class Profile:
     grouped_max_i: int = 16
     grouped_max_terms: int = 100
     grouped_rule_max_terms: int = 128
-    groupgemm_reduce_min_ratio: int = 8
     grouped_rows_min_terms: int = 64
     pad_in_loop_max_taps: int = 9
     toeplitz_min_taps: int = 64
@@ -603,7 +591,6 @@ _ACCELERATOR = Profile(
     block_max_bytes=256 * _MiB, im2col_unblocked_max_bytes=0, pad_in_loop_max_taps=0,
     hankel_min_taps=1 << 62, fft_min_taps=1 << 62,
     s2d_max_i=0, grouped_rows_min_terms=1 << 62, phase_gemm_max_taps=64,
-    groupgemm_reduce_min_ratio=1 << 62,
     phase_one_gemm_max_bytes=0,
     alltaps_whole_scale=1, im2col_2d_unblocked_max_bytes=0,
     im2col_2d_whole_min_o=1 << 62, hankel_kernel_grad_min_tap_channels=1 << 62,
